@@ -1,0 +1,130 @@
+"""The control plane's shared vocabulary: read this module first.
+
+Plain, frozen values only. They cross module boundaries (registry, heartbeat,
+REST, placement) so that no module needs another's internals to talk about a
+node or a stream.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal, NewType
+
+NodeId = NewType("NodeId", str)
+NodeGroup = NewType("NodeGroup", str)
+StreamId = NewType("StreamId", str)
+AppName = NewType("AppName", str)
+
+NodeState = Literal["serving", "draining"]
+StreamState = Literal["live", "ended", "orphaned"]
+
+NODE_GROUP_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
+"""Node groups (regions), as DESIGN §9 bounds them."""
+
+STREAM_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,128}")
+APP_NAME_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+@dataclass(frozen=True, slots=True)
+class NodeCapacity:
+    """What a node may take on; the selector normalises load by it."""
+
+    cores: int
+    max_viewers: int
+    max_bitrate_kbps: int
+
+
+@dataclass(frozen=True, slots=True)
+class NodeLoad:
+    """One heartbeat's measurements. CPU is a fraction of the node's cores (0..1)."""
+
+    cpu: float = 0.0
+    memory: float = 0.0
+    viewers: int = 0
+    publishers: int = 0
+    pulls: int = 0
+    bitrate_in_kbps: int = 0
+    bitrate_out_kbps: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class NodeInfo:
+    """How a node introduces itself to the registry when it starts."""
+
+    id: NodeId
+    node_group: NodeGroup
+    public_url: str
+    internal_url: str
+    capacity: NodeCapacity
+
+
+@dataclass(frozen=True, slots=True)
+class NodeRecord:
+    """A node as the registry holds it; ``heartbeat_at`` is on the registry's clock."""
+
+    id: NodeId
+    node_group: NodeGroup
+    public_url: str
+    internal_url: str
+    state: NodeState
+    capacity: NodeCapacity
+    load: NodeLoad
+    heartbeat_at: datetime
+    registered_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class StreamRecord:
+    """A stream's main origin claim."""
+
+    id: StreamId
+    app: AppName
+    origin_node: NodeId
+    origin_group: NodeGroup
+    state: StreamState
+    codecs: tuple[str, ...]
+    lease_expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class RegionalOrigin:
+    """Who holds a region's secondary origin for a stream, and under which epoch.
+
+    The epoch grows by one each time the role changes hands; a holder that
+    renews with an older epoch has been fenced out and must stop serving.
+    """
+
+    stream_id: StreamId
+    node_group: NodeGroup
+    node_id: NodeId
+    epoch: int
+    lease_expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimResult:
+    """The outcome of a secondary-origin claim: ``won`` tells whether ``holder`` is the caller."""
+
+    won: bool
+    holder: RegionalOrigin
+
+
+@dataclass(frozen=True, slots=True)
+class PullEdge:
+    """One live relay: ``downstream`` pulls ``stream_id`` from ``upstream``."""
+
+    stream_id: StreamId
+    downstream: NodeId
+    upstream: NodeId
+    since: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class RelayTree:
+    """A stream's whole relay tree as the registry records it."""
+
+    stream: StreamRecord
+    regional_origins: tuple[RegionalOrigin, ...] = field(default=())
+    pulls: tuple[PullEdge, ...] = field(default=())

@@ -68,3 +68,9 @@ class RegistryUnavailable(ClusterError):
     """The registry cannot be reached or answered with an error."""
 
     status = 503
+
+
+class SettingLocked(ClusterError):
+    """A setting cannot be changed at runtime because the environment pins it."""
+
+    status = 409

@@ -2,8 +2,9 @@
 
 Programmatic Alembic: the script location is the installed ``migrations``
 package, so no alembic.ini is needed. Safe to run any number of times, and by
-several nodes at once (the migration transaction is serialised, see
-``migrations/env.py``).
+several node processes at once (the migration transaction is serialised, see
+``migrations/env.py``). Within one process, do not run two at once: Alembic
+keeps its migration context in module-level state.
 """
 
 from __future__ import annotations

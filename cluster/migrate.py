@@ -20,7 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 import migrations
 from cluster.errors import RegistryUnavailable
-from cluster.registry import open_engine
+from cluster.registry import open_engine, transactional
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ async def migrate(url: str) -> None:
     # transaction must hold the write lock from its start.
     engine = open_engine(url, pool_size=1, sqlite_begin="BEGIN IMMEDIATE")
     try:
-        async with engine.begin() as connection:
+        async with transactional(engine).begin() as connection:
             revision = await connection.run_sync(_upgrade)
     except (SQLAlchemyError, OSError) as exc:
         raise RegistryUnavailable(f"could not migrate the registry: {exc}") from exc

@@ -59,12 +59,17 @@ _CLAIM_ATTEMPTS = 3
 def open_engine(url: str, *, pool_size: int = 10, sqlite_begin: str = "BEGIN") -> AsyncEngine:
     """An engine for ``url`` (``postgresql+asyncpg://…`` or ``sqlite+aiosqlite:///path``).
 
+    Statements run in autocommit mode: each is its own transaction, which is all
+    a one-statement operation needs; it spares PostgreSQL two round trips and keeps
+    SQLite from holding its write lock across event-loop turns. The few operations
+    of several statements take a real transaction from ``transactional(engine)``.
+
     SQLite: WAL (readers never block the writer, and several node processes can
-    share the file), a busy timeout (a writer waits for another instead of
-    failing at once), and transactions begun by us with ``sqlite_begin`` rather
-    than by the driver (which would only begin before DML, leaving reads outside
-    the transaction). Plain ``BEGIN`` is safe for transactions whose first
-    statement writes; one that reads before writing must pass ``BEGIN IMMEDIATE``.
+    share the file) and a busy timeout (a writer waits for another instead of
+    failing at once). Its transactions are begun by us with ``sqlite_begin``, not
+    by the driver (which begins only before DML, leaving reads outside). Plain
+    ``BEGIN`` suits transactions whose first statement writes, or that only read;
+    one that reads and then writes must pass ``BEGIN IMMEDIATE``.
     """
     try:
         parsed = make_url(url)
@@ -74,7 +79,7 @@ def open_engine(url: str, *, pool_size: int = 10, sqlite_begin: str = "BEGIN") -
         return create_async_engine(
             parsed,
             pool_size=pool_size,
-            pool_pre_ping=True,
+            isolation_level="AUTOCOMMIT",
             connect_args={
                 "timeout": POSTGRES_TIMEOUT_S,
                 "command_timeout": POSTGRES_TIMEOUT_S,
@@ -82,7 +87,7 @@ def open_engine(url: str, *, pool_size: int = 10, sqlite_begin: str = "BEGIN") -
             },
         )
     if parsed.drivername == "sqlite+aiosqlite" and parsed.database not in (None, "", ":memory:"):
-        engine = create_async_engine(parsed, pool_size=pool_size)
+        engine = create_async_engine(parsed, pool_size=pool_size, isolation_level="AUTOCOMMIT")
         _configure_sqlite(engine, sqlite_begin)
         return engine
     raise ValueError(
@@ -91,9 +96,25 @@ def open_engine(url: str, *, pool_size: int = 10, sqlite_begin: str = "BEGIN") -
     )
 
 
+_SQLITE_TRANSACTION = "SERIALIZABLE"
+"""SQLite's one transactional level; every SQLite transaction reads one snapshot."""
+
+
+def transactional(engine: AsyncEngine, *, snapshot: bool = False) -> AsyncEngine:
+    """``engine`` with real transactions: ``begin()`` … commit, all or nothing.
+
+    ``snapshot``: the transaction's reads must agree with each other (PostgreSQL
+    repeatable read; SQLite always does).
+    """
+    if engine.dialect.name == "sqlite":
+        level = _SQLITE_TRANSACTION
+    else:
+        level = "REPEATABLE READ" if snapshot else "READ COMMITTED"
+    return engine.execution_options(isolation_level=level)
+
+
 def _configure_sqlite(engine: AsyncEngine, begin: str) -> None:
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA journal_mode = WAL")
@@ -101,7 +122,8 @@ def _configure_sqlite(engine: AsyncEngine, begin: str) -> None:
         cursor.close()
 
     def on_begin(connection: Any) -> None:
-        connection.exec_driver_sql(begin)
+        if connection.get_execution_options().get("isolation_level") == _SQLITE_TRANSACTION:
+            connection.exec_driver_sql(begin)
 
     event.listen(engine.sync_engine, "connect", on_connect)
     event.listen(engine.sync_engine, "begin", on_begin)
@@ -130,13 +152,8 @@ class Registry:
         self._engine = engine
         self._dead_after_s = dead_after_s
         self._closed = False
-        # A relay tree is read in several statements that must see one moment:
-        # PostgreSQL needs repeatable read for that; a SQLite transaction already is.
-        self._snapshots = (
-            engine.execution_options(isolation_level="REPEATABLE READ")
-            if engine.dialect.name == "postgresql"
-            else engine
-        )
+        self._transactions = transactional(engine)
+        self._snapshots = transactional(engine, snapshot=True)
         self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
 
     @classmethod
@@ -161,25 +178,25 @@ class Registry:
             await self._engine.dispose()
 
     @contextlib.asynccontextmanager
-    async def _transaction(
-        self, doing: str, *, snapshot: bool = False
+    async def _connection(
+        self, doing: str, engine: AsyncEngine | None = None
     ) -> AsyncIterator[AsyncConnection]:
+        """A connection from ``engine`` (default: autocommit), its errors made plain."""
         if self._closed:
             raise RegistryUnavailable(f"registry is closed; cannot {doing}")
-        engine = self._snapshots if snapshot else self._engine
         try:
-            async with engine.begin() as connection:
+            async with (engine or self._engine).begin() as connection:
                 yield connection
         except (SQLAlchemyError, OSError) as exc:
             raise RegistryUnavailable(f"registry could not {doing}: {_reason(exc)}") from exc
 
     async def _rows(self, doing: str, statement: Executable) -> Sequence[Row[Any]]:
-        async with self._transaction(doing) as connection:
+        async with self._connection(doing) as connection:
             return (await connection.execute(statement)).all()
 
     async def _changed(self, doing: str, statement: Executable) -> bool:
         """Run a statement that writes at most one row; whether it wrote one."""
-        async with self._transaction(doing) as connection:
+        async with self._connection(doing) as connection:
             return (await connection.execute(statement)).rowcount == 1
 
     async def now(self) -> datetime:
@@ -330,7 +347,7 @@ class Registry:
             .where(stream.c.state != "ended")
             .values(state="ended", lease_expires_at=db_now(), updated_at=db_now())
         )
-        async with self._transaction(f"end stream {stream_id}") as connection:
+        async with self._connection(f"end stream {stream_id}", self._transactions) as connection:
             if (await connection.execute(ending)).rowcount != 1:
                 return
             await connection.execute(delete(pull).where(pull.c.stream_id == stream_id))
@@ -489,8 +506,8 @@ class Registry:
             .where(pull.c.stream_id == stream_id)
             .order_by(pull.c.upstream, pull.c.downstream)
         )
-        async with self._transaction(
-            f"read the relay tree of {stream_id}", snapshot=True
+        async with self._connection(
+            f"read the relay tree of {stream_id}", self._snapshots
         ) as connection:
             stream_row = (
                 await connection.execute(select(stream).where(stream.c.id == stream_id))

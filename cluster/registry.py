@@ -18,7 +18,19 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Executable, Row, and_, case, delete, event, func, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Executable,
+    Row,
+    and_,
+    case,
+    delete,
+    event,
+    func,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
@@ -163,12 +175,13 @@ class Registry:
         ``pool_size`` bounds this process's connections (a burst past it waits).
         """
         registry = cls(open_engine(url, pool_size=pool_size), dead_after_s=dead_after_s)
+        shown = _shown(registry._engine.url)
         try:
             await registry.now()
-        except RegistryUnavailable:
+        except RegistryUnavailable as exc:
             await registry.close()
-            raise
-        logger.info("registry at %s", _shown(registry._engine.url))
+            raise RegistryUnavailable(f"{exc} (at {shown})") from exc
+        logger.info("registry at %s", shown)
         return registry
 
     async def close(self) -> None:
@@ -252,7 +265,7 @@ class Registry:
         """Remove the node's row (a clean exit); unknown nodes are ignored."""
         await self._changed(f"deregister node {node_id}", delete(node).where(node.c.id == node_id))
 
-    def _alive(self) -> Any:
+    def _alive(self) -> ColumnElement[bool]:
         return node.c.heartbeat_at > db_now(-self._dead_after_s)
 
     async def live_nodes(self, offset: int = 0, limit: int | None = None) -> list[NodeRecord]:
@@ -414,7 +427,7 @@ class Registry:
         raise RegistryUnavailable(f"registry could not {doing}: the slot kept changing hands")
 
     @staticmethod
-    def _slot(stream_id: StreamId, node_group: NodeGroup) -> Any:
+    def _slot(stream_id: StreamId, node_group: NodeGroup) -> ColumnElement[bool]:
         return and_(
             regional_origin.c.stream_id == stream_id, regional_origin.c.node_group == node_group
         )

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import sys
+import time
+from pathlib import Path
 
 from cluster.registry import Registry
 from cluster.types import NodeGroup, NodeId, StreamId
@@ -111,3 +114,32 @@ async def test_released_role_is_free_at_once_and_changes_epoch(registry: Registr
     assert taken.won is True
     assert taken.holder.epoch == held.holder.epoch + 1
     assert await registry.renew_regional_origin(S1, US, C, held.holder.epoch, lease_s=10) is False
+
+
+async def test_node_processes_racing_for_a_region_have_exactly_one_winner(
+    registry_url: str,
+) -> None:
+    start_at = time.time() + 2  # time enough for four interpreters to start
+    outputs = await asyncio.gather(
+        *(_claim_in_a_process(registry_url, f"proc{p}", start_at) for p in range(4))
+    )
+
+    claims = [line.split() for output in outputs for line in output.splitlines()]
+    assert len(claims) == 40
+    assert sum(int(won) for won, _, _ in claims) == 1
+    assert len({(holder, epoch) for _, holder, epoch in claims}) == 1
+
+
+async def _claim_in_a_process(url: str, prefix: str, start_at: float) -> str:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.claimer", url, prefix, str(start_at),
+        cwd=Path(__file__).parent.parent, stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        output, _ = await asyncio.wait_for(process.communicate(), timeout=60)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode == 0
+    return output.decode()

@@ -270,6 +270,8 @@ class Registry:
 
     async def live_nodes(self, offset: int = 0, limit: int | None = None) -> list[NodeRecord]:
         """Nodes heard from within ``dead_after_s``, ordered by group then id (stable pages)."""
+        if offset < 0 or (limit is not None and limit < 0):
+            raise ValueError(f"offset and limit must not be negative: {offset}, {limit}")
         statement = (
             select(node)
             .where(self._alive())

@@ -49,13 +49,15 @@ class RegistryTime(TypeDecorator[datetime]):
     def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
         if dialect.name == "sqlite":
             return dialect.type_descriptor(String(23))
-        return dialect.type_descriptor(DateTime(timezone=True))
+        return self.impl_instance
 
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
-        if value is None or dialect.name != "sqlite":
-            return value
+        if value is None:
+            return None
         if value.tzinfo is None:
             raise ValueError("registry times must be timezone-aware")
+        if dialect.name != "sqlite":
+            return value
         return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:23]
 
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:

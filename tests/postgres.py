@@ -64,7 +64,17 @@ class PostgresServer:
         return self._process.pid if self._process is not None else None
 
     def start(self, *, timeout_s: float = 30.0) -> None:
-        """Create a cluster in a new temporary directory and start it; wait until it accepts."""
+        """Create a cluster in a new temporary directory and start it; wait until it accepts.
+
+        On any failure, whatever was started is stopped and removed before raising.
+        """
+        try:
+            self._start(timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self, timeout_s: float) -> None:
         binaries = _binaries()
         self._root = Path(tempfile.mkdtemp(prefix="tierstream-pg-"))
         data, sockets = self._root / "data", self._root / "sockets"
@@ -72,11 +82,13 @@ class PostgresServer:
         if self._run_as is not None:
             for path in (self._root, sockets):
                 shutil.chown(path, self._run_as, self._run_as)
-        subprocess.run(
+        initdb = subprocess.run(
             [binaries / "initdb", "-D", data, "-U", self.user, "--auth=trust", "--no-sync",
              "-E", "UTF8", "--locale=C"],
-            user=self._run_as, check=True, capture_output=True, timeout=timeout_s, cwd=self._root,
+            user=self._run_as, capture_output=True, timeout=timeout_s, cwd=self._root,
         )  # fmt: skip
+        if initdb.returncode != 0:
+            raise RuntimeError(f"initdb failed:\n{initdb.stderr.decode(errors='replace')}")
         self.port = _free_port()
         log = (self._root / "postgres.log").open("wb")
         with log:
@@ -101,8 +113,7 @@ class PostgresServer:
             if probe.returncode == 0:
                 return
             time.sleep(0.05)
-        self.stop()
-        raise TimeoutError(f"postgres not ready after {timeout_s} s")
+        raise TimeoutError(f"postgres not ready after {timeout_s} s:\n{self.log_tail()}")
 
     def log_tail(self, lines: int = 20) -> str:
         """The end of the server's log, to explain a failure."""

@@ -100,3 +100,14 @@ async def test_nodes_migrating_at_once_apply_each_revision_once(database_url: st
     assert statuses == [0, 0, 0, 0]
     tables, revision, _ = await _inspect(database_url)
     assert (tables, revision) == (TABLES, "0001")
+
+
+@pytest.mark.postgres
+async def test_postgres_url_is_a_fresh_migrated_database(postgres_url: str) -> None:
+    registry = await Registry.connect(postgres_url)
+    try:
+        assert await registry.live_nodes() == []
+    finally:
+        await registry.close()
+    tables, revision, _ = await _inspect(postgres_url)
+    assert (tables, revision) == (TABLES, "0001")

@@ -122,6 +122,11 @@ async def test_listing_pages_are_ordered_by_group_then_id(registry: Registry) ->
     assert await registry.live_nodes(offset=5) == []
 
 
+async def test_negative_pages_are_refused(registry: Registry) -> None:
+    with pytest.raises(ValueError, match="negative"):
+        await registry.live_nodes(offset=-1)
+
+
 async def test_closed_registry_refuses_work_and_closes_twice(registry_url: str) -> None:
     registry = await Registry.connect(registry_url)
     await registry.close()

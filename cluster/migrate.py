@@ -19,8 +19,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
 import migrations
+from cluster.database import error_text, open_engine, transactional
 from cluster.errors import RegistryUnavailable
-from cluster.registry import open_engine, transactional
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ async def migrate(url: str) -> None:
         async with transactional(engine).begin() as connection:
             revision = await connection.run_sync(_upgrade)
     except (SQLAlchemyError, OSError) as exc:
-        raise RegistryUnavailable(f"could not migrate the registry: {exc}") from exc
+        raise RegistryUnavailable(f"could not migrate the registry: {error_text(exc)}") from exc
     finally:
         await engine.dispose()
     logger.info("registry schema at revision %s", revision)

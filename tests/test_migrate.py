@@ -14,8 +14,9 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
 from sqlalchemy.engine import Connection
 
+from cluster.database import open_engine
 from cluster.migrate import migrate
-from cluster.registry import Registry, open_engine
+from cluster.registry import Registry
 from cluster.schema import RegistryTime, metadata
 from cluster.types import NodeId
 from tests.factories import node_info

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.dialects import sqlite
 
-from cluster.registry import open_engine
+from cluster.database import open_engine
 from cluster.schema import RegistryTime, db_now
 
 

@@ -75,9 +75,13 @@ class db_now(FunctionElement[datetime]):
 
     Named in lower case because it reads as the SQL function it renders.
 
-    PostgreSQL: ``clock_timestamp()``, the time the row is actually written (not
-    the transaction's start), so a lease begins when it is granted even after a
-    lock wait. SQLite: ``'now'``, fixed within one statement.
+    One statement reads one instant, on both back-ends: SQLite's ``'now'`` is
+    fixed for a statement, and on PostgreSQL we read ``statement_timestamp()``
+    (not ``clock_timestamp()``, which moves between the expressions of one
+    statement: a new row's ``heartbeat_at`` and ``registered_at`` would differ,
+    and a claim's WHERE and SET would judge a lease at different times). A claim
+    that waited for a row lock thus dates its lease from before the wait, which
+    only ever shortens the lease: a winner never holds a lease longer than asked.
     """
 
     type = RegistryTime()
@@ -91,7 +95,7 @@ class db_now(FunctionElement[datetime]):
 @compiles(db_now, "postgresql")
 def _db_now_postgresql(element: db_now, compiler: SQLCompiler, **kw: Any) -> str:
     offset = compiler.process(element.clauses, **kw)
-    return f"(clock_timestamp() + make_interval(secs => {offset}))"
+    return f"(statement_timestamp() + make_interval(secs => {offset}))"
 
 
 @compiles(db_now, "sqlite")

@@ -19,9 +19,16 @@ SQLITE_BUSY_TIMEOUT_MS = 10_000
 POSTGRES_TIMEOUT_S = 10.0
 """Connect and statement timeout on PostgreSQL: a hung registry must surface as an error."""
 
+POOL_TIMEOUT_S = 10.0
+"""How long an operation waits for one of its process's pooled connections."""
 
-def open_engine(url: str, *, pool_size: int = 10, sqlite_begin: str = "BEGIN") -> AsyncEngine:
+
+def open_engine(url: str, *, pool_size: int = 5, sqlite_begin: str = "BEGIN") -> AsyncEngine:
     """An engine for ``url`` (``postgresql+asyncpg://…`` or ``sqlite+aiosqlite:///path``).
+
+    It holds at most ``pool_size`` connections (no overflow: PostgreSQL's
+    ``max_connections`` must cover nodes times pool size); an operation that finds
+    them all busy waits up to ``POOL_TIMEOUT_S``, then fails.
 
     Statements run in autocommit mode: each is its own transaction, which is all
     a one-statement operation needs; it spares PostgreSQL two round trips and keeps
@@ -42,8 +49,8 @@ def open_engine(url: str, *, pool_size: int = 10, sqlite_begin: str = "BEGIN") -
     if parsed.drivername == "postgresql+asyncpg":
         return create_async_engine(
             parsed,
-            pool_size=pool_size,
             isolation_level="AUTOCOMMIT",
+            **_pool(pool_size),
             connect_args={
                 "timeout": POSTGRES_TIMEOUT_S,
                 "command_timeout": POSTGRES_TIMEOUT_S,
@@ -51,13 +58,17 @@ def open_engine(url: str, *, pool_size: int = 10, sqlite_begin: str = "BEGIN") -
             },
         )
     if parsed.drivername == "sqlite+aiosqlite" and parsed.database not in (None, "", ":memory:"):
-        engine = create_async_engine(parsed, pool_size=pool_size, isolation_level="AUTOCOMMIT")
+        engine = create_async_engine(parsed, isolation_level="AUTOCOMMIT", **_pool(pool_size))
         _configure_sqlite(engine, sqlite_begin)
         return engine
     raise ValueError(
         f"unsupported registry URL {shown(parsed)}: "
         "use postgresql+asyncpg://… or sqlite+aiosqlite:///path/to/file"
     )
+
+
+def _pool(size: int) -> dict[str, Any]:
+    return {"pool_size": size, "max_overflow": 0, "pool_timeout": POOL_TIMEOUT_S}
 
 
 _SQLITE_TRANSACTION = "SERIALIZABLE"

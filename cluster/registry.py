@@ -79,10 +79,10 @@ class Registry:
         self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
 
     @classmethod
-    async def connect(cls, url: str, *, dead_after_s: float = 3.0, pool_size: int = 10) -> Registry:
+    async def connect(cls, url: str, *, dead_after_s: float = 3.0, pool_size: int = 5) -> Registry:
         """Open the registry at ``url`` and check it answers.
 
-        ``pool_size`` bounds this process's connections (a burst past it waits).
+        ``pool_size`` bounds this process's connections; a burst past it waits its turn.
         """
         registry = cls(open_engine(url, pool_size=pool_size), dead_after_s=dead_after_s)
         location = shown(registry._engine.url)

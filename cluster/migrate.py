@@ -15,6 +15,7 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
+from alembic.util import CommandError
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -41,7 +42,8 @@ async def migrate(url: str) -> None:
     try:
         async with transactional(engine).begin() as connection:
             revision = await connection.run_sync(_upgrade)
-    except (SQLAlchemyError, OSError) as exc:
+    except (SQLAlchemyError, OSError, CommandError) as exc:
+        # CommandError: e.g. the database is at a revision this program does not know.
         raise RegistryUnavailable(f"could not migrate the registry: {error_text(exc)}") from exc
     finally:
         await engine.dispose()

@@ -11,10 +11,11 @@ from typing import Any
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 
 from cluster.database import open_engine
+from cluster.errors import RegistryUnavailable
 from cluster.migrate import migrate
 from cluster.registry import Registry
 from cluster.schema import RegistryTime, metadata
@@ -112,3 +113,15 @@ async def test_postgres_url_is_a_fresh_migrated_database(postgres_url: str) -> N
         await registry.close()
     tables, revision, _ = await _inspect(postgres_url)
     assert (tables, revision) == (TABLES, "0001")
+
+
+async def test_database_ahead_of_this_program_is_refused_by_name(registry_url: str) -> None:
+    engine = open_engine(registry_url)
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    finally:
+        await engine.dispose()
+
+    with pytest.raises(RegistryUnavailable, match="9999"):
+        await migrate(registry_url)

@@ -1,0 +1,1 @@
+"""The registry's Alembic migrations; ``cluster.migrate`` applies them to head."""

@@ -1,0 +1,156 @@
+"""A private PostgreSQL server for tests and benchmarks, on 127.0.0.1 only.
+
+The registry's real back-end is PostgreSQL, so tests run against a real one:
+a throw-away cluster in a temporary directory, started on a free port, with
+``trust`` auth and fsync off (speed over durability; it is deleted at stop).
+
+PostgreSQL refuses to run as root, so when we are root its programs run as the
+``postgres`` user (``subprocess``'s ``user=``, which keeps the postmaster our
+direct child: we stop it by its PID and reap it, never by name).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import asyncpg
+
+_DATABASE_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+
+def _binaries() -> Path:
+    """The newest installed PostgreSQL's ``bin`` directory (Debian layout)."""
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(Path(p).parent.name))
+    if not found:
+        raise RuntimeError("no PostgreSQL found under /usr/lib/postgresql/*/bin")
+    return Path(found[-1])
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+class PostgresServer:
+    """One private PostgreSQL cluster: ``start()``, ``create_database()``, ``stop()``.
+
+    ``stop()`` is idempotent and always removes the temporary directory.
+    """
+
+    user = "postgres"
+
+    def __init__(self, *, max_connections: int = 300) -> None:
+        self.port = 0
+        self._max_connections = max_connections
+        self._root: Path | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+        self._run_as = "postgres" if os.geteuid() == 0 else None
+
+    @property
+    def pid(self) -> int | None:
+        """The postmaster's PID while it runs."""
+        return self._process.pid if self._process is not None else None
+
+    def start(self, *, timeout_s: float = 30.0) -> None:
+        """Create a cluster in a new temporary directory and start it; wait until it accepts.
+
+        On any failure, whatever was started is stopped and removed before raising.
+        """
+        try:
+            self._start(timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self, timeout_s: float) -> None:
+        binaries = _binaries()
+        self._root = Path(tempfile.mkdtemp(prefix="tierstream-pg-"))
+        data, sockets = self._root / "data", self._root / "sockets"
+        sockets.mkdir()
+        if self._run_as is not None:
+            for path in (self._root, sockets):
+                shutil.chown(path, self._run_as, self._run_as)
+        initdb = subprocess.run(
+            [binaries / "initdb", "-D", data, "-U", self.user, "--auth=trust", "--no-sync",
+             "-E", "UTF8", "--locale=C"],
+            user=self._run_as, capture_output=True, timeout=timeout_s, cwd=self._root,
+        )  # fmt: skip
+        if initdb.returncode != 0:
+            raise RuntimeError(f"initdb failed:\n{initdb.stderr.decode(errors='replace')}")
+        self.port = _free_port()
+        log = (self._root / "postgres.log").open("wb")
+        with log:
+            self._process = subprocess.Popen(
+                [binaries / "postgres", "-D", data, "-h", "127.0.0.1", "-p", str(self.port),
+                 "-k", sockets, "-c", "fsync=off", "-c", "synchronous_commit=off",
+                 "-c", "full_page_writes=off", "-c", f"max_connections={self._max_connections}"],
+                user=self._run_as, stdout=log, stderr=subprocess.STDOUT, cwd=self._root,
+            )  # fmt: skip
+        self._wait_ready(binaries, timeout_s)
+
+    def _wait_ready(self, binaries: Path, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        assert self._process is not None
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise RuntimeError(f"postgres exited at start-up:\n{self.log_tail()}")
+            probe = subprocess.run(
+                [binaries / "pg_isready", "-q", "-h", "127.0.0.1", "-p", str(self.port)],
+                check=False, timeout=5,
+            )  # fmt: skip
+            if probe.returncode == 0:
+                return
+            time.sleep(0.05)
+        raise TimeoutError(f"postgres not ready after {timeout_s} s:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 20) -> str:
+        """The end of the server's log, to explain a failure."""
+        if self._root is None:
+            return ""
+        with contextlib.suppress(OSError):
+            text = (self._root / "postgres.log").read_text(errors="replace")
+            return "\n".join(text.splitlines()[-lines:])
+        return ""
+
+    def url(self, database: str) -> str:
+        """The SQLAlchemy URL of ``database`` on this server."""
+        return f"postgresql+asyncpg://{self.user}@127.0.0.1:{self.port}/{database}"
+
+    async def create_database(self, name: str) -> str:
+        """Create an empty database and return its SQLAlchemy URL."""
+        if not _DATABASE_NAME.fullmatch(name):
+            raise ValueError(f"not a plain database name: {name!r}")
+        connection = await asyncpg.connect(
+            host="127.0.0.1", port=self.port, user=self.user, database="postgres", timeout=10
+        )
+        try:
+            await connection.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await connection.close(timeout=10)
+        return self.url(name)
+
+    def stop(self, *, timeout_s: float = 15.0) -> None:
+        """Fast shutdown by the postmaster's PID (SIGINT), SIGKILL if it hangs; remove its files."""
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            os.kill(process.pid, signal.SIGINT)
+            try:
+                process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                os.kill(process.pid, signal.SIGKILL)
+                process.wait(timeout=timeout_s)
+        root, self._root = self._root, None
+        if root is not None:
+            shutil.rmtree(root, ignore_errors=True)

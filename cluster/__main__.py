@@ -1,0 +1,5 @@
+"""``python -m cluster`` is the ``tierstream`` command."""
+
+from cluster.cli import main
+
+main()

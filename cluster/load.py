@@ -1,0 +1,53 @@
+"""What a node reports as its load: its own CPU and memory, plus the media plane's counters.
+
+CPU is the node process's share of the cores it may run on (0..1), not the
+machine's: several nodes can share one machine (the demo, the tests) and each
+must report what it costs, and a node limited to some cores must not look idle.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import psutil
+
+from cluster.types import NodeLoad
+
+MediaCounters = Callable[[], NodeLoad]
+"""Gives the media counters (viewers, publishers, pulls, bitrates); CPU and memory are ignored."""
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity), which is what it can use."""
+    return len(os.sched_getaffinity(0)) or 1
+
+
+def no_media() -> NodeLoad:
+    """The counters of a node whose media plane carries nothing."""
+    return NodeLoad()
+
+
+class LoadSampler:
+    """Samples the process's CPU since the previous sample, and its resident memory."""
+
+    def __init__(self, media: MediaCounters = no_media) -> None:
+        self._process = psutil.Process()
+        self._cores = usable_cores()
+        self._total_memory = psutil.virtual_memory().total
+        self._media = media
+        self._process.cpu_percent(None)  # the first call only starts the measurement window
+
+    def sample(self) -> NodeLoad:
+        counters = self._media()
+        cpu = self._process.cpu_percent(None) / (100.0 * self._cores)
+        memory = self._process.memory_info().rss / self._total_memory
+        return NodeLoad(
+            cpu=round(min(cpu, 1.0), 4),
+            memory=round(memory, 4),
+            viewers=counters.viewers,
+            publishers=counters.publishers,
+            pulls=counters.pulls,
+            bitrate_in_kbps=counters.bitrate_in_kbps,
+            bitrate_out_kbps=counters.bitrate_out_kbps,
+        )

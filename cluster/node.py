@@ -1,0 +1,139 @@
+"""One node's control-plane lifecycle: join the cluster, stay in it, change region, leave it.
+
+start → serve → drain → close, each step explicit and idempotent, so a
+signal handler, a test and a REST call can all drive it without caring what
+already happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
+
+from cluster.errors import ConfigError, SettingLocked
+from cluster.heartbeat import Heartbeat
+from cluster.load import LoadSampler, usable_cores
+from cluster.logs import apply_log_level
+from cluster.migrate import migrate
+from cluster.properties import update_properties
+from cluster.registry import Registry
+from cluster.settings import KEYS_BY_NAME, Settings
+from cluster.types import NodeCapacity, NodeInfo, NodeState
+
+logger = logging.getLogger(__name__)
+
+
+class Node:
+    """A running node's control plane: its settings, its registry client and its heartbeat."""
+
+    def __init__(self, settings: Settings, registry: Registry, sampler: LoadSampler) -> None:
+        self._settings = settings
+        self.registry = registry
+        self.state: NodeState = "serving"
+        self.heartbeat = Heartbeat(registry, self.info, sampler, settings.heartbeat_interval_s)
+        self._settings_lock = asyncio.Lock()
+        self._closed = False
+
+    @classmethod
+    async def start(cls, settings: Settings, sampler: LoadSampler | None = None) -> Node:
+        """Connect to the registry (migrating the embedded one), register, start heartbeating."""
+        if settings.embedded_registry:
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+            await migrate(settings.registry_url)
+        registry = await Registry.connect(
+            settings.registry_url, dead_after_s=settings.node_dead_timeout_s
+        )
+        node = cls(settings, registry, sampler or LoadSampler())
+        try:
+            await registry.register(node.info())
+        except BaseException:
+            await registry.close()
+            raise
+        node.heartbeat.start()
+        logger.info(
+            "node %s joined the cluster in region %s at %s (registry: %s)",
+            settings.node_id,
+            settings.node_group,
+            settings.public_url,
+            "embedded" if settings.embedded_registry else "PostgreSQL",
+        )
+        return node
+
+    @property
+    def settings(self) -> Settings:
+        return self._settings
+
+    def info(self) -> NodeInfo:
+        s = self._settings
+        return NodeInfo(
+            id=s.node_id,
+            node_group=s.node_group,
+            public_url=s.public_url,
+            internal_url=s.internal_url,
+            capacity=NodeCapacity(
+                cores=usable_cores(),
+                max_viewers=s.max_viewers,
+                max_bitrate_kbps=s.max_bitrate_kbps,
+            ),
+        )
+
+    async def change_settings(self, changes: Mapping[str, str]) -> Settings:
+        """Persist ``changes`` (properties key → raw value) and apply them live.
+
+        Values are parsed with the same parsers as at start-up, so a runtime
+        change can never store what a restart would refuse. A key pinned by an
+        environment variable is refused: the file change would be silently
+        undone at the next start.
+        """
+        async with self._settings_lock:
+            parsed: dict[str, Any] = {}
+            for name, raw in changes.items():
+                key = KEYS_BY_NAME[name]
+                if name in self._settings.env_overrides:
+                    raise SettingLocked(
+                        f"{name} is set by the environment variable {key.env_name}; "
+                        "change it there and restart the node"
+                    )
+                try:
+                    parsed[key.field] = key.parse(raw)
+                except ValueError as error:
+                    raise ConfigError(name, str(error)) from None
+            await asyncio.to_thread(update_properties, self._settings.config_path, dict(changes))
+            old = self._settings
+            self._settings = replace(old, **parsed)
+        if "log_level" in parsed:
+            apply_log_level(self._settings.log_level)
+        if self._settings.node_group != old.node_group:
+            logger.info(
+                "node %s moved from region %s to region %s",
+                old.node_id,
+                old.node_group,
+                self._settings.node_group,
+            )
+            self.heartbeat.beat_now()
+        return self._settings
+
+    async def drain(self) -> None:
+        """Stop taking new work: the registry shows the node as draining."""
+        if self.state == "draining":
+            return
+        self.state = "draining"
+        logger.info("node %s draining", self._settings.node_id)
+        await self.registry.drain(self._settings.node_id)
+
+    async def close(self) -> None:
+        """Drain, stop heartbeating, leave the registry; harmless when already closed."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self.drain()
+            await self.heartbeat.stop()
+            await self.registry.deregister(self._settings.node_id)
+            logger.info("node %s left the cluster", self._settings.node_id)
+        finally:
+            await self.heartbeat.stop()
+            await self.registry.close()

@@ -1,0 +1,75 @@
+"""Running a node: the control plane and the HTTP server, started and stopped in order.
+
+uvicorn's own signal handling would close the listening socket before the node
+could tell the registry it is leaving; here SIGTERM/SIGINT first mark the node
+draining (so no new work is sent its way), then stop the HTTP server, then
+deregister. A second signal skips the graceful wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Iterator
+
+import uvicorn
+
+from cluster.app import build_app
+from cluster.node import Node
+from cluster.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+GRACEFUL_HTTP_SHUTDOWN_S = 5
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server without its signal handlers: the node installs its own."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def run_node(settings: Settings) -> None:
+    node = await Node.start(settings)
+    config = uvicorn.Config(
+        build_app(node),
+        host=settings.http_host,
+        port=settings.http_port,
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+        timeout_graceful_shutdown=GRACEFUL_HTTP_SHUTDOWN_S,
+    )
+    server = _Server(config)
+    loop = asyncio.get_running_loop()
+
+    async def stop(signame: str) -> None:
+        if server.should_exit:
+            logger.warning("%s again: stopping now", signame)
+            server.force_exit = True
+            return
+        logger.info("%s received: node %s is leaving the cluster", signame, settings.node_id)
+        try:
+            await node.drain()
+        finally:
+            server.should_exit = True
+
+    stopping: set[asyncio.Task[None]] = set()
+
+    def on_signal(sig: signal.Signals) -> None:
+        task = asyncio.create_task(stop(sig.name))
+        stopping.add(task)
+        task.add_done_callback(stopping.discard)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig)
+    try:
+        await server.serve()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        await node.close()

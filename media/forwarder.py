@@ -1,0 +1,143 @@
+"""One track of one viewer: frames from an outlet out as that viewer's RTP stream.
+
+The payloads were built once per stream (``TrackSource.push``); per viewer we
+only write a 12-byte header plus the MID extension (SSRC, payload type, sequence
+number, timestamp), then aiortc's transport SRTP-protects and sends the packet.
+aiortc's own per-viewer encode/packetise loop never runs.
+
+Sequence numbers are the viewer's own counter and timestamps are the upstream's
+plus a per-viewer offset, re-based whenever the upstream changes (a new
+``EncodedFrame.epoch``, or ``switch`` to another source's outlet): a viewer sees
+one continuous RTP stream across publisher reconnects and pull failovers.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import struct
+import time
+
+from aiortc import RTCRtpSender
+
+from media import aiortc_seam
+from media.frame import EncodedFrame
+from media.source import Outlet, TrackSource
+
+logger = logging.getLogger(__name__)
+
+_HEADER = struct.Struct("!BBHII")
+_HISTORY = 512  # packets kept per viewer track for NACK retransmission
+
+
+def mid_extension(extension_id: int | None, mid: str | None) -> bytes:
+    """The RTP one-byte-header extension block carrying the MID (RFC 8843), or nothing."""
+    if extension_id is None or not mid:
+        return b""
+    value = mid.encode()
+    element = bytes([(extension_id << 4) | (len(value) - 1)]) + value
+    element += b"\x00" * (-len(element) % 4)
+    return b"\xbe\xde" + struct.pack("!H", len(element) // 4) + element
+
+
+class Forwarder:
+    """Writes one viewer track; owns the RTP sequence and timestamp spaces it sends."""
+
+    def __init__(
+        self,
+        sender: RTCRtpSender,
+        track: TrackSource,
+        outlet: Outlet,
+        payload_type: int,
+        extension: bytes,
+    ) -> None:
+        self.sender = sender
+        self.track = track
+        self._outlet = outlet
+        self._first_byte = 0x90 if extension else 0x80
+        self._payload_type = payload_type
+        self._extension = extension
+        self._ssrc = aiortc_seam.sender_ssrc(sender)
+        self._clock_rate = track.codec.clock_rate
+        self._seq = random.randint(0, 0x7FFF)
+        self._offset = 0
+        self._epoch = 0
+        self._last_ts = random.getrandbits(32)
+        self._last_sent = 0.0
+        self._history: list[tuple[int, bytes] | None] = [None] * _HISTORY
+        self.packets = 0
+        self.octets = 0
+        self.frames = 0
+        aiortc_seam.hook_sender_feedback(sender, self._keyframe_wanted, self._retransmit)
+
+    @property
+    def outlet(self) -> Outlet:
+        return self._outlet
+
+    def switch(self, track: TrackSource, outlet: Outlet) -> None:
+        """Read from another source from now on; the viewer's RTP stays continuous."""
+        old = self._outlet
+        self.track, self._outlet = track, outlet
+        old.close()
+
+    async def run(self) -> None:
+        """Forward until the outlet closes and is not replaced, or the transport goes."""
+        try:
+            while True:
+                outlet = self._outlet
+                frames = await outlet.take()
+                if not frames:
+                    if outlet is self._outlet:
+                        return
+                    continue
+                for frame in frames:
+                    await self._send_frame(frame)
+                aiortc_seam.count_sent(self.sender, self._last_ts, self.packets, self.octets)
+        except ConnectionError:
+            logger.debug("viewer transport closed while forwarding %s", self.track.codec.kind)
+
+    async def _send_frame(self, frame: EncodedFrame) -> None:
+        if frame.epoch != self._epoch:
+            self._rebase(frame)
+        timestamp = (frame.timestamp + self._offset) & 0xFFFFFFFF
+        last = len(frame.payloads) - 1
+        for index, payload in enumerate(frame.payloads):
+            seq = self._seq
+            packet = (
+                _HEADER.pack(
+                    self._first_byte,
+                    self._payload_type | (0x80 if index == last else 0),
+                    seq,
+                    timestamp,
+                    self._ssrc,
+                )
+                + self._extension
+                + payload
+            )
+            self._history[seq % _HISTORY] = (seq, packet)
+            self._seq = (seq + 1) & 0xFFFF
+            await aiortc_seam.send_rtp(self.sender, packet)
+            self.packets += 1
+            self.octets += len(payload)
+            self.track.meter.bytes_out += len(packet)
+        self.frames += 1
+        self._last_ts = timestamp
+        self._last_sent = time.monotonic()
+
+    def _rebase(self, frame: EncodedFrame) -> None:
+        if self._epoch:
+            elapsed = max(1, round((time.monotonic() - self._last_sent) * self._clock_rate))
+        else:
+            elapsed = 0
+        self._offset = self._last_ts + elapsed - frame.timestamp
+        self._epoch = frame.epoch
+
+    def _keyframe_wanted(self) -> None:
+        if self.track.codec.kind == "video":
+            self.track.request_keyframe()
+
+    async def _retransmit(self, lost: list[int]) -> None:
+        for seq in lost:
+            kept = self._history[seq % _HISTORY]
+            if kept is not None and kept[0] == seq:
+                await aiortc_seam.send_rtp(self.sender, kept[1])

@@ -1,0 +1,173 @@
+"""The per-stream fan-out: frames in from one upstream, out to many viewers.
+
+A ``Source`` holds one ``TrackSource`` per track (video, audio). Each track keeps
+the frames since its last keyframe (the GOP) so that a joining viewer starts at
+a keyframe, and hands every frame to every viewer's ``Outlet``: a bounded queue
+per viewer and track. A viewer whose queue overflows loses its queue and waits
+for the next keyframe (and asks for one); nobody else notices, because pushing a
+frame never waits for any viewer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import random
+from collections import deque
+from collections.abc import Callable
+
+from media import aiortc_seam
+from media.codecs import TrackCodec, is_keyframe
+from media.frame import EncodedFrame
+from media.keyframes import KeyframeRequests
+from media.meter import Meter
+
+logger = logging.getLogger(__name__)
+
+_epochs = itertools.count(1)
+
+
+def new_epoch() -> int:
+    """A fresh upstream generation number (see ``EncodedFrame.epoch``)."""
+    return next(_epochs)
+
+
+class Outlet:
+    """One viewer's bounded queue of one track's frames."""
+
+    def __init__(self, limit: int, on_overflow: Callable[[], None]) -> None:
+        self._frames: deque[EncodedFrame] = deque()
+        self._limit = limit
+        self._on_overflow = on_overflow
+        self._ready = asyncio.Event()
+        self.waiting_for_keyframe = True
+        self.closed = False
+        self.overflows = 0
+
+    def put(self, frame: EncodedFrame) -> None:
+        if self.waiting_for_keyframe:
+            if not frame.keyframe:
+                return
+            self.waiting_for_keyframe = False
+        elif len(self._frames) >= self._limit:
+            self._frames.clear()
+            self.overflows += 1
+            self._on_overflow()
+            if not frame.keyframe:
+                self.waiting_for_keyframe = True
+                return
+        self._frames.append(frame)
+        self._ready.set()
+
+    async def take(self) -> list[EncodedFrame]:
+        """Every queued frame, waiting for one; ``[]`` once the outlet is closed."""
+        while not self._frames:
+            if self.closed:
+                return []
+            self._ready.clear()
+            await self._ready.wait()
+        frames = list(self._frames)
+        self._frames.clear()
+        return frames
+
+    def close(self) -> None:
+        self.closed = True
+        self._ready.set()
+
+
+class TrackSource:
+    """The fan-out of one track of a stream."""
+
+    def __init__(
+        self, codec: TrackCodec, keyframes: KeyframeRequests, meter: Meter, gop_limit: int = 600
+    ) -> None:
+        self.codec = codec
+        self.meter = meter
+        self._keyframes = keyframes
+        self._gop: list[EncodedFrame] = []
+        self._gop_limit = gop_limit
+        self._outlets: set[Outlet] = set()
+        self._picture_id = random.randint(0, (1 << 15) - 1)
+        self.frames_in = 0
+        self.bytes_in = 0
+
+    @property
+    def viewers(self) -> int:
+        return len(self._outlets)
+
+    def push(self, data: bytes, timestamp: int, epoch: int) -> EncodedFrame:
+        """Take one encoded frame from the upstream and hand it to every viewer."""
+        mime = self.codec.mime_type
+        frame = EncodedFrame(
+            data=data,
+            timestamp=timestamp,
+            keyframe=is_keyframe(mime, data),
+            payloads=tuple(aiortc_seam.packetize(mime, data, self._picture_id)),
+            epoch=epoch,
+        )
+        self._picture_id = (self._picture_id + 1) % (1 << 15)
+        self.frames_in += 1
+        self.bytes_in += len(data)
+        self.meter.bytes_in += len(data)
+        if frame.keyframe:
+            self._gop = [frame]
+        elif self._gop and len(self._gop) < self._gop_limit:
+            self._gop.append(frame)
+        else:
+            self._gop = []
+        for outlet in self._outlets:
+            outlet.put(frame)
+        return frame
+
+    def request_keyframe(self) -> None:
+        self._keyframes.request()
+
+    def subscribe(self, limit: int) -> Outlet:
+        """A new viewer's outlet, started at the cached keyframe when it fits."""
+        outlet = Outlet(limit, self._keyframes.request)
+        if self._gop and len(self._gop) <= limit:
+            for frame in self._gop:
+                outlet.put(frame)
+        if self.codec.kind == "video":
+            self._keyframes.request()
+        self._outlets.add(outlet)
+        return outlet
+
+    def unsubscribe(self, outlet: Outlet) -> None:
+        self._outlets.discard(outlet)
+        outlet.close()
+
+    def close(self) -> None:
+        for outlet in self._outlets:
+            outlet.close()
+        self._outlets.clear()
+        self._gop = []
+
+
+class Source:
+    """Everything a stream's viewers read from, whoever feeds it."""
+
+    def __init__(
+        self,
+        stream_id: str,
+        codecs: tuple[TrackCodec, ...],
+        keyframe_interval: float,
+        meter: Meter,
+    ) -> None:
+        self.stream_id = stream_id
+        self.keyframes = KeyframeRequests(keyframe_interval)
+        self.tracks = {c.kind: TrackSource(c, self.keyframes, meter) for c in codecs}
+
+    @property
+    def codecs(self) -> tuple[TrackCodec, ...]:
+        return tuple(track.codec for track in self.tracks.values())
+
+    @property
+    def bytes_in(self) -> int:
+        return sum(track.bytes_in for track in self.tracks.values())
+
+    def close(self) -> None:
+        self.keyframes.close()
+        for track in self.tracks.values():
+            track.close()

@@ -57,7 +57,7 @@ class TrackReport:
     """What a viewer received on one track."""
 
     frames: int = 0
-    bytes: int = 0
+    size: int = 0
     keyframes: int = 0
     first_frame_at: float | None = None
     first_keyframe_at: float | None = None
@@ -122,7 +122,7 @@ class Viewer:
         latency = statistics.median(report.latencies) * 1000 if report.latencies else None
         return ViewerSummary(
             fps=report.frames / elapsed if elapsed > 0 else 0.0,
-            kbps=report.bytes * 8 / 1000 / elapsed if elapsed > 0 else 0.0,
+            kbps=report.size * 8 / 1000 / elapsed if elapsed > 0 else 0.0,
             keyframes=report.keyframes,
             latency_p50_ms=latency,
         )
@@ -139,7 +139,7 @@ class Viewer:
         now = time.monotonic()
         report = self.tracks.setdefault(mime_type.split("/")[0], TrackReport())
         report.frames += 1
-        report.bytes += len(data)
+        report.size += len(data)
         if report.first_frame_at is None:
             report.first_frame_at = now
         if mime_type.startswith("video/") and codecs.is_keyframe(mime_type, data):

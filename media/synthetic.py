@@ -17,6 +17,7 @@ import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, cast
 
 import av
 from aiortc.mediastreams import MediaStreamTrack
@@ -67,7 +68,7 @@ class SyntheticVideoTrack(MediaStreamTrack):
         """Make the next frame a keyframe (a viewer asked, through the relay)."""
         self._keyframe_wanted = True
 
-    async def recv(self) -> av.Packet:
+    async def recv(self) -> av.Packet[Any]:
         while True:
             await self._pace()
             frame = self._picture()
@@ -80,7 +81,7 @@ class SyntheticVideoTrack(MediaStreamTrack):
             if packets:
                 return self._packet(packets[0])
 
-    def _packet(self, encoded: av.Packet) -> av.Packet:
+    def _packet(self, encoded: av.Packet[Any]) -> av.Packet[Any]:
         data = stamp(self.settings.mime_type, bytes(encoded), self._count)
         if encoded.is_keyframe:
             self.keyframes += 1
@@ -136,7 +137,7 @@ class SyntheticAudioTrack(MediaStreamTrack):
         self._count = 0
         self._start: float | None = None
 
-    async def recv(self) -> av.Packet:
+    async def recv(self) -> av.Packet[Any]:
         while True:
             now = time.monotonic()
             if self._start is None:
@@ -154,7 +155,7 @@ class SyntheticAudioTrack(MediaStreamTrack):
             if packets:
                 return self._packet(packets[0])
 
-    def _packet(self, encoded: av.Packet) -> av.Packet:
+    def _packet(self, encoded: av.Packet[Any]) -> av.Packet[Any]:
         data = bytes(encoded)
         if self._on_frame is not None:
             self._on_frame(data)
@@ -165,7 +166,7 @@ class SyntheticAudioTrack(MediaStreamTrack):
 
 
 def _video_encoder(settings: VideoSettings) -> av.VideoCodecContext:
-    encoder = av.CodecContext.create(_ENCODERS[settings.mime_type], "w")
+    encoder = cast(av.VideoCodecContext, av.CodecContext.create(_ENCODERS[settings.mime_type], "w"))
     encoder.width = settings.width
     encoder.height = settings.height
     encoder.pix_fmt = "yuv420p"

@@ -26,7 +26,11 @@ LOOPBACK = ("127.0.0.1",)
 
 
 class Publisher:
-    """Publishes tracks; keyframe requests from the far end reach tracks that take them."""
+    """Publishes tracks; keyframe requests from the far end reach tracks that take them.
+
+    A track that names its ``mime_type`` (the synthetic ones do: they send
+    pre-encoded packets) is offered in that codec only.
+    """
 
     def __init__(
         self,
@@ -38,10 +42,19 @@ class Publisher:
         self._addresses = tuple(candidate_addresses)
         self.pc = ice.peer_connection(ice_servers)
         for track in self.tracks:
-            sender = self.pc.addTrack(track)
+            transceiver = self.pc.addTransceiver(track, direction="sendonly")
+            mime_type = getattr(track, "mime_type", None)
+            if mime_type is not None:
+                transceiver.setCodecPreferences(
+                    [
+                        c
+                        for c in codecs.preferences(track.kind)
+                        if c.mimeType in (mime_type, codecs.RTX)
+                    ]
+                )
             request = getattr(track, "request_keyframe", None)
             if request is not None:
-                aiortc_seam.hook_sender_feedback(sender, request)
+                aiortc_seam.hook_sender_feedback(transceiver.sender, request)
 
     async def start(self, exchange: Exchange) -> None:
         offer = await ice.describe(self.pc, "offer", self._addresses)

@@ -64,6 +64,10 @@ class SyntheticVideoTrack(MediaStreamTrack):
         self._keyframe_wanted = False
         self.keyframes = 0
 
+    @property
+    def mime_type(self) -> str:
+        return self.settings.mime_type
+
     def request_keyframe(self) -> None:
         """Make the next frame a keyframe (a viewer asked, through the relay)."""
         self._keyframe_wanted = True
@@ -122,6 +126,7 @@ class SyntheticAudioTrack(MediaStreamTrack):
     """A 400 Hz tone in 20 ms Opus frames."""
 
     kind = "audio"
+    mime_type = "audio/opus"
 
     def __init__(self, on_frame: Callable[[bytes], None] | None = None) -> None:
         super().__init__()

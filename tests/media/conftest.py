@@ -7,7 +7,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 import pytest
+from aiortc import RTCPeerConnection
 
+from media import codecs, ice
 from media.client import Publisher, TrackReport, Viewer
 from media.config import MediaConfig
 from media.engine import MediaEngine
@@ -152,3 +154,31 @@ async def watch() -> AsyncIterator[Watch]:
     yield start
     for viewer in viewers:
         await viewer.close()
+
+
+OfferFactory = Callable[..., Awaitable[str]]
+
+
+@pytest.fixture
+async def offer() -> AsyncIterator[OfferFactory]:
+    """SDP offers from real aiortc peers, for signalling tests that need no media."""
+    pcs: list[RTCPeerConnection] = []
+
+    async def make(
+        direction: str = "recvonly", video: str | None = "video/VP8", audio: bool = True
+    ) -> str:
+        pc = ice.peer_connection(())
+        pcs.append(pc)
+        wanted = [(kind, mime) for kind, mime in (("video", video), ("audio", "audio/opus"))]
+        for kind, mime in wanted:
+            if mime is None or (kind == "audio" and not audio):
+                continue
+            transceiver = pc.addTransceiver(kind, direction=direction)
+            transceiver.setCodecPreferences(
+                [c for c in codecs.preferences(kind) if c.mimeType in (mime, codecs.RTX)]
+            )
+        return await ice.describe(pc, "offer", ("127.0.0.1",))
+
+    yield make
+    for pc in pcs:
+        await pc.close()

@@ -76,6 +76,7 @@ class TrackReport:
     first_keyframe_at: float | None = None
     latencies: list[float] = field(default_factory=list)
     kept: list[bytes] = field(default_factory=list)
+    timestamps: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -164,6 +165,7 @@ class Viewer:
             report.latencies.append(time.time() - found.sent_at)
         if self._keep:
             report.kept.append(data)
+            report.timestamps.append(timestamp)
         self._arrived.set()
 
     def _state_changed(self) -> None:

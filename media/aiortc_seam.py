@@ -22,6 +22,8 @@ hook the narrowest places, all of them here, and nowhere else in tierstream:
   and ``H264Encoder._packetize``, pure functions, run once per frame per stream.
 - **ICE**: ``RTCIceGatherer._connection``, the aioice ``Connection`` behind a
   transport, so ``media.ice`` can name the host candidate addresses.
+- **counting receive** (benchmark viewers only): ``RTCDtlsTransport._handle_rtp_data``
+  gets each decrypted RTP packet; ``count_rtp`` takes it before any receiver.
 
 aiortc is pinned ``==1.16.0`` in ``pyproject.toml`` because of this module.
 ``check()`` verifies every hook; ``tests/media/test_aiortc_seam.py`` runs it and
@@ -183,6 +185,20 @@ def ice_connections(pc: RTCPeerConnection) -> Iterable[Connection]:
         yield pc.sctp.transport.transport.iceGatherer._connection
 
 
+def count_rtp(pc: RTCPeerConnection, on_packet: Callable[[bytes], None]) -> None:
+    """Hand every decrypted RTP packet of ``pc`` to ``on_packet``, bypassing its receivers.
+
+    For benchmark viewers that must cost as little as possible: no jitter buffer,
+    no depacketising, just SRTP and a count.
+    """
+
+    async def handle(data: bytes, arrival_time_ms: int) -> None:
+        on_packet(data)
+
+    for transceiver in pc.getTransceivers():
+        transceiver.receiver.transport._handle_rtp_data = handle  # type: ignore[method-assign]
+
+
 def codec_compatible(a: Any, b: Any) -> bool:
     """aiortc's own test of whether two codec descriptions can talk (H.264 profiles)."""
     return bool(rtcpeerconnection.is_codec_compatible(a, b))
@@ -217,7 +233,8 @@ def check() -> None:
             problems.append(f"{getattr(owner, '__name__', owner)}.{attr} is gone")
     if "self._connection = Connection(" not in inspect.getsource(RTCIceGatherer):
         problems.append("RTCIceGatherer no longer holds an aioice Connection in _connection")
-    if not hasattr(RTCDtlsTransport, "_send_rtp"):
-        problems.append("RTCDtlsTransport._send_rtp is gone")
+    for attr in ("_send_rtp", "_handle_rtp_data"):
+        if not hasattr(RTCDtlsTransport, attr):
+            problems.append(f"RTCDtlsTransport.{attr} is gone")
     if problems:
         raise SeamBroken("aiortc internals moved: " + "; ".join(problems))

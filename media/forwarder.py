@@ -2,8 +2,15 @@
 
 The payloads were built once per stream (``TrackSource.push``); per viewer we
 only write a 12-byte header plus the MID extension (SSRC, payload type, sequence
-number, timestamp), then aiortc's transport SRTP-protects and sends the packet.
-aiortc's own per-viewer encode/packetise loop never runs.
+number, timestamp), SRTP-protect the packet with the viewer's aiortc session and
+hand it to the socket (``aiortc_seam.RtpWriter``). aiortc's own per-viewer
+encode/packetise loop never runs. That per-packet work is the part to move into
+native code next: header rewrite, SRTP and ``sendto`` take bytes in and out.
+
+aiortc's RTCP stays in charge of the rest: receiver reports reach its sender,
+sender reports count what we forwarded (updated at most every 100 ms), and PLI,
+FIR and NACK come here (keyframe request upstream, retransmission from a short
+per-viewer history).
 
 Sequence numbers are the viewer's own counter and timestamps are the upstream's
 plus a per-viewer offset, re-based whenever the upstream changes (a new
@@ -28,6 +35,7 @@ logger = logging.getLogger(__name__)
 
 _HEADER = struct.Struct("!BBHII")
 _HISTORY = 512  # packets kept per viewer track for NACK retransmission
+_COUNTERS_EVERY = 0.1  # seconds between updates of aiortc's sender-report counters
 
 
 def mid_extension(extension_id: int | None, mid: str | None) -> bytes:
@@ -58,6 +66,8 @@ class Forwarder:
         self._payload_type = payload_type
         self._extension = extension
         self._ssrc = aiortc_seam.sender_ssrc(sender)
+        self._writer = aiortc_seam.RtpWriter(sender)
+        self._counted_at = 0.0
         self._clock_rate = track.codec.clock_rate
         self._seq = random.randint(0, 0x7FFF)
         self._offset = 0
@@ -92,7 +102,9 @@ class Forwarder:
                     continue
                 for frame in frames:
                     await self._send_frame(frame)
-                aiortc_seam.count_sent(self.sender, self._last_ts, self.packets, self.octets)
+                if self._last_sent - self._counted_at >= _COUNTERS_EVERY:
+                    aiortc_seam.count_sent(self.sender, self._last_ts, self.packets, self.octets)
+                    self._counted_at = self._last_sent
         except ConnectionError:
             logger.debug("viewer transport closed while forwarding %s", self.track.codec.kind)
 
@@ -100,26 +112,28 @@ class Forwarder:
         if frame.epoch != self._epoch:
             self._rebase(frame)
         timestamp = (frame.timestamp + self._offset) & 0xFFFFFFFF
+        pack, write, history = _HEADER.pack, self._writer.write, self._history
+        first, pt, ssrc, extension = (
+            self._first_byte,
+            self._payload_type,
+            self._ssrc,
+            self._extension,
+        )
+        seq = self._seq
         last = len(frame.payloads) - 1
+        sent = 0
         for index, payload in enumerate(frame.payloads):
-            seq = self._seq
-            packet = (
-                _HEADER.pack(
-                    self._first_byte,
-                    self._payload_type | (0x80 if index == last else 0),
-                    seq,
-                    timestamp,
-                    self._ssrc,
-                )
-                + self._extension
-                + payload
-            )
-            self._history[seq % _HISTORY] = (seq, packet)
-            self._seq = (seq + 1) & 0xFFFF
-            await aiortc_seam.send_rtp(self.sender, packet)
-            self.packets += 1
-            self.octets += len(payload)
-            self.track.meter.bytes_out += len(packet)
+            marked = pt | 0x80 if index == last else pt
+            packet = pack(first, marked, seq, timestamp, ssrc) + extension + payload
+            history[seq % _HISTORY] = (seq, packet)
+            seq = (seq + 1) & 0xFFFF
+            self._seq = seq
+            if not write(packet):
+                await aiortc_seam.send_rtp(self.sender, packet)
+            sent += len(packet)
+        self.packets += len(frame.payloads)
+        self.octets += sent - len(frame.payloads) * (12 + len(extension))
+        self.track.meter.bytes_out += sent
         self.frames += 1
         self._last_ts = timestamp
         self._last_sent = time.monotonic()
@@ -139,5 +153,5 @@ class Forwarder:
     async def _retransmit(self, lost: list[int]) -> None:
         for seq in lost:
             kept = self._history[seq % _HISTORY]
-            if kept is not None and kept[0] == seq:
+            if kept is not None and kept[0] == seq and not self._writer.write(kept[1]):
                 await aiortc_seam.send_rtp(self.sender, kept[1])

@@ -134,10 +134,10 @@ async def send_rtp(sender: RTCRtpSender, packet: bytes) -> None:
 class RtpWriter:
     """Sends one sender's RTP packets synchronously: SRTP, then the nominated pair's socket.
 
-    ``write`` returns False when the nominated pair is not plain UDP (a TURN
-    relay); the caller then awaits ``send_rtp``. It raises ``ConnectionError``
-    once DTLS is no longer connected, as ``send_rtp`` does. Only the transport's
-    own byte counters (``getStats``) miss these packets.
+    Usable while ``direct()``: the nominated ICE pair is plain UDP (not a TURN
+    relay, whose send path awaits; use ``send_rtp`` then). ``write`` raises
+    ``ConnectionError`` once DTLS is no longer connected, as ``send_rtp`` does.
+    Only the transport's own byte counters (``getStats``) miss these packets.
     """
 
     __slots__ = ("_dtls", "_nominated", "_srtp")
@@ -147,15 +147,20 @@ class RtpWriter:
         self._nominated: dict[int, Any] = self._dtls.transport._connection._nominated
         self._srtp = self._dtls._tx_srtp
 
-    def write(self, packet: bytes) -> bool:
+    def direct(self) -> bool:
+        pair = self._nominated.get(1)
+        return pair is not None and type(pair.protocol) is StunProtocol
+
+    def congested(self, limit: int) -> bool:
+        """Whether more than ``limit`` bytes wait in the socket's send buffer."""
+        pair = self._nominated.get(1)
+        return pair is not None and pair.protocol.transport.get_write_buffer_size() > limit
+
+    def write(self, packet: bytes) -> None:
         pair = self._nominated.get(1)
         if self._dtls._state is not State.CONNECTED or pair is None:
             raise ConnectionError("viewer transport is not connected")
-        protocol = pair.protocol
-        if type(protocol) is not StunProtocol:
-            return False
-        protocol.transport.sendto(self._srtp.protect(packet), pair.remote_addr)
-        return True
+        pair.protocol.transport.sendto(self._srtp.protect(packet), pair.remote_addr)
 
 
 def count_sent(sender: RTCRtpSender, rtp_timestamp: int, packets: int, octets: int) -> None:

@@ -216,7 +216,7 @@ class ViewerSession(Session):
 
     async def close(self) -> None:
         for forwarder in self.forwarders:
-            forwarder.track.unsubscribe(forwarder.outlet)
+            forwarder.close()
         await super().close()
 
     def _connected(self) -> None:
@@ -237,4 +237,4 @@ class ViewerSession(Session):
                 mid_extension(line.mid_extension, line.mid),
             )
             self.forwarders.append(forwarder)
-            self.spawn(forwarder.run())
+            forwarder.start(self.spawn)

@@ -10,18 +10,16 @@ frame never waits for any viewer.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import logging
 import random
-from collections import deque
-from collections.abc import Callable
 
 from media import aiortc_seam
 from media.codecs import TrackCodec, is_keyframe
 from media.frame import EncodedFrame
 from media.keyframes import KeyframeRequests
 from media.meter import Meter
+from media.outlet import Outlet
 
 logger = logging.getLogger(__name__)
 
@@ -31,49 +29,6 @@ _epochs = itertools.count(1)
 def new_epoch() -> int:
     """A fresh upstream generation number (see ``EncodedFrame.epoch``)."""
     return next(_epochs)
-
-
-class Outlet:
-    """One viewer's bounded queue of one track's frames."""
-
-    def __init__(self, limit: int, on_overflow: Callable[[], None]) -> None:
-        self._frames: deque[EncodedFrame] = deque()
-        self._limit = limit
-        self._on_overflow = on_overflow
-        self._ready = asyncio.Event()
-        self.waiting_for_keyframe = True
-        self.closed = False
-        self.overflows = 0
-
-    def put(self, frame: EncodedFrame) -> None:
-        if self.waiting_for_keyframe:
-            if not frame.keyframe:
-                return
-            self.waiting_for_keyframe = False
-        elif len(self._frames) >= self._limit:
-            self._frames.clear()
-            self.overflows += 1
-            self._on_overflow()
-            if not frame.keyframe:
-                self.waiting_for_keyframe = True
-                return
-        self._frames.append(frame)
-        self._ready.set()
-
-    async def take(self) -> list[EncodedFrame]:
-        """Every queued frame, waiting for one; ``[]`` once the outlet is closed."""
-        while not self._frames:
-            if self.closed:
-                return []
-            self._ready.clear()
-            await self._ready.wait()
-        frames = list(self._frames)
-        self._frames.clear()
-        return frames
-
-    def close(self) -> None:
-        self.closed = True
-        self._ready.set()
 
 
 class TrackSource:

@@ -47,7 +47,7 @@ async def test_a_viewer_that_stops_reading_does_not_slow_another(
         await asyncio.wait_for(stalled.wait(), WAIT)
 
     assert engine.stats().viewers == 2, "the stalled viewer is still a viewer"
-    assert sent >= 30
+    assert sent >= 10, "the publisher kept sending during the stall"
     assert got >= sent - 2, f"the healthy viewer got {got} of {sent} frames"
 
 

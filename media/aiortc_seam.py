@@ -25,8 +25,9 @@ hook the narrowest places, all of them here, and nowhere else in tierstream:
   and ``H264Encoder._packetize``, pure functions, run once per frame per stream.
 - **ICE**: ``RTCIceGatherer._connection``, the aioice ``Connection`` behind a
   transport, so ``media.ice`` can name the host candidate addresses.
-- **counting receive** (benchmark viewers only): ``RTCDtlsTransport._handle_rtp_data``
-  gets each decrypted RTP packet; ``count_rtp`` takes it before any receiver.
+- **counting receive** (benchmark viewers only): aioice's
+  ``Connection.data_received`` gets every non-STUN datagram; ``count_rtp`` takes
+  the SRTP ones before DTLS does, and decrypts with ``RTCDtlsTransport._rx_srtp``.
 
 aiortc is pinned ``==1.16.0`` in ``pyproject.toml`` because of this module.
 ``check()`` verifies every hook; ``tests/media/test_aiortc_seam.py`` runs it and
@@ -221,18 +222,36 @@ def ice_connections(pc: RTCPeerConnection) -> Iterable[Connection]:
         yield pc.sctp.transport.transport.iceGatherer._connection
 
 
-def count_rtp(pc: RTCPeerConnection, on_packet: Callable[[bytes], None]) -> None:
-    """Hand every decrypted RTP packet of ``pc`` to ``on_packet``, bypassing its receivers.
+def count_rtp(
+    pc: RTCPeerConnection, on_packet: Callable[[bytes], None]
+) -> Callable[[bytes], bytes]:
+    """Hand every SRTP packet of ``pc`` to ``on_packet`` as it leaves the socket.
 
-    For benchmark viewers that must cost as little as possible: no jitter buffer,
-    no depacketising, just SRTP and a count.
+    For benchmark viewers that must cost as little as possible: SRTP leaves the
+    RTP header in clear (sequence number, timestamp, marker), so counting needs
+    no decryption, no DTLS layer, no queue. DTLS, STUN and RTCP still take
+    aiortc's path. The returned function decrypts a packet when a payload must
+    be read (once DTLS is up).
     """
+    transceivers = pc.getTransceivers()
+    dtls = transceivers[0].receiver.transport
 
-    async def handle(data: bytes, arrival_time_ms: int) -> None:
-        on_packet(data)
+    for connection in ice_connections(pc):
+        original = connection.data_received
 
-    for transceiver in pc.getTransceivers():
-        transceiver.receiver.transport._handle_rtp_data = handle  # type: ignore[method-assign]
+        def data_received(data: bytes, component: int, *, _original: Any = original) -> None:
+            if 127 < data[0] < 192 and not 191 < data[1] < 224:
+                on_packet(data)
+            else:
+                _original(data, component)
+
+        connection.data_received = data_received  # type: ignore[method-assign]
+
+    def unprotect(packet: bytes) -> bytes:
+        plain: bytes = dtls._rx_srtp.unprotect(packet)
+        return plain
+
+    return unprotect
 
 
 def codec_compatible(a: Any, b: Any) -> bool:
@@ -272,11 +291,16 @@ def check() -> None:
     if "self._nominated[" not in inspect.getsource(Connection):
         problems.append("aioice's Connection no longer keeps its nominated pairs in _nominated")
     dtls_src = inspect.getsource(RTCDtlsTransport)
-    for needle in ("self._tx_srtp = Session(", "self._state != State.CONNECTED"):
+    for needle in (
+        "self._tx_srtp = Session(",
+        "self._rx_srtp = Session(",
+        "self._state != State.CONNECTED",
+    ):
         if needle not in dtls_src:
             problems.append(f"RTCDtlsTransport no longer contains {needle!r}")
-    for attr in ("_send_rtp", "_handle_rtp_data"):
-        if not hasattr(RTCDtlsTransport, attr):
-            problems.append(f"RTCDtlsTransport.{attr} is gone")
+    if not hasattr(RTCDtlsTransport, "_send_rtp"):
+        problems.append("RTCDtlsTransport._send_rtp is gone")
+    if not hasattr(Connection, "data_received"):
+        problems.append("aioice's Connection.data_received is gone")
     if problems:
         raise SeamBroken("aiortc internals moved: " + "; ".join(problems))

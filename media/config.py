@@ -19,7 +19,6 @@ class MediaConfig:
     ice_servers: tuple[str, ...] = ()
     viewer_queue_limit: int = 120
     keyframe_request_interval_s: float = 0.25
-    stats_interval_s: float = 1.0
 
     def __post_init__(self) -> None:
         if not self.candidate_addresses:

@@ -30,7 +30,13 @@ from typing import TypeVar
 
 from media import aiortc_seam, codecs, sdp
 from media.config import MediaConfig
-from media.errors import MediaError, StreamAlreadyPublished, UnknownSession, UnknownStream
+from media.errors import (
+    BadSdp,
+    MediaError,
+    StreamAlreadyPublished,
+    UnknownSession,
+    UnknownStream,
+)
 from media.meter import Meter
 from media.sessions import IngestSession, Role, Session, ViewerSession
 from media.source import Source
@@ -70,7 +76,7 @@ class MediaEngine:
         for codec in tracks:
             session.receive(codec.kind, codec.preferences())
         answer = await self._negotiate(session, session.answer(offer_sdp, _names(tracks)))
-        logger.info("publisher %s connecting to %s (%s)", session.id, stream_id, _names(tracks))
+        logger.info("publisher %s connecting to %s (%s)", session.id, stream_id, _label(tracks))
         return SessionDescription(session.id, answer)
 
     async def pull(self, stream_id: str, exchange: Exchange) -> str:
@@ -86,18 +92,19 @@ class MediaEngine:
         answer = await self._negotiate(session, exchange(offer))
         tracks = await self._negotiate(session, _ingestable_answer(answer))
         stream = self._streams[stream_id]
+        stream.source.close()
         stream.source = Source(
             stream_id, tracks, self._config.keyframe_request_interval_s, self._meter
         )
         session.feed(stream.source)
         await self._negotiate(session, session.accept(answer, _names(tracks)))
-        logger.info("pulling %s (%s) as %s", stream_id, _names(tracks), session.id)
+        logger.info("pulling %s (%s) as %s", stream_id, _label(tracks), session.id)
         return session.id
 
     async def play(self, stream_id: str, offer_sdp: str) -> SessionDescription:
         """Add a viewer that sent an offer (WHEP); our answer out."""
         lines = sdp.parse(offer_sdp)
-        stream = self._stream(stream_id)
+        stream = self._playable(stream_id)
         session = self._viewer(stream_id, stream, sdp.playable(lines, stream.source.codecs))
         answer = await self._negotiate(
             session, session.answer(offer_sdp, _names(stream.source.codecs))
@@ -106,13 +113,18 @@ class MediaEngine:
 
     async def offer_play(self, stream_id: str) -> SessionDescription:
         """Add a viewer that expects our offer (Ant Media WebSocket play)."""
-        stream = self._stream(stream_id)
+        stream = self._playable(stream_id)
         session = self._viewer(stream_id, stream, stream.source.codecs)
         return SessionDescription(session.id, await self._negotiate(session, session.offer()))
 
     async def accept_answer(self, session_id: str, answer_sdp: str) -> None:
         """Take a viewer's answer to ``offer_play``'s offer."""
         session = self._session(session_id)
+        if (
+            not isinstance(session, ViewerSession)
+            or session.pc.signalingState != "have-local-offer"
+        ):
+            raise BadSdp(f"session {session_id} is not waiting for an answer")
         sdp.parse(answer_sdp)
         wanted = _names(self._stream(session.stream_id).source.codecs)
         await self._negotiate(session, session.accept(answer_sdp, wanted))
@@ -181,7 +193,7 @@ class MediaEngine:
         self._sessions[session.id] = session
         viewers = len(stream.viewers)
         logger.info(
-            "viewer %s joined %s (%s), %d viewers", session.id, stream_id, _names(tracks), viewers
+            "viewer %s joined %s (%s), %d viewers", session.id, stream_id, _label(tracks), viewers
         )
         self._listener.viewers_changed(stream_id, viewers)
         return session
@@ -195,9 +207,11 @@ class MediaEngine:
             raise
 
     def _flowing(self, session: IngestSession) -> None:
-        codec_names = _names(session.source.codecs) if session.source else ()
-        logger.info("stream %s is live (%s) via %s", session.stream_id, codec_names, session.role)
-        self._listener.stream_started(session.stream_id, codec_names)
+        tracks = session.source.codecs if session.source else ()
+        logger.info(
+            "stream %s is live (%s) via %s", session.stream_id, _label(tracks), session.role
+        )
+        self._listener.stream_started(session.stream_id, _names(tracks))
 
     def _ended(self, session: Session) -> None:
         """A peer left or its connection failed: close the session in the background."""
@@ -230,6 +244,13 @@ class MediaEngine:
             raise UnknownStream(stream_id)
         return stream
 
+    def _playable(self, stream_id: str) -> _Stream:
+        """A stream viewers can join: known, and its codecs known (a pull has its answer)."""
+        stream = self._stream(stream_id)
+        if not stream.source.tracks:
+            raise UnknownStream(stream_id)
+        return stream
+
     def _session(self, session_id: str) -> Session:
         session = self._sessions.get(session_id)
         if session is None:
@@ -247,6 +268,11 @@ async def _ingestable_answer(answer_sdp: str) -> tuple[codecs.TrackCodec, ...]:
 
 def _names(tracks: tuple[codecs.TrackCodec, ...]) -> tuple[str, ...]:
     return tuple(codec.mime_type for codec in tracks)
+
+
+def _label(tracks: tuple[codecs.TrackCodec, ...]) -> str:
+    """Codecs for people: ``VP8+opus``."""
+    return "+".join(codec.mime_type.split("/")[1] for codec in tracks)
 
 
 def _new_id() -> str:

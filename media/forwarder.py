@@ -223,11 +223,15 @@ class Forwarder:
             self.track.request_keyframe()
 
     async def _retransmit(self, lost: list[int]) -> None:
-        for seq in lost:
-            kept = self._history[seq % _HISTORY]
-            if kept is None or kept[0] != seq:
-                continue
-            if self._direct:
-                self._writer.write(kept[1])
-            else:
-                await aiortc_seam.send_rtp(self.sender, kept[1])
+        """Resend NACKed packets on the original SSRC (we negotiate no RTX stream of our own)."""
+        try:
+            for seq in lost:
+                kept = self._history[seq % _HISTORY]
+                if kept is None or kept[0] != seq:
+                    continue
+                if self._direct:
+                    self._writer.write(kept[1])
+                else:
+                    await aiortc_seam.send_rtp(self.sender, kept[1])
+        except ConnectionError:
+            logger.debug("viewer transport closed before a retransmission")

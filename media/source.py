@@ -44,8 +44,6 @@ class TrackSource:
         self._gop_limit = gop_limit
         self._outlets: set[Outlet] = set()
         self._picture_id = random.randint(0, (1 << 15) - 1)
-        self.frames_in = 0
-        self.bytes_in = 0
 
     @property
     def viewers(self) -> int:
@@ -62,8 +60,6 @@ class TrackSource:
             epoch=epoch,
         )
         self._picture_id = (self._picture_id + 1) % (1 << 15)
-        self.frames_in += 1
-        self.bytes_in += len(data)
         self.meter.bytes_in += len(data)
         if frame.keyframe:
             self._gop = [frame]
@@ -117,10 +113,6 @@ class Source:
     @property
     def codecs(self) -> tuple[TrackCodec, ...]:
         return tuple(track.codec for track in self.tracks.values())
-
-    @property
-    def bytes_in(self) -> int:
-        return sum(track.bytes_in for track in self.tracks.values())
 
     def close(self) -> None:
         self.keyframes.close()

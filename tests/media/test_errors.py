@@ -108,3 +108,12 @@ async def test_malformed_trickle_fragment(engine: MediaEngine, offer: OfferFacto
         await engine.add_ice_candidates(session.session_id, "a=candidate:1 1 udp\r\n")
     with pytest.raises(BadSdp):
         await engine.add_ice_candidates(session.session_id, "a=mid:7\r\n")
+
+
+async def test_an_answer_for_a_session_that_made_no_offer(
+    engine: MediaEngine, offer: OfferFactory
+) -> None:
+    session = await engine.publish("s1", await offer(direction="sendonly"))
+    with pytest.raises(BadSdp, match="not waiting for an answer"):
+        await engine.accept_answer(session.session_id, await offer())
+    assert engine.has_stream("s1"), "a stray answer does not end the session"

@@ -93,6 +93,9 @@ async def test_server_offer_play_delivers_the_stream(engine: MediaEngine, publis
         await viewer.close()
     start = published.sent.index(video.kept[0])
     assert video.kept == published.sent[start : start + len(video.kept)]
+    summary = viewer.summary("video")
+    assert summary.keyframes >= 1 and summary.fps > 0 and summary.kbps > 0
+    assert summary.latency_p50_ms is not None and summary.latency_p50_ms >= 0
 
 
 async def test_pulled_stream_reaches_a_downstream_viewer_byte_for_byte(

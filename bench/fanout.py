@@ -356,7 +356,7 @@ def table(results: list[Result]) -> str:
     base = baseline.per_core_estimate if baseline else 0.0
     rows = [
         "relay       viewers@>=28fps  viewers/core(est)  us/packet  join->keyframe p50/p95 ms"
-        "  vs baseline  stopped by",
+        " (first 10)  vs baseline  stopped by",
     ]
     for r in results:
         best = r.sustained
@@ -365,7 +365,8 @@ def table(results: list[Result]) -> str:
             f"{r.mode:11} {best.viewers if best else 0:15d}  {r.per_core_estimate:17.0f}"
             f"  {best.us_per_packet if best else float('nan'):9.1f}"
             f"  {percentile(r.joins, 0.5) * 1000:10.0f} / {percentile(r.joins, 0.95) * 1000:5.0f}"
-            f"  {ratio:10.1f}x  {r.stopped_by}"
+            f" ({percentile(r.joins[:10], 0.5) * 1000:4.0f} / "
+            f"{percentile(r.joins[:10], 0.95) * 1000:4.0f})  {ratio:10.1f}x  {r.stopped_by}"
         )
     return "\n".join(rows)
 

@@ -112,10 +112,9 @@ class Forwarder:
 
     def switch(self, track: TrackSource, outlet: Outlet) -> None:
         """Read from another source from now on; the viewer's RTP stays continuous."""
-        old = self._outlet
+        old_track, old = self.track, self._outlet
         self.track, self._outlet = track, outlet
-        old.deliver_to(None)
-        old.close()
+        old_track.unsubscribe(old)
         if self._direct:
             outlet.deliver_to(self.pump)
             self.pump()

@@ -36,6 +36,8 @@ class Outlet:
         self._wake = callback if callback is not None else self._ready.set
 
     def put(self, frame: EncodedFrame) -> None:
+        if self.closed:
+            return
         if self.waiting_for_keyframe:
             if not frame.keyframe:
                 return

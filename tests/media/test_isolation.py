@@ -68,6 +68,7 @@ async def test_switching_a_viewer_to_another_source_keeps_its_rtp_continuous(
     video = await watching.frames("video", before + 30)
 
     assert video.kept[-1] in second.sent, "the viewer now sees the second publisher"
+    assert all(track.viewers == 0 for track in engine._streams["s1"].source.tracks.values())
     steps = [b - a for a, b in zip(video.timestamps, video.timestamps[1:], strict=False)]
     assert all(0 < step < 90_000 // 2 for step in steps), steps
     for transceiver in watching.viewer.pc.getTransceivers():

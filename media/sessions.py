@@ -49,6 +49,9 @@ class Session:
         self._on_end = on_end
         self._ended = False
         self._tasks: set[asyncio.Task[None]] = set()
+        self._deadline = asyncio.get_running_loop().call_later(
+            config.connect_timeout_s, self._connect_timed_out
+        )
         self.pc.on("connectionstatechange", self._state_changed)
 
     async def answer(self, offer_sdp: str, wanted: tuple[str, ...]) -> str:
@@ -74,6 +77,7 @@ class Session:
     async def close(self) -> None:
         """Stop everything; the end callback is not called for a close we asked for."""
         self._ended = True
+        self._deadline.cancel()
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -95,10 +99,26 @@ class Session:
     def _state_changed(self) -> None:
         state = self.pc.connectionState
         if state == "connected" and not self._ended:
+            self._deadline.cancel()
             self._connected()
-        elif state in ("failed", "closed") and not self._ended:
+        elif state in ("failed", "closed"):
             logger.debug("session %s of %s: connection %s", self.id, self.stream_id, state)
+            self._end()
+
+    def _connect_timed_out(self) -> None:
+        logger.info(
+            "%s %s of %s did not connect within %g s",
+            self.role,
+            self.id,
+            self.stream_id,
+            self.config.connect_timeout_s,
+        )
+        self._end()
+
+    def _end(self) -> None:
+        if not self._ended:
             self._ended = True
+            self._deadline.cancel()
             self._on_end(self)
 
     async def _set_remote(self, text: str, kind: str, wanted: tuple[str, ...]) -> None:

@@ -6,7 +6,7 @@ import asyncio
 
 from media.client import Viewer
 from media.engine import MediaEngine
-from tests.media.conftest import WAIT, EngineFactory, Events, Publish, Watch
+from tests.media.conftest import WAIT, EngineFactory, Events, OfferFactory, Publish, Watch
 
 
 async def test_publisher_leaving_ends_its_viewers_and_the_stream(
@@ -138,3 +138,19 @@ async def test_engine_close_is_idempotent_and_ends_everything(
     assert ("stream_ended", "s1") in events.history
     assert ("session_ended", published.session_id) in events.history
     await asyncio.wait_for(watching.viewer.ended.wait(), WAIT)
+
+
+async def test_a_publisher_that_never_connects_releases_the_stream(
+    make_engine: EngineFactory, events: Events, offer: OfferFactory
+) -> None:
+    engine = make_engine(connect_timeout_s=0.5)
+    silent = "".join(  # a trickle client that then never trickles
+        line + "\r\n"
+        for line in (await offer(direction="sendonly")).splitlines()
+        if not line.startswith(("a=candidate:", "a=end-of-candidates"))
+    )
+    session = await engine.publish("s1", silent)
+
+    await events.wait_for("stream_ended", "s1")
+    assert ("session_ended", session.session_id) in events.history
+    assert not engine.has_stream("s1")

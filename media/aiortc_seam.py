@@ -42,6 +42,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import aiortc
+import pylibsrtp
 from aioice import Connection
 from aioice.ice import StunProtocol
 from aiortc import (
@@ -161,7 +162,11 @@ class RtpWriter:
         pair = self._nominated.get(1)
         if self._dtls._state is not State.CONNECTED or pair is None:
             raise ConnectionError("viewer transport is not connected")
-        pair.protocol.transport.sendto(self._srtp.protect(packet), pair.remote_addr)
+        try:
+            protected = self._srtp.protect(packet)
+        except pylibsrtp.Error as exc:
+            raise ConnectionError(f"SRTP cannot protect for this viewer: {exc}") from exc
+        pair.protocol.transport.sendto(protected, pair.remote_addr)
 
 
 def count_sent(sender: RTCRtpSender, rtp_timestamp: int, packets: int, octets: int) -> None:

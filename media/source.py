@@ -49,8 +49,12 @@ class TrackSource:
     def viewers(self) -> int:
         return len(self._outlets)
 
-    def push(self, data: bytes, timestamp: int, epoch: int) -> EncodedFrame:
-        """Take one encoded frame from the upstream and hand it to every viewer."""
+    def push(self, data: bytes, timestamp: int, epoch: int) -> None:
+        """Take one encoded frame from the upstream and hand it to every viewer.
+
+        Viewers that send directly do so inside this loop; one viewer's failure
+        is logged and contained, it must not cost the others this frame.
+        """
         mime = self.codec.mime_type
         frame = EncodedFrame(
             data=data,
@@ -65,11 +69,17 @@ class TrackSource:
             self._gop = [frame]
         elif self._gop and len(self._gop) < self._gop_limit:
             self._gop.append(frame)
-        else:
+        elif self._gop:
+            logger.debug(
+                "%s GOP over %d frames: not cached until the next keyframe", mime, self._gop_limit
+            )
             self._gop = []
         for outlet in self._outlets:
-            outlet.put(frame)
-        return frame
+            try:
+                outlet.put(frame)
+            except Exception:
+                logger.exception("a viewer failed to take a %s frame; it skips to a keyframe", mime)
+                outlet.skip_to_keyframe()
 
     def request_keyframe(self) -> None:
         self._keyframes.request()

@@ -17,7 +17,7 @@ awaits) gets its own task reading the outlet instead.
 aiortc's RTCP stays in charge of the rest: receiver reports reach its sender,
 sender reports count what we forwarded (updated at most every 100 ms), and PLI,
 FIR and NACK come here (keyframe request upstream, retransmission from a short
-per-viewer history).
+per-viewer history of shared payloads).
 
 Sequence numbers are the viewer's own counter and timestamps are the upstream's
 plus a per-viewer offset, re-based whenever the upstream changes (a new
@@ -44,7 +44,7 @@ from media.source import TrackSource
 logger = logging.getLogger(__name__)
 
 _HEADER = struct.Struct("!BBHII")
-_HISTORY = 512  # packets kept per viewer track for NACK retransmission
+_HISTORY = 256  # packets per viewer track remembered for NACK retransmission (~2 s of video)
 _COUNTERS_EVERY = 0.1  # seconds between updates of aiortc's sender-report counters
 CONGESTED = 256 * 1024  # bytes waiting in a viewer's socket buffer before it skips ahead
 
@@ -90,7 +90,9 @@ class Forwarder:
         self._last_ts = random.getrandbits(32)
         self._last_sent = 0.0
         self._counted_at = 0.0
-        self._history: list[tuple[int, bytes] | None] = [None] * _HISTORY
+        # (sequence number, marker+payload type, timestamp, shared payload): the
+        # payload is the stream's own bytes object, so a viewer's history is small.
+        self._history: list[tuple[int, int, int, bytes] | None] = [None] * _HISTORY
         self.packets = 0
         self.octets = 0
         self.frames = 0
@@ -190,9 +192,8 @@ class Forwarder:
         packets = []
         for index, payload in enumerate(frame.payloads):
             marked = pt | 0x80 if index == last else pt
-            packet = pack(first, marked, seq, timestamp, ssrc) + extension + payload
-            history[seq % _HISTORY] = (seq, packet)
-            packets.append(packet)
+            packets.append(pack(first, marked, seq, timestamp, ssrc) + extension + payload)
+            history[seq % _HISTORY] = (seq, marked, timestamp, payload)
             seq = (seq + 1) & 0xFFFF
         self._seq = seq
         size = sum(map(len, packets))
@@ -228,9 +229,12 @@ class Forwarder:
                 kept = self._history[seq % _HISTORY]
                 if kept is None or kept[0] != seq:
                     continue
+                _, marked, timestamp, payload = kept
+                header = _HEADER.pack(self._first_byte, marked, seq, timestamp, self._ssrc)
+                packet = header + self._extension + payload
                 if self._direct:
-                    self._writer.write(kept[1])
+                    self._writer.write(packet)
                 else:
-                    await aiortc_seam.send_rtp(self.sender, kept[1])
+                    await aiortc_seam.send_rtp(self.sender, packet)
         except ConnectionError:
             logger.debug("viewer transport closed before a retransmission")

@@ -1,0 +1,311 @@
+"""The one module that reaches into aiortc's private internals.
+
+aiortc decodes everything it receives and encodes everything it sends; its public
+API cannot hand out or take in encoded frames. A relay needs exactly that, so we
+hook the narrowest places, all of them here, and nowhere else in tierstream:
+
+- **receive**: ``RTCRtpReceiver.__decoder_queue``. The receiver puts every
+  reassembled encoded frame there as ``(codec, JitterFrame)``. We swap it for a
+  ``FrameTap`` before ``receive()`` starts the decoder thread; the thread's first
+  ``get()`` returns ``None``, so it exits at once and no decoder ever runs.
+- **keyframe request upstream**: ``RTCRtpReceiver._send_rtcp_pli`` (and
+  ``__rtx_ssrc`` to tell the media SSRC from the retransmission one).
+- **send**: ``RTCDtlsTransport._send_rtp`` takes a whole RTP packet, protects it
+  with SRTP and sends it on the nominated ICE pair, so each viewer's transport
+  (ICE, DTLS, SRTP) stays aiortc's own while the RTP stream is ours. Its fast
+  path, ``RtpWriter``, does the same without five coroutine hops per packet:
+  ``RTCDtlsTransport._state`` and ``_tx_srtp``, and aioice's
+  ``Connection._nominated`` pair with its ``StunProtocol`` transport.
+- **viewer feedback**: ``RTCRtpSender._handle_rtcp_packet`` is wrapped per
+  instance to take PLI/FIR and NACK; receiver reports still reach aiortc.
+- **sender reports**: ``RTCRtpSender.__ntp_timestamp``, ``__rtp_timestamp``,
+  ``__packet_count`` and ``__octet_count``, kept up to date so that aiortc's own
+  RTCP loop sends sender reports that count what we forwarded.
+- **packetisers**: ``Vp8Encoder._packetize``, ``H264Encoder._split_bitstream``
+  and ``H264Encoder._packetize``, pure functions, run once per frame per stream.
+- **ICE**: ``RTCIceGatherer._connection``, the aioice ``Connection`` behind a
+  transport, so ``media.ice`` can name the host candidate addresses.
+- **counting receive** (benchmark viewers only): aioice's
+  ``Connection.data_received`` gets every non-STUN datagram; ``count_rtp`` takes
+  the SRTP ones before DTLS does, and decrypts with ``RTCDtlsTransport._rx_srtp``.
+
+aiortc is pinned ``==1.16.0`` in ``pyproject.toml`` because of this module.
+``check()`` verifies every hook; ``tests/media/test_aiortc_seam.py`` runs it and
+the engine calls it at start-up, so an upgrade that moves any of these fails
+loudly, naming what moved, instead of silently decoding or dropping media.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+import aiortc
+import pylibsrtp
+from aioice import Connection
+from aioice.ice import StunProtocol
+from aiortc import (
+    RTCPeerConnection,
+    RTCRtpReceiver,
+    RTCRtpSender,
+    rtcpeerconnection,
+    rtcrtpreceiver,
+)
+from aiortc import clock as aiortc_clock
+from aiortc.codecs.h264 import H264Encoder
+from aiortc.codecs.vpx import Vp8Encoder
+from aiortc.rtcdtlstransport import RTCDtlsTransport, State
+from aiortc.rtcicetransport import RTCIceGatherer
+from aiortc.rtp import (
+    RTCP_PSFB_FIR,
+    RTCP_PSFB_PLI,
+    RTCP_RTPFB_NACK,
+    RtcpPsfbPacket,
+    RtcpRtpfbPacket,
+)
+
+PINNED_AIORTC = "1.16.0"
+
+_DECODER_QUEUE = "_RTCRtpReceiver__decoder_queue"
+_DECODER_THREAD = "_RTCRtpReceiver__decoder_thread"
+_RTX_SSRC = "_RTCRtpReceiver__rtx_ssrc"
+_SENDER_COUNTERS = (
+    "_RTCRtpSender__ntp_timestamp",
+    "_RTCRtpSender__rtp_timestamp",
+    "_RTCRtpSender__packet_count",
+    "_RTCRtpSender__octet_count",
+)
+
+FrameSink = Callable[[str, bytes, int], None]
+"""Called with (codec mime type, encoded frame bytes, unwrapped RTP timestamp)."""
+
+
+class SeamBroken(RuntimeError):
+    """aiortc's internals no longer look the way this module expects."""
+
+
+class FrameTap:
+    """Stands in for a receiver's decoder queue: encoded frames go to a sink.
+
+    ``put`` runs on the event loop (from the receiver's RTP handler); ``get`` runs
+    once, on the receiver's decoder thread, and ends that thread.
+    """
+
+    def __init__(self, sink: FrameSink) -> None:
+        self._sink = sink
+
+    def put(self, item: tuple[Any, Any] | None) -> None:
+        if item is None:  # the receiver stopping its decoder
+            return
+        codec, frame = item
+        self._sink(codec.mimeType, frame.data, frame.timestamp)
+
+    def get(self) -> None:
+        return None
+
+
+def tap_receiver(receiver: RTCRtpReceiver, sink: FrameSink) -> None:
+    """Route a receiver's encoded frames to ``sink``; call before it starts."""
+    if getattr(receiver, _DECODER_THREAD, "missing") is not None:
+        raise SeamBroken("receiver already started (or aiortc renamed __decoder_thread)")
+    if not hasattr(receiver, _DECODER_QUEUE):
+        raise SeamBroken("aiortc's RTCRtpReceiver has no __decoder_queue any more")
+    setattr(receiver, _DECODER_QUEUE, FrameTap(sink))
+
+
+async def request_keyframe(receiver: RTCRtpReceiver) -> None:
+    """Send a PLI for the media SSRC(s) a receiver is getting."""
+    rtx_ssrcs: dict[int, int] = getattr(receiver, _RTX_SSRC)
+    for source in receiver.getSynchronizationSources():
+        if source.source not in rtx_ssrcs:
+            await receiver._send_rtcp_pli(source.source)
+
+
+def sender_ssrc(sender: RTCRtpSender) -> int:
+    """The SSRC aiortc negotiated (and signalled in SDP) for this sender."""
+    ssrc: int = sender._ssrc
+    return ssrc
+
+
+async def send_rtp(sender: RTCRtpSender, packet: bytes) -> None:
+    """SRTP-protect and send one RTP packet on a sender's transport."""
+    await sender.transport._send_rtp(packet)
+
+
+class RtpWriter:
+    """Sends one sender's RTP packets synchronously: SRTP, then the nominated pair's socket.
+
+    Usable while ``direct()``: the nominated ICE pair is plain UDP (not a TURN
+    relay, whose send path awaits; use ``send_rtp`` then). ``write`` raises
+    ``ConnectionError`` once DTLS is no longer connected, as ``send_rtp`` does.
+    Only the transport's own byte counters (``getStats``) miss these packets.
+    """
+
+    __slots__ = ("_dtls", "_nominated", "_srtp")
+
+    def __init__(self, sender: RTCRtpSender) -> None:
+        self._dtls = sender.transport
+        self._nominated: dict[int, Any] = self._dtls.transport._connection._nominated
+        self._srtp = self._dtls._tx_srtp
+
+    def direct(self) -> bool:
+        pair = self._nominated.get(1)
+        return pair is not None and type(pair.protocol) is StunProtocol
+
+    def congested(self, limit: int) -> bool:
+        """Whether more than ``limit`` bytes wait in the socket's send buffer."""
+        pair = self._nominated.get(1)
+        return pair is not None and pair.protocol.transport.get_write_buffer_size() > limit
+
+    def write(self, packet: bytes) -> None:
+        pair = self._nominated.get(1)
+        if self._dtls._state is not State.CONNECTED or pair is None:
+            raise ConnectionError("viewer transport is not connected")
+        try:
+            protected = self._srtp.protect(packet)
+        except pylibsrtp.Error as exc:
+            raise ConnectionError(f"SRTP cannot protect for this viewer: {exc}") from exc
+        pair.protocol.transport.sendto(protected, pair.remote_addr)
+
+
+def count_sent(sender: RTCRtpSender, rtp_timestamp: int, packets: int, octets: int) -> None:
+    """Make aiortc's sender reports describe what we forwarded."""
+    values = (aiortc_clock.current_ntp_time(), rtp_timestamp, packets, octets)
+    for name, value in zip(_SENDER_COUNTERS, values, strict=True):
+        setattr(sender, name, value)
+
+
+def hook_sender_feedback(
+    sender: RTCRtpSender,
+    on_keyframe_request: Callable[[], None],
+    on_nack: Callable[[list[int]], Awaitable[None]] | None = None,
+) -> None:
+    """Take PLI/FIR (and NACK if ``on_nack``) from the remote receiver of ``sender``.
+
+    Everything else (receiver reports, REMB) still goes to aiortc's handler.
+    """
+    original = sender._handle_rtcp_packet
+
+    async def handle(packet: Any) -> None:
+        if isinstance(packet, RtcpPsfbPacket) and packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
+            on_keyframe_request()
+        elif on_nack and isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
+            await on_nack(list(packet.lost))
+        else:
+            await original(packet)
+
+    sender._handle_rtcp_packet = handle  # type: ignore[method-assign]
+
+
+def packetize(mime_type: str, frame: bytes, picture_id: int) -> list[bytes]:
+    """Split one encoded frame into RTP payloads exactly as aiortc's sender would."""
+    name = mime_type.split("/")[1].lower()
+    if name == "vp8":
+        payloads: list[bytes] = Vp8Encoder._packetize(frame, picture_id)
+    elif name == "h264":
+        payloads = H264Encoder._packetize(H264Encoder._split_bitstream(frame))
+    else:
+        payloads = [frame]
+    return payloads
+
+
+def split_annexb(frame: bytes) -> list[bytes]:
+    """The NAL units of an Annex B H.264 frame, as aiortc's packetiser sees them."""
+    return list(H264Encoder._split_bitstream(frame))
+
+
+def ice_connections(pc: RTCPeerConnection) -> Iterable[Connection]:
+    """The aioice connections behind every transport of a peer connection."""
+    seen: set[int] = set()
+    for transceiver in pc.getTransceivers():
+        gatherer = transceiver.sender.transport.transport.iceGatherer
+        if id(gatherer) not in seen:
+            seen.add(id(gatherer))
+            yield gatherer._connection
+    if pc.sctp is not None:
+        yield pc.sctp.transport.transport.iceGatherer._connection
+
+
+def count_rtp(
+    pc: RTCPeerConnection, on_packet: Callable[[bytes], None]
+) -> Callable[[bytes], bytes]:
+    """Hand every SRTP packet of ``pc`` to ``on_packet`` as it leaves the socket.
+
+    For benchmark viewers that must cost as little as possible: SRTP leaves the
+    RTP header in clear (sequence number, timestamp, marker), so counting needs
+    no decryption, no DTLS layer, no queue. DTLS, STUN and RTCP still take
+    aiortc's path. The returned function decrypts a packet when a payload must
+    be read (once DTLS is up).
+    """
+    transceivers = pc.getTransceivers()
+    dtls = transceivers[0].receiver.transport
+
+    for connection in ice_connections(pc):
+        original = connection.data_received
+
+        def data_received(data: bytes, component: int, *, _original: Any = original) -> None:
+            if 127 < data[0] < 192 and not 191 < data[1] < 224:
+                on_packet(data)
+            else:
+                _original(data, component)
+
+        connection.data_received = data_received  # type: ignore[method-assign]
+
+    def unprotect(packet: bytes) -> bytes:
+        plain: bytes = dtls._rx_srtp.unprotect(packet)
+        return plain
+
+    return unprotect
+
+
+def codec_compatible(a: Any, b: Any) -> bool:
+    """aiortc's own test of whether two codec descriptions can talk (H.264 profiles)."""
+    return bool(rtcpeerconnection.is_codec_compatible(a, b))
+
+
+def check() -> None:
+    """Fail with a clear message if any hook above no longer fits aiortc."""
+    problems: list[str] = []
+    if aiortc.__version__ != PINNED_AIORTC:
+        problems.append(f"aiortc is {aiortc.__version__}, this seam was written for 1.16.0")
+    worker = inspect.signature(rtcrtpreceiver.decoder_worker)
+    if list(worker.parameters) != ["loop", "input_q", "output_q", "decode_error"]:
+        problems.append("rtcrtpreceiver.decoder_worker changed its arguments")
+    receiver_src = inspect.getsource(RTCRtpReceiver)
+    for needle in ("self.__decoder_queue.put((codec, encoded_frame))", "self.__rtx_ssrc"):
+        if needle not in receiver_src:
+            problems.append(f"RTCRtpReceiver no longer contains {needle!r}")
+    sender_src = inspect.getsource(RTCRtpSender)
+    for name in _SENDER_COUNTERS:
+        if "self." + name.removeprefix("_RTCRtpSender") not in sender_src:
+            problems.append(f"RTCRtpSender no longer keeps {name}")
+    for owner, attr in (
+        (RTCRtpReceiver, "_send_rtcp_pli"),
+        (RTCRtpSender, "_handle_rtcp_packet"),
+        (Vp8Encoder, "_packetize"),
+        (H264Encoder, "_packetize"),
+        (H264Encoder, "_split_bitstream"),
+        (rtcpeerconnection, "is_codec_compatible"),
+        (Connection, "get_component_candidates"),
+    ):
+        if not hasattr(owner, attr):
+            problems.append(f"{getattr(owner, '__name__', owner)}.{attr} is gone")
+    if "self._connection = Connection(" not in inspect.getsource(RTCIceGatherer):
+        problems.append("RTCIceGatherer no longer holds an aioice Connection in _connection")
+    if "self._nominated[" not in inspect.getsource(Connection):
+        problems.append("aioice's Connection no longer keeps its nominated pairs in _nominated")
+    dtls_src = inspect.getsource(RTCDtlsTransport)
+    for needle in (
+        "self._tx_srtp = Session(",
+        "self._rx_srtp = Session(",
+        "self._state != State.CONNECTED",
+    ):
+        if needle not in dtls_src:
+            problems.append(f"RTCDtlsTransport no longer contains {needle!r}")
+    if not hasattr(RTCDtlsTransport, "_send_rtp"):
+        problems.append("RTCDtlsTransport._send_rtp is gone")
+    if not hasattr(Connection, "data_received"):
+        problems.append("aioice's Connection.data_received is gone")
+    if problems:
+        raise SeamBroken("aiortc internals moved: " + "; ".join(problems))

@@ -1,0 +1,82 @@
+"""One viewer's bounded queue of one track's frames."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+
+from media.frame import EncodedFrame
+
+
+class Outlet:
+    """Frames on their way to one viewer's track, at most ``limit`` of them.
+
+    A viewer starts at a keyframe. When its queue overflows (it could not keep
+    up), it loses the queue, the source is asked for a keyframe, and the viewer
+    resumes at the next one: it sees a short freeze, nobody else sees anything.
+
+    Frames are delivered one of two ways: a consumer that sends synchronously
+    registers ``deliver_to(callback)`` and is called on every frame put; one that
+    awaits its sends reads with ``take()``.
+    """
+
+    def __init__(self, limit: int, on_overflow: Callable[[], None]) -> None:
+        self._frames: deque[EncodedFrame] = deque()
+        self._limit = limit
+        self._on_overflow = on_overflow
+        self._ready = asyncio.Event()
+        self._wake: Callable[[], None] = self._ready.set
+        self.waiting_for_keyframe = True
+        self.closed = False
+        self.overflows = 0
+
+    def deliver_to(self, callback: Callable[[], None] | None) -> None:
+        """Call ``callback`` on each frame put (None: wake ``take()`` instead)."""
+        self._wake = callback if callback is not None else self._ready.set
+
+    def put(self, frame: EncodedFrame) -> None:
+        if self.closed:
+            return
+        if self.waiting_for_keyframe:
+            if not frame.keyframe:
+                return
+            self.waiting_for_keyframe = False
+        elif len(self._frames) >= self._limit:
+            self.skip_to_keyframe()
+            if not frame.keyframe:
+                return
+            self.waiting_for_keyframe = False
+        self._frames.append(frame)
+        self._wake()
+
+    def skip_to_keyframe(self) -> None:
+        """Drop what is queued and resume at the next keyframe (which is asked for)."""
+        self._frames.clear()
+        self.waiting_for_keyframe = True
+        self.overflows += 1
+        self._on_overflow()
+
+    def drain(self) -> list[EncodedFrame]:
+        """Every queued frame, now."""
+        frames = list(self._frames)
+        self._frames.clear()
+        return frames
+
+    def requeue(self, frames: list[EncodedFrame]) -> None:
+        """Put drained frames back in front, for a consumer that must switch to ``take()``."""
+        self._frames.extendleft(reversed(frames))
+
+    async def take(self) -> list[EncodedFrame]:
+        """Every queued frame, waiting for one; ``[]`` once the outlet is closed."""
+        while not self._frames:
+            if self.closed:
+                return []
+            self._ready.clear()
+            await self._ready.wait()
+        return self.drain()
+
+    def close(self) -> None:
+        self.closed = True
+        self._ready.set()
+        self._wake = self._ready.set

@@ -1,0 +1,174 @@
+"""Parsing what peers send us: SDP offers/answers and trickle-ICE fragments.
+
+Everything here is untrusted input: it is parsed before any of it is used, and
+whatever cannot be parsed becomes ``BadSdp`` with a plain message. ``.local``
+(mDNS) candidates are dropped everywhere, because resolving them would send
+multicast queries off the configured addresses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiortc import RTCIceCandidate
+from aiortc import sdp as aiortc_sdp
+
+from media import aiortc_seam
+from media.codecs import TrackCodec, match
+from media.errors import BadSdp, CodecMismatch
+
+_PARSE_ERRORS = (ValueError, AssertionError, IndexError, KeyError, TypeError)
+_MEDIA_KINDS = ("audio", "video")
+_MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
+
+
+@dataclass(frozen=True)
+class MediaLine:
+    """One audio or video m-line of a description, as far as we need it."""
+
+    index: int
+    kind: str
+    mid: str | None
+    direction: str
+    codecs: tuple[str, ...]
+    relayable: TrackCodec | None
+    """The first offered codec we can relay, in the offer's order of preference."""
+    payload_types: tuple[int, ...]
+    mid_extension: int | None
+    """The id of the MID RTP header extension, if negotiated."""
+    rtp_codecs: tuple[Any, ...] = field(repr=False, compare=False)
+
+    def accepts(self, codec: TrackCodec) -> bool:
+        """Whether this m-line can carry ``codec``."""
+        return any(aiortc_seam.codec_compatible(codec.capability, c) for c in self.rtp_codecs)
+
+    @property
+    def sends(self) -> bool:
+        return self.direction in ("sendonly", "sendrecv")
+
+    @property
+    def receives(self) -> bool:
+        return self.direction in ("recvonly", "sendrecv")
+
+
+def parse(text: str) -> tuple[MediaLine, ...]:
+    """Parse an SDP offer or answer; its audio/video m-lines, or ``BadSdp``."""
+    if not text.lstrip().startswith("v=0"):
+        raise BadSdp("not an SDP description (it must start with v=0)")
+    try:
+        description = aiortc_sdp.SessionDescription.parse(text)
+    except _PARSE_ERRORS as exc:
+        raise BadSdp(f"malformed SDP: {exc or type(exc).__name__}") from exc
+    lines = tuple(
+        MediaLine(
+            index=index,
+            kind=media.kind,
+            mid=media.rtp.muxId or None,
+            direction=media.direction or "sendrecv",
+            codecs=tuple(codec.mimeType for codec in media.rtp.codecs),
+            relayable=next(
+                (found for c in media.rtp.codecs if (found := match(media.kind, c))), None
+            ),
+            payload_types=tuple(c.payloadType or 0 for c in media.rtp.codecs),
+            mid_extension=next(
+                (x.id for x in media.rtp.headerExtensions if x.uri == _MID_URI), None
+            ),
+            rtp_codecs=tuple(media.rtp.codecs),
+        )
+        for index, media in enumerate(description.media)
+        if media.kind in _MEDIA_KINDS
+    )
+    if not lines:
+        raise BadSdp("the SDP has no audio or video m-line")
+    return lines
+
+
+def ingestable(lines: tuple[MediaLine, ...]) -> tuple[TrackCodec, ...]:
+    """The codecs of the tracks a publisher's offer (or an upstream's answer) sends.
+
+    One video and one audio track at most; every sending m-line must carry a
+    codec we relay, else ``CodecMismatch``.
+    """
+    sending = tuple(line for line in lines if line.sends)
+    kinds = [line.kind for line in sending]
+    if len(set(kinds)) != len(kinds):
+        raise BadSdp("more than one audio or video m-line: we relay one of each")
+    codecs = tuple(line.relayable for line in sending if line.relayable is not None)
+    if not codecs or len(codecs) != len(sending):
+        raise CodecMismatch(("video/VP8|video/H264", "audio/opus"), offered_codecs(sending))
+    return codecs
+
+
+def playable(
+    lines: tuple[MediaLine, ...], codecs: tuple[TrackCodec, ...]
+) -> tuple[TrackCodec, ...]:
+    """The stream's tracks a viewer's offer can receive; ``CodecMismatch`` if it cannot.
+
+    A viewer may leave out a kind (no audio m-line: video only), but an m-line of
+    a kind we send must accept exactly the stream's codec: we never transcode.
+    """
+    chosen = []
+    for codec in codecs:
+        line = next((x for x in lines if x.kind == codec.kind and x.receives), None)
+        if line is None:
+            continue
+        if not line.accepts(codec):
+            raise CodecMismatch(tuple(c.mime_type for c in codecs), offered_codecs(lines))
+        chosen.append(codec)
+    if not chosen:
+        raise CodecMismatch(tuple(c.mime_type for c in codecs), offered_codecs(lines))
+    return tuple(chosen)
+
+
+def offered_codecs(lines: tuple[MediaLine, ...]) -> tuple[str, ...]:
+    """The distinct media codecs named by some m-lines, for error messages."""
+    names = (c for line in lines for c in line.codecs if c != "video/rtx")
+    return tuple(dict.fromkeys(names))
+
+
+def strip_mdns(text: str) -> str:
+    """The description without ``.local`` candidates (never resolved: multicast)."""
+    return "".join(
+        line
+        for line in text.splitlines(keepends=True)
+        if not (line.startswith("a=candidate:") and _is_mdns(line[len("a=candidate:") :]))
+    )
+
+
+def trickle_candidates(fragment: str, mids: tuple[str, ...]) -> tuple[list[RTCIceCandidate], bool]:
+    """Candidates of an ``application/trickle-ice-sdpfrag`` body (RFC 8840).
+
+    Each candidate belongs to the m-line section it appears in (by ``a=mid``), or
+    to the first m-line of the session when the fragment names none. The flag
+    says whether the fragment ends the candidates (``a=end-of-candidates``).
+    """
+    if not mids:
+        raise BadSdp("the session has no m-line to add candidates to")
+    candidates: list[RTCIceCandidate] = []
+    ended = False
+    mid = mids[0]
+    for raw in fragment.splitlines():
+        line = raw.strip()
+        if line.startswith("a=mid:"):
+            mid = line[len("a=mid:") :]
+            if mid not in mids:
+                raise BadSdp(f"trickle fragment names unknown mid {mid!r}")
+        elif line.startswith("a=candidate:"):
+            value = line[len("a=candidate:") :]
+            if _is_mdns(value):
+                continue
+            try:
+                candidate = aiortc_sdp.candidate_from_sdp(value)
+            except _PARSE_ERRORS as exc:
+                raise BadSdp(f"malformed candidate line {line!r}") from exc
+            candidate.sdpMid = mid
+            candidates.append(candidate)
+        elif line == "a=end-of-candidates":
+            ended = True
+    return candidates, ended
+
+
+def _is_mdns(candidate: str) -> bool:
+    bits = candidate.split()
+    return len(bits) > 4 and bits[4].lower().endswith(".local")

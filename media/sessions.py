@@ -1,0 +1,260 @@
+"""Peer sessions: one aiortc peer connection each, ingesting or viewing a stream.
+
+An ``IngestSession`` receives a stream (from a publisher, or pulled from an
+upstream node: the same code) and feeds its encoded frames, never decoded, into
+a ``Source``. A ``ViewerSession`` sends a source's tracks to one viewer through
+``Forwarder``s. Both report their end (the peer left, ICE or DTLS failed) once,
+to a callback of the engine, which owns every session and closes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Any, Literal
+
+from aiortc import RTCRtpReceiver, RTCSessionDescription
+from aiortc.exceptions import InternalError, InvalidAccessError, InvalidStateError, OperationError
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from media import aiortc_seam, ice, sdp
+from media.codecs import TrackCodec
+from media.config import MediaConfig
+from media.errors import BadSdp, CodecMismatch
+from media.forwarder import Forwarder, mid_extension
+from media.source import Source, TrackSource, new_epoch
+
+logger = logging.getLogger(__name__)
+
+Role = Literal["publisher", "pull", "viewer"]
+
+
+class Session:
+    """A peer connection, its background tasks, and its one-time end report."""
+
+    def __init__(
+        self,
+        session_id: str,
+        stream_id: str,
+        role: Role,
+        config: MediaConfig,
+        on_end: Callable[[Session], None],
+    ) -> None:
+        self.id = session_id
+        self.stream_id = stream_id
+        self.role = role
+        self.config = config
+        self.pc = ice.peer_connection(config.ice_servers)
+        self._on_end = on_end
+        self._ended = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._deadline = asyncio.get_running_loop().call_later(
+            config.connect_timeout_s, self._connect_timed_out
+        )
+        self.pc.on("connectionstatechange", self._state_changed)
+
+    async def answer(self, offer_sdp: str, wanted: tuple[str, ...]) -> str:
+        """Take the peer's offer; our answer, with our candidates."""
+        await self._set_remote(offer_sdp, "offer", wanted)
+        return await ice.describe(self.pc, "answer", self.config.candidate_addresses)
+
+    async def offer(self) -> str:
+        return await ice.describe(self.pc, "offer", self.config.candidate_addresses)
+
+    async def accept(self, answer_sdp: str, wanted: tuple[str, ...]) -> None:
+        """Take the peer's answer to our offer."""
+        await self._set_remote(answer_sdp, "answer", wanted)
+
+    async def add_candidates(self, fragment: str) -> None:
+        mids = tuple(str(t.mid) for t in self.pc.getTransceivers() if t.mid is not None)
+        candidates, ended = sdp.trickle_candidates(fragment, mids)
+        for candidate in candidates:
+            await self.pc.addIceCandidate(candidate)
+        if ended:
+            await self.pc.addIceCandidate(None)
+
+    async def close(self) -> None:
+        """Stop everything; the end callback is not called for a close we asked for."""
+        self._ended = True
+        self._deadline.cancel()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.pc.close()
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run ``coro`` as a task this session owns (cancelled and awaited on close)."""
+        if self._ended:
+            coro.close()
+            return
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _connected(self) -> None:
+        """Media can flow; subclasses start what needs a connected transport."""
+
+    def _state_changed(self) -> None:
+        state = self.pc.connectionState
+        if state == "connected" and not self._ended:
+            self._deadline.cancel()
+            self._connected()
+        elif state in ("failed", "closed"):
+            logger.debug("session %s of %s: connection %s", self.id, self.stream_id, state)
+            self._end()
+
+    def _connect_timed_out(self) -> None:
+        logger.info(
+            "%s %s of %s did not connect within %g s",
+            self.role,
+            self.id,
+            self.stream_id,
+            self.config.connect_timeout_s,
+        )
+        self._end()
+
+    def _end(self) -> None:
+        if not self._ended:
+            self._ended = True
+            self._deadline.cancel()
+            self._on_end(self)
+
+    async def _set_remote(self, text: str, kind: str, wanted: tuple[str, ...]) -> None:
+        try:
+            await self.pc.setRemoteDescription(RTCSessionDescription(sdp.strip_mdns(text), kind))
+        except OperationError as exc:
+            raise CodecMismatch(wanted, sdp.offered_codecs(sdp.parse(text))) from exc
+        except (ValueError, InternalError, InvalidAccessError, InvalidStateError) as exc:
+            raise BadSdp(f"the {kind} cannot be used: {exc}") from exc
+
+
+class IngestSession(Session):
+    """Receives one stream and feeds its encoded frames into a ``Source``."""
+
+    def __init__(
+        self,
+        session_id: str,
+        stream_id: str,
+        role: Role,
+        config: MediaConfig,
+        on_end: Callable[[Session], None],
+        on_flowing: Callable[[IngestSession], None],
+    ) -> None:
+        super().__init__(session_id, stream_id, role, config, on_end)
+        self.source: Source | None = None
+        self.epoch = new_epoch()
+        self._on_flowing = on_flowing
+        self._flowing = False
+        self._video: list[RTCRtpReceiver] = []
+
+    def receive(self, kind: str, preferences: list[Any]) -> None:
+        """Add a receive-only track whose frames are tapped, never decoded."""
+        transceiver = self.pc.addTransceiver(kind, direction="recvonly")
+        transceiver.setCodecPreferences(preferences)
+        aiortc_seam.tap_receiver(transceiver.receiver, self._frame)
+        if kind == "video":
+            self._video.append(transceiver.receiver)
+
+    def feed(self, source: Source) -> None:
+        """Feed ``source`` from now on; its keyframe requests come to us."""
+        self.source = source
+        source.keyframes.connect(self._request_keyframe)
+
+    async def close(self) -> None:
+        if self.source is not None:
+            self.source.keyframes.connect(None)
+        await super().close()
+
+    def _frame(self, mime_type: str, data: bytes, timestamp: int) -> None:
+        source = self.source
+        track = source.tracks.get(mime_type.split("/")[0]) if source else None
+        if track is None or track.codec.mime_type != mime_type:
+            return
+        track.push(data, timestamp, self.epoch)
+        if not self._flowing:
+            self._flowing = True
+            self._on_flowing(self)
+
+    def _request_keyframe(self) -> None:
+        for receiver in self._video:
+            self.spawn(self._send_pli(receiver))
+
+    async def _send_pli(self, receiver: RTCRtpReceiver) -> None:
+        try:
+            await aiortc_seam.request_keyframe(receiver)
+        except ConnectionError:
+            logger.debug("no keyframe request to %s: transport closed", self.stream_id)
+
+
+class ForwardedTrack(MediaStreamTrack):
+    """The track aiortc's sender believes it sends.
+
+    Our ``Forwarder`` writes the RTP itself, so ``recv`` never yields a frame: it
+    waits until the track stops, which keeps aiortc's per-viewer encode loop
+    asleep instead of polling.
+    """
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.kind = kind
+        self._stopped = asyncio.Event()
+
+    async def recv(self) -> Any:
+        await self._stopped.wait()
+        raise MediaStreamError
+
+    def stop(self) -> None:
+        super().stop()
+        self._stopped.set()
+
+
+class ViewerSession(Session):
+    """Sends a source's tracks to one viewer."""
+
+    def __init__(
+        self,
+        session_id: str,
+        stream_id: str,
+        config: MediaConfig,
+        on_end: Callable[[Session], None],
+        source: Source,
+    ) -> None:
+        super().__init__(session_id, stream_id, "viewer", config, on_end)
+        self.source = source
+        self.forwarders: list[Forwarder] = []
+        self._tracks: list[tuple[Any, TrackSource]] = []
+
+    def send(self, codecs: tuple[TrackCodec, ...]) -> None:
+        """Add a send-only track for each of these codecs of the source."""
+        for codec in codecs:
+            track = self.source.tracks[codec.kind]
+            transceiver = self.pc.addTransceiver(ForwardedTrack(codec.kind), direction="sendonly")
+            transceiver.setCodecPreferences(codec.preferences())
+            self._tracks.append((transceiver, track))
+
+    async def close(self) -> None:
+        for forwarder in self.forwarders:
+            forwarder.close()
+        await super().close()
+
+    def _connected(self) -> None:
+        if self.forwarders:
+            return
+        local = self.pc.localDescription
+        assert local is not None
+        lines = {line.mid: line for line in sdp.parse(local.sdp)}
+        for transceiver, track in self._tracks:
+            line = lines.get(transceiver.mid)
+            if line is None or not line.payload_types:
+                continue
+            forwarder = Forwarder(
+                transceiver.sender,
+                track,
+                track.subscribe(self.config.viewer_queue_limit),
+                line.payload_types[0],
+                mid_extension(line.mid_extension, line.mid),
+            )
+            self.forwarders.append(forwarder)
+            forwarder.start(self.spawn)

@@ -1,0 +1,130 @@
+"""The per-stream fan-out: frames in from one upstream, out to many viewers.
+
+A ``Source`` holds one ``TrackSource`` per track (video, audio). Each track keeps
+the frames since its last keyframe (the GOP) so that a joining viewer starts at
+a keyframe, and hands every frame to every viewer's ``Outlet``: a bounded queue
+per viewer and track. A viewer whose queue overflows loses its queue and waits
+for the next keyframe (and asks for one); nobody else notices, because pushing a
+frame never waits for any viewer.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import random
+
+from media import aiortc_seam
+from media.codecs import TrackCodec, is_keyframe
+from media.frame import EncodedFrame
+from media.keyframes import KeyframeRequests
+from media.meter import Meter
+from media.outlet import Outlet
+
+logger = logging.getLogger(__name__)
+
+_epochs = itertools.count(1)
+
+
+def new_epoch() -> int:
+    """A fresh upstream generation number (see ``EncodedFrame.epoch``)."""
+    return next(_epochs)
+
+
+class TrackSource:
+    """The fan-out of one track of a stream."""
+
+    def __init__(
+        self, codec: TrackCodec, keyframes: KeyframeRequests, meter: Meter, gop_limit: int = 600
+    ) -> None:
+        self.codec = codec
+        self.meter = meter
+        self._keyframes = keyframes
+        self._gop: list[EncodedFrame] = []
+        self._gop_limit = gop_limit
+        self._outlets: set[Outlet] = set()
+        self._picture_id = random.randint(0, (1 << 15) - 1)
+
+    @property
+    def viewers(self) -> int:
+        return len(self._outlets)
+
+    def push(self, data: bytes, timestamp: int, epoch: int) -> None:
+        """Take one encoded frame from the upstream and hand it to every viewer.
+
+        Viewers that send directly do so inside this loop; one viewer's failure
+        is logged and contained, it must not cost the others this frame.
+        """
+        mime = self.codec.mime_type
+        frame = EncodedFrame(
+            data=data,
+            timestamp=timestamp,
+            keyframe=is_keyframe(mime, data),
+            payloads=tuple(aiortc_seam.packetize(mime, data, self._picture_id)),
+            epoch=epoch,
+        )
+        self._picture_id = (self._picture_id + 1) % (1 << 15)
+        self.meter.bytes_in += len(data)
+        if frame.keyframe:
+            self._gop = [frame]
+        elif self._gop and len(self._gop) < self._gop_limit:
+            self._gop.append(frame)
+        elif self._gop:
+            logger.debug(
+                "%s GOP over %d frames: not cached until the next keyframe", mime, self._gop_limit
+            )
+            self._gop = []
+        for outlet in self._outlets:
+            try:
+                outlet.put(frame)
+            except Exception:
+                logger.exception("a viewer failed to take a %s frame; it skips to a keyframe", mime)
+                outlet.skip_to_keyframe()
+
+    def request_keyframe(self) -> None:
+        self._keyframes.request()
+
+    def subscribe(self, limit: int) -> Outlet:
+        """A new viewer's outlet, started at the cached keyframe when it fits."""
+        outlet = Outlet(limit, self._keyframes.request)
+        if self._gop and len(self._gop) <= limit:
+            for frame in self._gop:
+                outlet.put(frame)
+        if self.codec.kind == "video":
+            self._keyframes.request()
+        self._outlets.add(outlet)
+        return outlet
+
+    def unsubscribe(self, outlet: Outlet) -> None:
+        self._outlets.discard(outlet)
+        outlet.close()
+
+    def close(self) -> None:
+        for outlet in self._outlets:
+            outlet.close()
+        self._outlets.clear()
+        self._gop = []
+
+
+class Source:
+    """Everything a stream's viewers read from, whoever feeds it."""
+
+    def __init__(
+        self,
+        stream_id: str,
+        codecs: tuple[TrackCodec, ...],
+        keyframe_interval: float,
+        meter: Meter,
+    ) -> None:
+        self.stream_id = stream_id
+        self.keyframes = KeyframeRequests(keyframe_interval)
+        self.tracks = {c.kind: TrackSource(c, self.keyframes, meter) for c in codecs}
+
+    @property
+    def codecs(self) -> tuple[TrackCodec, ...]:
+        return tuple(track.codec for track in self.tracks.values())
+
+    def close(self) -> None:
+        self.keyframes.close()
+        for track in self.tracks.values():
+            track.close()

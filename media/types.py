@@ -1,0 +1,50 @@
+"""The media plane's vocabulary: what crosses to the control plane.
+
+Only plain data crosses: SDP strings, ids, frozen dataclasses and the
+``StreamListener`` protocol that the control plane implements.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+Exchange = Callable[[str], Awaitable[str]]
+"""Sends an SDP offer to an upstream node and returns its answer (internal WHEP)."""
+
+
+class StreamListener(Protocol):
+    """Events the media engine reports; called on the engine's event loop, must not block."""
+
+    def stream_started(self, stream_id: str, codecs: tuple[str, ...]) -> None:
+        """A publisher (or upstream pull) is connected and its media is flowing."""
+
+    def stream_ended(self, stream_id: str) -> None:
+        """The publisher (or upstream pull) of a stream is gone."""
+
+    def session_ended(self, session_id: str) -> None:
+        """A session closed, for whatever reason; signalling layers tell their client."""
+
+    def viewers_changed(self, stream_id: str, viewers: int) -> None:
+        """The number of viewers of a stream on this node changed."""
+
+
+@dataclass(frozen=True)
+class SessionDescription:
+    """An SDP (answer, or offer for server-offer play) and the session it belongs to."""
+
+    session_id: str
+    sdp: str
+
+
+@dataclass(frozen=True)
+class MediaStats:
+    """A snapshot of the engine's load, for heartbeats and /metrics."""
+
+    publishers: int
+    viewers: int
+    pulls: int
+    bitrate_in_kbps: float
+    bitrate_out_kbps: float
+    viewers_per_stream: tuple[tuple[str, int], ...]

@@ -1,0 +1,119 @@
+"""Each way a request can be wrong gets its own named error, and leaves nothing behind."""
+
+from __future__ import annotations
+
+import pytest
+
+from media.engine import MediaEngine
+from media.errors import (
+    BadSdp,
+    CodecMismatch,
+    StreamAlreadyPublished,
+    UnknownSession,
+    UnknownStream,
+)
+from tests.media.conftest import OfferFactory, Publish
+
+
+def assert_nothing_left(engine: MediaEngine) -> None:
+    stats = engine.stats()
+    assert (stats.viewers, stats.publishers, stats.pulls) == (0, 0, 0)
+
+
+async def test_playing_an_unknown_stream(engine: MediaEngine, offer: OfferFactory) -> None:
+    with pytest.raises(UnknownStream, match="'nope'"):
+        await engine.play("nope", await offer())
+    with pytest.raises(UnknownStream):
+        await engine.offer_play("nope")
+    with pytest.raises(UnknownStream):
+        engine.stream_codecs("nope")
+    assert not engine.has_stream("nope")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "hello",
+        "v=0\r\nm=video x y\r\n",
+        "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=rtpmap:abc VP8/90000\r\n",
+        "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n",
+    ],
+    ids=[
+        "empty body",
+        "not SDP at all",
+        "broken m-line",
+        "broken rtpmap",
+        "no audio or video m-line",
+    ],
+)
+async def test_malformed_sdp_is_bad_sdp(engine: MediaEngine, text: str) -> None:
+    with pytest.raises(BadSdp):
+        await engine.publish("s1", text)
+    assert_nothing_left(engine)
+
+
+async def test_offer_without_ice_credentials_is_bad_sdp(
+    engine: MediaEngine, offer: OfferFactory
+) -> None:
+    text = await offer(direction="sendonly")
+    stripped = "".join(
+        line for line in text.splitlines(keepends=True) if not line.startswith("a=ice-ufrag")
+    )
+    with pytest.raises(BadSdp):
+        await engine.publish("s1", stripped)
+    assert_nothing_left(engine)
+    assert not engine.has_stream("s1")
+
+
+async def test_publisher_codec_we_do_not_relay(engine: MediaEngine, offer: OfferFactory) -> None:
+    text = (await offer(direction="sendonly", audio=False)).replace("VP8/90000", "VP9/90000")
+    with pytest.raises(CodecMismatch, match="video/VP9") as raised:
+        await engine.publish("s1", text)
+    assert raised.value.offered == ("video/VP9",)
+    assert not engine.has_stream("s1")
+
+
+async def test_viewer_that_cannot_take_the_stream_codec(
+    engine: MediaEngine, publish: Publish, offer: OfferFactory
+) -> None:
+    await publish(engine, mime_type="video/VP8")
+    with pytest.raises(CodecMismatch) as raised:
+        await engine.play("s1", await offer(video="video/H264"))
+    assert raised.value.wanted == ("video/VP8", "audio/opus")
+    assert "video/H264" in raised.value.offered
+    assert engine.stats().viewers == 0
+
+
+async def test_publishing_a_stream_twice(engine: MediaEngine, offer: OfferFactory) -> None:
+    first = await engine.publish("s1", await offer(direction="sendonly"))
+    with pytest.raises(StreamAlreadyPublished):
+        await engine.publish("s1", await offer(direction="sendonly"))
+    assert engine.stats().publishers == 1
+    await engine.close_session(first.session_id)
+
+
+async def test_unknown_session(engine: MediaEngine, offer: OfferFactory) -> None:
+    with pytest.raises(UnknownSession):
+        await engine.close_session("nope")
+    with pytest.raises(UnknownSession):
+        await engine.accept_answer("nope", await offer())
+    with pytest.raises(UnknownSession):
+        await engine.add_ice_candidates("nope", "a=end-of-candidates\r\n")
+
+
+async def test_malformed_trickle_fragment(engine: MediaEngine, offer: OfferFactory) -> None:
+    session = await engine.publish("s1", await offer(direction="sendonly"))
+    with pytest.raises(BadSdp):
+        await engine.add_ice_candidates(session.session_id, "a=candidate:1 1 udp\r\n")
+    with pytest.raises(BadSdp):
+        await engine.add_ice_candidates(session.session_id, "a=mid:7\r\n")
+
+
+async def test_an_answer_for_a_session_that_made_no_offer(
+    engine: MediaEngine, offer: OfferFactory
+) -> None:
+    session = await engine.publish("s1", await offer(direction="sendonly"))
+    with pytest.raises(BadSdp, match="not waiting for an answer"):
+        await engine.accept_answer(session.session_id, await offer())
+    assert engine.has_stream("s1"), "a stray answer does not end the session"

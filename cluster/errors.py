@@ -74,3 +74,15 @@ class SettingLocked(ClusterError):
     """A setting cannot be changed at runtime because the environment pins it."""
 
     status = 409
+
+
+class Overloaded(ClusterError):
+    """The node is at one of its limits and takes no more of this work."""
+
+    status = 503
+
+
+class PreconditionFailed(ClusterError):
+    """The request's If-Match does not name the resource it addresses."""
+
+    status = 412

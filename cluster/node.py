@@ -1,4 +1,4 @@
-"""One node's control-plane lifecycle: join the cluster, stay in it, change region, leave it.
+"""One node's lifecycle: join the cluster, stay in it, change region, leave it.
 
 start → serve → drain → close, each step explicit and idempotent, so a
 signal handler, a test and a REST call can all drive it without caring what
@@ -21,6 +21,7 @@ from cluster.migrate import migrate
 from cluster.properties import update_properties
 from cluster.registry import Registry
 from cluster.settings import KEYS_BY_NAME, Settings
+from cluster.streams import LocalStreams
 from cluster.types import NodeCapacity, NodeInfo, NodeState
 
 logger = logging.getLogger(__name__)
@@ -29,16 +30,18 @@ logger = logging.getLogger(__name__)
 class Node:
     """A running node's control plane: its settings, its registry client and its heartbeat."""
 
-    def __init__(self, settings: Settings, registry: Registry, sampler: LoadSampler) -> None:
+    def __init__(self, settings: Settings, registry: Registry) -> None:
         self._settings = settings
         self.registry = registry
         self.state: NodeState = "serving"
+        self.streams = LocalStreams(registry, lambda: self._settings)
+        sampler = LoadSampler(self.streams.media_counters)
         self.heartbeat = Heartbeat(registry, self.info, sampler, settings.heartbeat_interval_s)
         self._settings_lock = asyncio.Lock()
         self._closed = False
 
     @classmethod
-    async def start(cls, settings: Settings, sampler: LoadSampler | None = None) -> Node:
+    async def start(cls, settings: Settings) -> Node:
         """Connect to the registry (migrating the embedded one), register, start heartbeating."""
         if settings.embedded_registry:
             settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -46,13 +49,14 @@ class Node:
         registry = await Registry.connect(
             settings.registry_url, dead_after_s=settings.node_dead_timeout_s
         )
-        node = cls(settings, registry, sampler or LoadSampler())
+        node = cls(settings, registry)
         try:
             await registry.register(node.info())
         except BaseException:
             await registry.close()
             raise
         node.heartbeat.start()
+        node.streams.start()
         logger.info(
             "node %s joined the cluster in region %s at %s (registry: %s)",
             settings.node_id,
@@ -125,15 +129,17 @@ class Node:
         await self.registry.drain(self._settings.node_id)
 
     async def close(self) -> None:
-        """Drain, stop heartbeating, leave the registry; harmless when already closed."""
+        """Drain, end every media session, leave the registry; harmless when already closed."""
         if self._closed:
             return
         self._closed = True
         try:
             await self.drain()
+            await self.streams.close()
             await self.heartbeat.stop()
             await self.registry.deregister(self._settings.node_id)
             logger.info("node %s left the cluster", self._settings.node_id)
         finally:
+            await self.streams.close()
             await self.heartbeat.stop()
             await self.registry.close()

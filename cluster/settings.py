@@ -145,6 +145,8 @@ def _ip_addresses(raw: str) -> tuple[str, ...]:
             addresses.append(str(ipaddress.ip_address(item)))
         except ValueError:
             raise ValueError(f"{item!r} is not an IP address") from None
+    if not addresses:
+        raise ValueError("name at least one address to advertise")
     return tuple(addresses)
 
 
@@ -307,7 +309,7 @@ KEYS: tuple[Key, ...] = (
         "webrtc.candidateAddresses",
         "candidate_addresses",
         _ip_addresses,
-        "",
+        "127.0.0.1",
         "Comma-separated IP addresses the node advertises as ICE host candidates.",
     ),
     Key(

@@ -1,0 +1,73 @@
+"""``tierstream publish`` and ``tierstream play``: a synthetic publisher and a counting player.
+
+For people checking a node by hand: ``publish`` sends the synthetic test pattern
+and tone over WHIP, ``play`` receives a stream over WHEP without decoding it and
+prints, every second, the frame rate, bitrate, keyframes and the latency read
+from the frames' embedded send times.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from cluster.whip_client import WhipClient
+from media.client import Publisher, Viewer
+from media.synthetic import SyntheticAudioTrack, SyntheticVideoTrack, VideoSettings
+
+CODECS = {"vp8": "video/VP8", "h264": "video/H264"}
+
+
+async def publish(
+    url: str,
+    codec: str,
+    seconds: float | None,
+    token: str | None,
+    candidates: tuple[str, ...],
+    keyframe_interval_s: float,
+) -> None:
+    video = SyntheticVideoTrack(
+        VideoSettings(mime_type=CODECS[codec], keyframe_interval_s=keyframe_interval_s)
+    )
+    publisher = Publisher([video, SyntheticAudioTrack()], candidate_addresses=candidates)
+    client = WhipClient(url, token)
+    try:
+        await publisher.start(client.exchange)
+        print(f"publishing {codec} 640x360 30 fps to {client.location}", flush=True)
+        started = time.monotonic()
+        while seconds is None or time.monotonic() - started < seconds:
+            await asyncio.sleep(1.0)
+            state = publisher.pc.connectionState
+            print(f"{time.monotonic() - started:6.1f} s  {state}", flush=True)
+            if state in ("failed", "closed"):
+                raise SystemExit(f"the connection {state}")
+    finally:
+        await client.close()
+        await publisher.close()
+
+
+async def play(
+    url: str, seconds: float | None, token: str | None, candidates: tuple[str, ...]
+) -> None:
+    viewer = Viewer(candidate_addresses=candidates)
+    client = WhipClient(url, token)
+    try:
+        await viewer.play(client.exchange)
+        print(f"playing {client.location}", flush=True)
+        started = time.monotonic()
+        while seconds is None or time.monotonic() - started < seconds:
+            try:
+                await asyncio.wait_for(viewer.ended.wait(), 1.0)
+                raise SystemExit("the stream ended")
+            except TimeoutError:
+                pass
+            s = viewer.summary("video")
+            latency = f"{s.latency_p50_ms:.1f} ms" if s.latency_p50_ms is not None else "-"
+            print(
+                f"{time.monotonic() - started:6.1f} s  {s.fps:5.1f} fps  {s.kbps:7.1f} kbit/s"
+                f"  {s.keyframes} keyframes  latency p50 {latency}",
+                flush=True,
+            )
+    finally:
+        await client.close()
+        await viewer.close()

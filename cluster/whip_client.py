@@ -1,0 +1,68 @@
+"""The client side of WHIP/WHEP: trade an SDP offer for an answer over HTTP, end it with DELETE.
+
+Used by ``tierstream publish``/``play``, the tests and benchmarks, and (later)
+by nodes pulling from each other. It follows redirects (a node may send a
+client to the node it should use) and resolves a relative ``Location`` against
+the endpoint, as RFC 9725 asks.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urljoin
+
+import httpx
+
+from cluster.errors import ClusterError
+
+
+class SignallingFailed(ClusterError):
+    """The WHIP/WHEP endpoint refused the offer; carries its status and message."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"{status}: {message}")
+        self.status = status
+
+
+class WhipClient:
+    """One WHIP or WHEP session against ``endpoint``."""
+
+    def __init__(self, endpoint: str, token: str | None = None, timeout_s: float = 10.0) -> None:
+        self.endpoint = endpoint
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.AsyncClient(
+            headers=headers, timeout=timeout_s, follow_redirects=True, max_redirects=3
+        )
+        self.location: str | None = None
+
+    async def exchange(self, offer_sdp: str) -> str:
+        """POST the offer; return the answer and remember the session's location."""
+        reply = await self._http.post(
+            self.endpoint, content=offer_sdp, headers={"Content-Type": "application/sdp"}
+        )
+        if reply.status_code != 201:
+            raise SignallingFailed(reply.status_code, _message(reply))
+        location = reply.headers.get("location")
+        if not location:
+            raise SignallingFailed(reply.status_code, "the reply has no Location header")
+        self.location = urljoin(str(reply.url), location)
+        return reply.text
+
+    async def close(self) -> None:
+        """DELETE the session (if one was made) and close the HTTP client; safe to repeat."""
+        location, self.location = self.location, None
+        try:
+            if location is not None:
+                await self._http.delete(location)
+        except httpx.TransportError:
+            pass  # the node is gone, and the session with it
+        finally:
+            await self._http.aclose()
+
+
+def _message(reply: httpx.Response) -> str:
+    try:
+        body = reply.json()
+    except ValueError:
+        body = None
+    message = body.get("message") if isinstance(body, dict) else None
+    return str(message or reply.text or reply.reason_phrase)

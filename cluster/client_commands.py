@@ -9,10 +9,12 @@ from the frames' embedded send times.
 from __future__ import annotations
 
 import asyncio
+import statistics
 import time
+from dataclasses import replace
 
 from cluster.whip_client import WhipClient
-from media.client import Publisher, Viewer
+from media.client import Publisher, TrackReport, Viewer
 from media.synthetic import SyntheticAudioTrack, SyntheticVideoTrack, VideoSettings
 
 CODECS = {"vp8": "video/VP8", "h264": "video/H264"}
@@ -55,19 +57,26 @@ async def play(
         await viewer.play(client.exchange)
         print(f"playing {client.location}", flush=True)
         started = time.monotonic()
+        seen = TrackReport()
         while seconds is None or time.monotonic() - started < seconds:
             try:
                 await asyncio.wait_for(viewer.ended.wait(), 1.0)
                 raise SystemExit("the stream ended")
             except TimeoutError:
                 pass
-            s = viewer.summary("video")
-            latency = f"{s.latency_p50_ms:.1f} ms" if s.latency_p50_ms is not None else "-"
-            print(
-                f"{time.monotonic() - started:6.1f} s  {s.fps:5.1f} fps  {s.kbps:7.1f} kbit/s"
-                f"  {s.keyframes} keyframes  latency p50 {latency}",
-                flush=True,
-            )
+            video = viewer.tracks.get("video", TrackReport())
+            print(f"{time.monotonic() - started:6.1f} s  {_interval(seen, video)}", flush=True)
+            seen = replace(video, latencies=list(video.latencies))
     finally:
         await client.close()
         await viewer.close()
+
+
+def _interval(before: TrackReport, now: TrackReport) -> str:
+    """What arrived since the previous line (one second): rate, size, keyframes, latency."""
+    latencies = now.latencies[len(before.latencies) :]
+    latency = f"{statistics.median(latencies) * 1000:.1f} ms" if latencies else "-"
+    return (
+        f"{now.frames - before.frames:3d} fps  {(now.size - before.size) * 8 / 1000:7.1f} kbit/s"
+        f"  {now.keyframes} keyframes  latency p50 {latency}"
+    )

@@ -18,7 +18,7 @@ from media import aiortc_seam
 from media.codecs import TrackCodec, match
 from media.errors import BadSdp, CodecMismatch
 
-_PARSE_ERRORS = (ValueError, AssertionError, IndexError, KeyError, TypeError)
+_PARSE_ERRORS = (ValueError, AssertionError, IndexError, KeyError, TypeError, StopIteration)
 _MEDIA_KINDS = ("audio", "video")
 _MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
 
@@ -60,12 +60,13 @@ def parse(text: str) -> tuple[MediaLine, ...]:
         description = aiortc_sdp.SessionDescription.parse(text)
     except _PARSE_ERRORS as exc:
         raise BadSdp(f"malformed SDP: {exc or type(exc).__name__}") from exc
+    _check_usable(description)
     lines = tuple(
         MediaLine(
             index=index,
             kind=media.kind,
             mid=media.rtp.muxId or None,
-            direction=media.direction or "sendrecv",
+            direction=str(media.direction),
             codecs=tuple(codec.mimeType for codec in media.rtp.codecs),
             relayable=next(
                 (found for c in media.rtp.codecs if (found := match(media.kind, c))), None
@@ -167,6 +168,28 @@ def trickle_candidates(fragment: str, mids: tuple[str, ...]) -> tuple[list[RTCIc
         elif line == "a=end-of-candidates":
             ended = True
     return candidates, ended
+
+
+def _check_usable(description: Any) -> None:
+    """What aiortc assumes of a description without checking it (it would crash)."""
+    mids: list[str] = []
+    for index, media in enumerate(description.media):
+        where = f"m-line {index} ({media.kind})"
+        if not media.rtp.muxId:
+            raise BadSdp(f"{where} has no a=mid")
+        if media.ice is None or not media.ice.usernameFragment or not media.ice.password:
+            raise BadSdp(f"{where} has no ICE credentials (a=ice-ufrag, a=ice-pwd)")
+        if media.dtls is None:
+            raise BadSdp(f"{where} has no usable DTLS setup and fingerprint")
+        if media.kind in _MEDIA_KINDS and media.direction is None:
+            raise BadSdp(f"{where} has no direction (a=sendrecv, a=sendonly, ...)")
+        mids.append(media.rtp.muxId)
+    if len(set(mids)) != len(mids):
+        raise BadSdp("two m-lines share a mid")
+    for group in description.group:
+        unknown = [str(item) for item in group.items if str(item) not in mids]
+        if unknown:
+            raise BadSdp(f"a=group:{group.semantic} names unknown mids {', '.join(unknown)}")
 
 
 def _is_mdns(candidate: str) -> bool:

@@ -137,23 +137,48 @@ def strip_mdns(text: str) -> str:
     )
 
 
-def trickle_candidates(fragment: str, mids: tuple[str, ...]) -> tuple[list[RTCIceCandidate], bool]:
+@dataclass(frozen=True)
+class Transports:
+    """Which mids a session has, and which of them share one transport (BUNDLE)."""
+
+    mids: tuple[str, ...]
+    bundle: tuple[str, ...]
+    """The BUNDLE group; its first mid names the transport all of them use."""
+
+    def carrier(self, mid: str) -> str:
+        """The mid whose transport carries ``mid``'s media."""
+        return self.bundle[0] if mid in self.bundle else mid
+
+
+def transports(text: str) -> Transports:
+    """The mids and BUNDLE group of a description we made (no checks needed)."""
+    description = aiortc_sdp.SessionDescription.parse(text)
+    bundle = next((g.items for g in description.group if g.semantic == "BUNDLE"), [])
+    return Transports(
+        mids=tuple(str(m.rtp.muxId) for m in description.media if m.rtp.muxId),
+        bundle=tuple(str(item) for item in bundle),
+    )
+
+
+def trickle_candidates(fragment: str, session: Transports) -> tuple[list[RTCIceCandidate], bool]:
     """Candidates of an ``application/trickle-ice-sdpfrag`` body (RFC 8840).
 
     Each candidate belongs to the m-line section it appears in (by ``a=mid``), or
-    to the first m-line of the session when the fragment names none. The flag
-    says whether the fragment ends the candidates (``a=end-of-candidates``).
+    to the first m-line of the session when the fragment names none; a mid in
+    the BUNDLE group means the group's transport (clients repeat candidates for
+    every mid), and repeats are dropped. The flag says whether the fragment ends
+    the candidates (``a=end-of-candidates``).
     """
-    if not mids:
+    if not session.mids:
         raise BadSdp("the session has no m-line to add candidates to")
-    candidates: list[RTCIceCandidate] = []
+    candidates: dict[tuple[str, str, str, int, str], RTCIceCandidate] = {}
     ended = False
-    mid = mids[0]
+    mid = session.mids[0]
     for raw in fragment.splitlines():
         line = raw.strip()
         if line.startswith("a=mid:"):
             mid = line[len("a=mid:") :]
-            if mid not in mids:
+            if mid not in session.mids:
                 raise BadSdp(f"trickle fragment names unknown mid {mid!r}")
         elif line.startswith("a=candidate:"):
             value = line[len("a=candidate:") :]
@@ -163,11 +188,18 @@ def trickle_candidates(fragment: str, mids: tuple[str, ...]) -> tuple[list[RTCIc
                 candidate = aiortc_sdp.candidate_from_sdp(value)
             except _PARSE_ERRORS as exc:
                 raise BadSdp(f"malformed candidate line {line!r}") from exc
-            candidate.sdpMid = mid
-            candidates.append(candidate)
+            candidate.sdpMid = session.carrier(mid)
+            key = (
+                candidate.sdpMid,
+                candidate.protocol,
+                candidate.ip,
+                candidate.port,
+                candidate.type,
+            )
+            candidates.setdefault(key, candidate)
         elif line == "a=end-of-candidates":
             ended = True
-    return candidates, ended
+    return list(candidates.values()), ended
 
 
 def _check_usable(description: Any) -> None:

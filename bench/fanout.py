@@ -300,7 +300,7 @@ async def run_relay(
                 batch = [CountingViewer() for _ in range(min(10, target - len(viewers)))]
                 viewers += batch
                 await asyncio.wait_for(asyncio.gather(*(v.play(play) for v in batch)), 60)
-            await asyncio.sleep(max(2.0, window / 2))  # let joins settle
+            await settle(viewers)
             step = await measure(relay, viewers, window)
             result.steps.append(step)
             print(
@@ -331,6 +331,20 @@ async def run_relay(
             process.terminate()
             await asyncio.to_thread(process.join, 5)
     return result
+
+
+async def settle(viewers: list[CountingViewer], limit: float = 20.0) -> None:
+    """Wait until every viewer is receiving (has its first keyframe), then a second more.
+
+    Joins end when signalling does; ICE and DTLS take longer on a busy relay, and a
+    viewer still handshaking would read as a slow one. A viewer that is not
+    receiving after ``limit`` seconds is measured as it is.
+    """
+    for _ in range(round(limit / 0.1)):
+        if all(v.first_keyframe_at is not None for v in viewers):
+            break
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(1.0)
 
 
 async def measure(relay: RelayClient, viewers: list[CountingViewer], window: float) -> Step:

@@ -18,7 +18,7 @@ from media import aiortc_seam
 from media.codecs import TrackCodec, match
 from media.errors import BadSdp, CodecMismatch
 
-_PARSE_ERRORS = (ValueError, AssertionError, IndexError, KeyError, TypeError)
+_PARSE_ERRORS = (ValueError, AssertionError, IndexError, KeyError, TypeError, StopIteration)
 _MEDIA_KINDS = ("audio", "video")
 _MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
 
@@ -60,12 +60,13 @@ def parse(text: str) -> tuple[MediaLine, ...]:
         description = aiortc_sdp.SessionDescription.parse(text)
     except _PARSE_ERRORS as exc:
         raise BadSdp(f"malformed SDP: {exc or type(exc).__name__}") from exc
+    _check_usable(description)
     lines = tuple(
         MediaLine(
             index=index,
             kind=media.kind,
             mid=media.rtp.muxId or None,
-            direction=media.direction or "sendrecv",
+            direction=str(media.direction),
             codecs=tuple(codec.mimeType for codec in media.rtp.codecs),
             relayable=next(
                 (found for c in media.rtp.codecs if (found := match(media.kind, c))), None
@@ -136,23 +137,48 @@ def strip_mdns(text: str) -> str:
     )
 
 
-def trickle_candidates(fragment: str, mids: tuple[str, ...]) -> tuple[list[RTCIceCandidate], bool]:
+@dataclass(frozen=True)
+class Transports:
+    """Which mids a session has, and which of them share one transport (BUNDLE)."""
+
+    mids: tuple[str, ...]
+    bundle: tuple[str, ...]
+    """The BUNDLE group; its first mid names the transport all of them use."""
+
+    def carrier(self, mid: str) -> str:
+        """The mid whose transport carries ``mid``'s media."""
+        return self.bundle[0] if mid in self.bundle else mid
+
+
+def transports(text: str) -> Transports:
+    """The mids and BUNDLE group of a description we made (no checks needed)."""
+    description = aiortc_sdp.SessionDescription.parse(text)
+    bundle = next((g.items for g in description.group if g.semantic == "BUNDLE"), [])
+    return Transports(
+        mids=tuple(str(m.rtp.muxId) for m in description.media if m.rtp.muxId),
+        bundle=tuple(str(item) for item in bundle),
+    )
+
+
+def trickle_candidates(fragment: str, session: Transports) -> tuple[list[RTCIceCandidate], bool]:
     """Candidates of an ``application/trickle-ice-sdpfrag`` body (RFC 8840).
 
     Each candidate belongs to the m-line section it appears in (by ``a=mid``), or
-    to the first m-line of the session when the fragment names none. The flag
-    says whether the fragment ends the candidates (``a=end-of-candidates``).
+    to the first m-line of the session when the fragment names none; a mid in
+    the BUNDLE group means the group's transport (clients repeat candidates for
+    every mid), and repeats are dropped. The flag says whether the fragment ends
+    the candidates (``a=end-of-candidates``).
     """
-    if not mids:
+    if not session.mids:
         raise BadSdp("the session has no m-line to add candidates to")
-    candidates: list[RTCIceCandidate] = []
+    candidates: dict[tuple[str, str, str, int, str], RTCIceCandidate] = {}
     ended = False
-    mid = mids[0]
+    mid = session.mids[0]
     for raw in fragment.splitlines():
         line = raw.strip()
         if line.startswith("a=mid:"):
             mid = line[len("a=mid:") :]
-            if mid not in mids:
+            if mid not in session.mids:
                 raise BadSdp(f"trickle fragment names unknown mid {mid!r}")
         elif line.startswith("a=candidate:"):
             value = line[len("a=candidate:") :]
@@ -162,11 +188,40 @@ def trickle_candidates(fragment: str, mids: tuple[str, ...]) -> tuple[list[RTCIc
                 candidate = aiortc_sdp.candidate_from_sdp(value)
             except _PARSE_ERRORS as exc:
                 raise BadSdp(f"malformed candidate line {line!r}") from exc
-            candidate.sdpMid = mid
-            candidates.append(candidate)
+            candidate.sdpMid = session.carrier(mid)
+            key = (
+                candidate.sdpMid,
+                candidate.protocol,
+                candidate.ip,
+                candidate.port,
+                candidate.type,
+            )
+            candidates.setdefault(key, candidate)
         elif line == "a=end-of-candidates":
             ended = True
-    return candidates, ended
+    return list(candidates.values()), ended
+
+
+def _check_usable(description: Any) -> None:
+    """What aiortc assumes of a description without checking it (it would crash)."""
+    mids: list[str] = []
+    for index, media in enumerate(description.media):
+        where = f"m-line {index} ({media.kind})"
+        if not media.rtp.muxId:
+            raise BadSdp(f"{where} has no a=mid")
+        if media.ice is None or not media.ice.usernameFragment or not media.ice.password:
+            raise BadSdp(f"{where} has no ICE credentials (a=ice-ufrag, a=ice-pwd)")
+        if media.dtls is None:
+            raise BadSdp(f"{where} has no usable DTLS setup and fingerprint")
+        if media.kind in _MEDIA_KINDS and media.direction is None:
+            raise BadSdp(f"{where} has no direction (a=sendrecv, a=sendonly, ...)")
+        mids.append(media.rtp.muxId)
+    if len(set(mids)) != len(mids):
+        raise BadSdp("two m-lines share a mid")
+    for group in description.group:
+        unknown = [str(item) for item in group.items if str(item) not in mids]
+        if unknown:
+            raise BadSdp(f"a=group:{group.semantic} names unknown mids {', '.join(unknown)}")
 
 
 def _is_mdns(candidate: str) -> bool:

@@ -67,8 +67,10 @@ class Session:
         await self._set_remote(answer_sdp, "answer", wanted)
 
     async def add_candidates(self, fragment: str) -> None:
-        mids = tuple(str(t.mid) for t in self.pc.getTransceivers() if t.mid is not None)
-        candidates, ended = sdp.trickle_candidates(fragment, mids)
+        local = self.pc.localDescription
+        if local is None:
+            raise BadSdp("the session has no description yet to add candidates to")
+        candidates, ended = sdp.trickle_candidates(fragment, sdp.transports(local.sdp))
         for candidate in candidates:
             await self.pc.addIceCandidate(candidate)
         if ended:

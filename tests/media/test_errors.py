@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from media.engine import MediaEngine
@@ -117,3 +119,33 @@ async def test_an_answer_for_a_session_that_made_no_offer(
     with pytest.raises(BadSdp, match="not waiting for an answer"):
         await engine.accept_answer(session.session_id, await offer())
     assert engine.has_stream("s1"), "a stray answer does not end the session"
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda sdp: sdp.replace("a=mid:0\r\n", ""),
+        lambda sdp: sdp.replace("a=sendonly\r\n", ""),
+        lambda sdp: sdp.replace("a=rtpmap:97 VP8/90000\r\n", "a=fmtp:55 x=1\r\n"),
+        lambda sdp: sdp.replace("a=group:BUNDLE 0 1", "a=group:BUNDLE 0 7"),
+        lambda sdp: sdp.replace("a=setup:actpass", "a=setup:sideways"),
+        lambda sdp: "\r\n".join(x for x in sdp.split("\r\n") if not x.startswith("a=ice-pwd")),
+    ],
+    ids=[
+        "an m-line without a mid",
+        "an m-line without a direction",
+        "fmtp for a payload type that has no rtpmap",
+        "BUNDLE naming a mid that does not exist",
+        "an unknown DTLS setup role",
+        "no ICE password",
+    ],
+)
+async def test_offers_aiortc_would_choke_on_are_bad_sdp(
+    engine: MediaEngine, offer: OfferFactory, damage: Callable[[str], str]
+) -> None:
+    text = await offer(direction="sendonly")
+    damaged = damage(text)
+    assert damaged != text
+    with pytest.raises(BadSdp):
+        await engine.publish("s1", damaged)
+    assert_nothing_left(engine)

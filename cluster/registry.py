@@ -251,13 +251,18 @@ class Registry:
         busy_on = holder.origin_node if holder is not None else "another node"
         raise StreamBusy(f"stream {stream_id} is live on {busy_on}")
 
-    async def renew_stream(self, stream_id: StreamId, node_id: NodeId, lease_s: float) -> bool:
-        """Extend the main origin's lease; False if the node no longer holds the live stream."""
+    async def renew_stream(
+        self, stream_id: StreamId, node_id: NodeId, lease_s: float, viewers: int = 0
+    ) -> bool:
+        """Extend the main origin's lease and record its players.
+
+        False if the node no longer holds the live stream.
+        """
         statement = (
             update(stream)
             .where(stream.c.id == stream_id, stream.c.origin_node == node_id)
             .where(stream.c.state == "live")
-            .values(lease_expires_at=db_now(lease_s), updated_at=db_now())
+            .values(lease_expires_at=db_now(lease_s), updated_at=db_now(), origin_viewers=viewers)
         )
         return await self._changed(f"renew stream {stream_id}", statement)
 
@@ -280,6 +285,23 @@ class Registry:
                 delete(regional_origin).where(regional_origin.c.stream_id == stream_id)
             )
         logger.info("stream %s ended on %s", stream_id, node_id)
+
+    async def orphan_stream(self, stream_id: StreamId, origin_node: NodeId) -> bool:
+        """Mark a live stream orphaned because its main origin ``origin_node`` is gone.
+
+        Only if that node still holds it: a stream re-published elsewhere in
+        the meantime stays live. True when this call made it orphaned.
+        """
+        statement = (
+            update(stream)
+            .where(stream.c.id == stream_id, stream.c.origin_node == origin_node)
+            .where(stream.c.state == "live")
+            .values(state="orphaned", updated_at=db_now())
+        )
+        orphaned = await self._changed(f"orphan stream {stream_id}", statement)
+        if orphaned:
+            logger.info("stream %s orphaned: its main origin %s is gone", stream_id, origin_node)
+        return orphaned
 
     async def stream(self, stream_id: StreamId) -> StreamRecord | None:
         """The stream's record, whatever its state; None if never published."""
@@ -388,18 +410,25 @@ class Registry:
 
     # Pulls: the relay tree's edges
 
-    async def record_pull(self, stream_id: StreamId, downstream: NodeId, upstream: NodeId) -> None:
-        """Record that ``downstream`` pulls the stream from ``upstream``.
+    async def record_pull(
+        self, stream_id: StreamId, downstream: NodeId, upstream: NodeId, viewers: int = 0
+    ) -> None:
+        """Record that ``downstream`` pulls the stream from ``upstream``, with its players.
 
         Recording the same edge again keeps its ``since``; a new upstream restarts it.
         """
         inserting = self._insert(pull).values(
-            stream_id=stream_id, downstream=downstream, upstream=upstream, since=db_now()
+            stream_id=stream_id,
+            downstream=downstream,
+            upstream=upstream,
+            since=db_now(),
+            viewers=viewers,
         )
         statement = inserting.on_conflict_do_update(
             index_elements=[pull.c.stream_id, pull.c.downstream],
             set_={
                 "upstream": inserting.excluded.upstream,
+                "viewers": inserting.excluded.viewers,
                 "since": case(
                     (pull.c.upstream == inserting.excluded.upstream, pull.c.since),
                     else_=inserting.excluded.since,
@@ -450,6 +479,7 @@ class Registry:
                     downstream=NodeId(row.downstream),
                     upstream=NodeId(row.upstream),
                     since=row.since,
+                    viewers=row.viewers,
                 )
                 for row in pull_rows
             ),
@@ -503,6 +533,7 @@ def _stream_record(row: Row[Any]) -> StreamRecord:
         state=state,
         codecs=tuple(row.codecs.split(",")) if row.codecs else (),
         lease_expires_at=row.lease_expires_at,
+        origin_viewers=row.origin_viewers,
     )
 
 

@@ -141,6 +141,7 @@ stream = Table(
     Column("codecs", Text, nullable=False),
     Column("lease_expires_at", RegistryTime, nullable=False),
     Column("updated_at", RegistryTime, nullable=False),
+    Column("origin_viewers", Integer, nullable=False, server_default="0"),
     CheckConstraint("state IN ('live', 'ended', 'orphaned')", name="stream_state"),
 )
 
@@ -161,5 +162,6 @@ pull = Table(
     Column("downstream", Text, primary_key=True),
     Column("upstream", Text, nullable=False),
     Column("since", RegistryTime, nullable=False),
+    Column("viewers", Integer, nullable=False, server_default="0"),
     Index("pull_upstream", "upstream"),
 )

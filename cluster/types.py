@@ -86,6 +86,8 @@ class StreamRecord:
     state: StreamState
     codecs: tuple[str, ...]
     lease_expires_at: datetime
+    origin_viewers: int = 0
+    """Players on the main origin itself, as it last reported."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +121,8 @@ class PullEdge:
     downstream: NodeId
     upstream: NodeId
     since: datetime
+    viewers: int = 0
+    """Players on ``downstream``, as it last reported."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,7 @@ MIGRATE_SCRIPT = (
     "import asyncio, sys; from cluster.migrate import migrate; asyncio.run(migrate(sys.argv[1]))"
 )
 TABLES = {"alembic_version", "node", "pull", "regional_origin", "stream"}
+HEAD = "0002"
 
 
 def _same_time_type(
@@ -64,9 +65,9 @@ async def test_migrate_builds_exactly_the_declared_schema(
 
     tables, revision, differences = await _inspect(database_url)
     assert tables == TABLES
-    assert revision == "0001"
+    assert revision == HEAD
     assert differences == []
-    assert "registry schema at revision 0001" in caplog.messages
+    assert f"registry schema at revision {HEAD}" in caplog.messages
 
 
 async def test_migrating_again_changes_nothing_and_keeps_data(registry_url: str) -> None:
@@ -80,7 +81,7 @@ async def test_migrating_again_changes_nothing_and_keeps_data(registry_url: str)
     finally:
         await registry.close()
     tables, revision, _ = await _inspect(registry_url)
-    assert (tables, revision) == (TABLES, "0001")
+    assert (tables, revision) == (TABLES, HEAD)
 
 
 async def _migrate_in_a_process(url: str) -> int:
@@ -101,7 +102,7 @@ async def test_nodes_migrating_at_once_apply_each_revision_once(database_url: st
 
     assert statuses == [0, 0, 0, 0]
     tables, revision, _ = await _inspect(database_url)
-    assert (tables, revision) == (TABLES, "0001")
+    assert (tables, revision) == (TABLES, HEAD)
 
 
 @pytest.mark.postgres
@@ -112,7 +113,7 @@ async def test_postgres_url_is_a_fresh_migrated_database(postgres_url: str) -> N
     finally:
         await registry.close()
     tables, revision, _ = await _inspect(postgres_url)
-    assert (tables, revision) == (TABLES, "0001")
+    assert (tables, revision) == (TABLES, HEAD)
 
 
 async def test_database_ahead_of_this_program_is_refused_by_name(registry_url: str) -> None:

@@ -180,3 +180,34 @@ async def _pulls(registry: Registry) -> list[PullEdge]:
     tree = await registry.relay_tree(S1)
     assert tree is not None
     return list(tree.pulls)
+
+
+async def test_a_stream_whose_origin_is_gone_is_orphaned_then_claimable(
+    registry: Registry,
+) -> None:
+    await registry.claim_stream(S1, LIVE, A, EU, CODECS, lease_s=10)
+
+    assert await registry.orphan_stream(S1, B) is False, "only the holder's loss orphans it"
+    assert await registry.orphan_stream(S1, A) is True
+    assert await registry.orphan_stream(S1, A) is False, "already orphaned"
+    orphaned = await registry.stream(S1)
+    assert orphaned is not None and orphaned.state == "orphaned"
+
+    republished = await registry.claim_stream(S1, LIVE, C, US, CODECS, lease_s=10)
+    assert (republished.state, republished.origin_node) == ("live", C)
+    assert await registry.orphan_stream(S1, A) is False, "the new origin keeps it live"
+
+
+async def test_players_per_node_are_reported_with_the_lease_and_the_pull(
+    registry: Registry,
+) -> None:
+    await registry.claim_stream(S1, LIVE, A, EU, CODECS, lease_s=10)
+    assert await registry.renew_stream(S1, A, lease_s=10, viewers=7)
+    await registry.record_pull(S1, B, A, viewers=3)
+    await registry.record_pull(S1, B, A, viewers=5)
+
+    tree = await registry.relay_tree(S1)
+
+    assert tree is not None
+    assert tree.stream.origin_viewers == 7
+    assert [(e.downstream, e.viewers) for e in tree.pulls] == [(B, 5)]

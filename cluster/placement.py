@@ -1,0 +1,108 @@
+"""Where a node pulls a stream from: pure decisions over one snapshot of the registry.
+
+The rules (DESIGN §1, §5), in order:
+
+1. The node is the stream's main origin: nothing to pull.
+2. The main origin is in the node's region: pull from the main origin.
+3. The region has a live secondary origin: pull from it. If that is this node,
+   pull from the main origin as the region's secondary origin.
+4. Otherwise: claim the region's secondary origin (the caller does, atomically)
+   and plan again with the result — the winner pulls from the main origin, a
+   loser from the winner.
+
+Whatever the root chosen by 2 or 3, a node that already serves
+``max_downstreams`` pulling nodes is full: the pull goes to the shallowest node
+of the region that already carries the stream and has room, so the relay tree
+grows level by level instead of overloading one node. A stream never crosses
+regions again below a live secondary origin.
+
+No I/O here: the caller reads the registry, calls ``plan``, and acts.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from cluster.types import NodeGroup, NodeId, NodeRecord, PullEdge, RegionalOrigin, StreamRecord
+
+
+@dataclass(frozen=True, slots=True)
+class Upstream:
+    """Pull from ``node``; ``secondary_origin``: as this region's secondary origin."""
+
+    node: NodeId
+    secondary_origin: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimSecondary:
+    """The region has no live secondary origin: claim it, then plan again."""
+
+
+@dataclass(frozen=True, slots=True)
+class IsOrigin:
+    """This node is the stream's main origin: it serves from its publisher."""
+
+
+Plan = Upstream | ClaimSecondary | IsOrigin
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """What ``plan`` decides from: one read of the registry."""
+
+    stream: StreamRecord
+    regional_origin: RegionalOrigin | None
+    pulls: tuple[PullEdge, ...]
+    alive: Mapping[NodeId, NodeRecord]
+
+
+def plan(me: NodeId, group: NodeGroup, snapshot: Snapshot, max_downstreams: int) -> Plan:
+    stream = snapshot.stream
+    if stream.origin_node == me:
+        return IsOrigin()
+    if stream.origin_group == group:
+        return _with_room(stream.origin_node, me, group, snapshot, max_downstreams)
+    holder = snapshot.regional_origin
+    if holder is None or holder.node_id not in snapshot.alive:
+        return ClaimSecondary()
+    if holder.node_id == me:
+        return Upstream(stream.origin_node, secondary_origin=True)
+    return _with_room(holder.node_id, me, group, snapshot, max_downstreams)
+
+
+def _with_room(
+    root: NodeId, me: NodeId, group: NodeGroup, snapshot: Snapshot, max_downstreams: int
+) -> Upstream:
+    """``root``, or the shallowest carrier of the region below it that has room.
+
+    Carriers are found breadth-first from ``root`` along the recorded pulls;
+    only live, serving (not draining) nodes of ``group`` other than ``me``, and
+    not below ``me``, count.
+    When every carrier is full, the root takes the pull anyway: a player is
+    never refused for want of a tree slot.
+    """
+    edges = [e for e in snapshot.pulls if e.downstream != me]
+    served = Counter(e.upstream for e in edges)
+    children: dict[NodeId, list[NodeId]] = {}
+    for edge in sorted(edges, key=lambda e: e.downstream):
+        children.setdefault(edge.upstream, []).append(edge.downstream)
+    queue = deque([root])
+    seen = {root}
+    while queue:
+        node = queue.popleft()
+        if served[node] < max_downstreams:
+            return Upstream(node)
+        for child in children.get(node, ()):
+            record = snapshot.alive.get(child)
+            if (
+                child not in seen
+                and record is not None
+                and record.node_group == group
+                and record.state == "serving"
+            ):
+                seen.add(child)
+                queue.append(child)
+    return Upstream(root)

@@ -228,15 +228,17 @@ def ice_connections(pc: RTCPeerConnection) -> Iterable[Connection]:
 
 
 def count_rtp(
-    pc: RTCPeerConnection, on_packet: Callable[[bytes], None]
+    pc: RTCPeerConnection, on_packet: Callable[[bytes], None], *, consume: bool = True
 ) -> Callable[[bytes], bytes]:
     """Hand every SRTP packet of ``pc`` to ``on_packet`` as it leaves the socket.
 
     For benchmark viewers that must cost as little as possible: SRTP leaves the
     RTP header in clear (sequence number, timestamp, marker), so counting needs
     no decryption, no DTLS layer, no queue. DTLS, STUN and RTCP still take
-    aiortc's path. The returned function decrypts a packet when a payload must
-    be read (once DTLS is up).
+    aiortc's path, and with ``consume=False`` the RTP does too (a test that reads
+    the headers a viewer receives while it also receives the frames). The
+    returned function decrypts a packet when a payload must be read (once DTLS
+    is up).
     """
     transceivers = pc.getTransceivers()
     dtls = transceivers[0].receiver.transport
@@ -247,8 +249,9 @@ def count_rtp(
         def data_received(data: bytes, component: int, *, _original: Any = original) -> None:
             if 127 < data[0] < 192 and not 191 < data[1] < 224:
                 on_packet(data)
-            else:
-                _original(data, component)
+                if consume:
+                    return
+            _original(data, component)
 
         connection.data_received = data_received  # type: ignore[method-assign]
 

@@ -15,7 +15,10 @@ class MediaConfig:
     addresses. Queue limits count encoded frames per viewer and per track. A
     session that has not connected ``connect_timeout_s`` after its offer or
     answer (a WHIP client that never trickled its candidates, a player that
-    vanished) ends, so that it cannot hold a stream id.
+    vanished) ends, so that it cannot hold a stream id. A pull that hears nothing
+    at all from its upstream (no RTP, no RTCP) for ``upstream_silence_s`` is lost:
+    a killed or frozen upstream sends nothing, and ICE consent would take ~30 s
+    to notice.
     """
 
     candidate_addresses: tuple[str, ...]
@@ -23,6 +26,7 @@ class MediaConfig:
     viewer_queue_limit: int = 120
     keyframe_request_interval_s: float = 0.25
     connect_timeout_s: float = 30.0
+    upstream_silence_s: float = 2.0
 
     def __post_init__(self) -> None:
         if not self.candidate_addresses:
@@ -31,6 +35,8 @@ class MediaConfig:
             raise ValueError(f"viewer_queue_limit: {self.viewer_queue_limit} is below 2")
         if self.connect_timeout_s <= 0:
             raise ValueError(f"connect_timeout_s: {self.connect_timeout_s} is not positive")
+        if self.upstream_silence_s <= 0:
+            raise ValueError(f"upstream_silence_s: {self.upstream_silence_s} is not positive")
         if self.keyframe_request_interval_s <= 0:
             raise ValueError(
                 f"keyframe_request_interval_s: {self.keyframe_request_interval_s} is not positive"

@@ -5,18 +5,28 @@
     engine = MediaEngine(MediaConfig(candidate_addresses=("203.0.113.7",)), listener)
     answer = await engine.publish("s1", offer_sdp)          # WHIP
     answer = await engine.play("s1", offer_sdp)             # WHEP (client offer)
+    answer = await engine.play("s1", offer_sdp, relay=True) # a downstream node pulling
     offer = await engine.offer_play("s1")                   # Ant Media WebSocket play
     await engine.accept_answer(offer.session_id, answer_sdp)
     session_id = await engine.pull("s1", exchange)          # from an upstream node
     await engine.add_ice_candidates(session_id, fragment)   # trickle (PATCH)
     await engine.close_session(session_id)                  # DELETE
+    await engine.end_stream("s1")                           # a held stream's grace ran out
     await engine.close()
 
 Publishing and pulling are the same thing to the engine: an ingest session that
-feeds a stream's ``Source``. Viewers read from the source. Every session is
-owned here and closed here; the ``StreamListener`` hears about streams starting
-and ending, sessions ending and viewer counts changing. Errors are the named
-ones of ``media.errors``; nothing here knows about HTTP or the cluster.
+feeds a stream's ``Source``. Viewers (players and relays) read from the source.
+Every session is owned here and closed here; the ``StreamListener`` hears about
+streams starting and ending, sessions ending and viewer counts changing. Errors
+are the named ones of ``media.errors``; nothing here knows about HTTP or the
+cluster.
+
+Failover: a stream outlives its pull. When a pull fails, is closed by its
+upstream or goes silent, the stream is *held*: its source and viewers stay,
+the listener hears ``upstream_lost``, and the next ``pull`` of that stream
+feeds the same source, so viewers continue without renegotiating (their
+forwarders re-base RTP timestamps on the new upstream's epoch, and start again
+at its first keyframe). A publisher leaving still ends its stream.
 """
 
 from __future__ import annotations
@@ -32,13 +42,14 @@ from media import aiortc_seam, codecs, sdp
 from media.config import MediaConfig
 from media.errors import (
     BadSdp,
+    CodecMismatch,
     MediaError,
     StreamAlreadyPublished,
     UnknownSession,
     UnknownStream,
 )
 from media.meter import Meter
-from media.sessions import IngestSession, Role, Session, ViewerSession
+from media.sessions import IngestSession, Role, Session, ViewerRole, ViewerSession
 from media.source import Source
 from media.types import Exchange, MediaStats, SessionDescription, StreamListener
 
@@ -49,11 +60,18 @@ T = TypeVar("T")
 
 @dataclass
 class _Stream:
-    """One stream on this node: its source, who feeds it and who watches it."""
+    """One stream on this node: its source, who feeds it and who watches it.
+
+    ``upstream`` is None while the stream is held (its pull was lost);
+    ``viewers`` holds players and relays alike, told apart by their role.
+    """
 
     source: Source
-    upstream: IngestSession
+    upstream: IngestSession | None = None
     viewers: dict[str, ViewerSession] = field(default_factory=dict)
+
+    def count(self, role: Role) -> int:
+        return sum(1 for viewer in self.viewers.values() if viewer.role == role)
 
 
 class MediaEngine:
@@ -72,7 +90,12 @@ class MediaEngine:
     async def publish(self, stream_id: str, offer_sdp: str) -> SessionDescription:
         """Ingest a publisher (WHIP): its offer in, our answer out."""
         tracks = sdp.ingestable(sdp.parse(offer_sdp))
-        session = self._ingest(stream_id, "publisher", tracks)
+        self._check_open()
+        if stream_id in self._streams:
+            raise StreamAlreadyPublished(stream_id)
+        session = self._ingest_session(stream_id, "publisher")
+        self._streams[stream_id] = _Stream(self._source(stream_id, tracks), session)
+        session.feed(self._streams[stream_id].source)
         for codec in tracks:
             session.receive(codec.kind, codec.preferences())
         answer = await self._negotiate(session, session.answer(offer_sdp, _names(tracks)))
@@ -82,30 +105,70 @@ class MediaEngine:
     async def pull(self, stream_id: str, exchange: Exchange) -> str:
         """Ingest a stream from an upstream node; ``exchange`` trades our offer for its answer.
 
-        The stream is reserved (``has_stream``) from the start, with no codecs
-        until the upstream's answer names them.
+        A new stream is reserved (``has_stream``) from the start, with no codecs
+        until the upstream's answer names them; if the pull fails, the id is
+        released. On a held stream (or one with a live pull, which is closed
+        first) the new pull feeds the viewers already there: its codecs must be
+        the held ones (else ``CodecMismatch``), and if it fails the stream stays
+        held.
         """
-        session = self._ingest(stream_id, "pull", ())
-        for kind in ("video", "audio"):
-            session.receive(kind, codecs.preferences(kind))
-        offer = await self._negotiate(session, session.offer())
-        answer = await self._negotiate(session, exchange(offer))
-        tracks = await self._negotiate(session, _ingestable_answer(answer))
-        stream = self._streams[stream_id]
-        stream.source.close()
-        stream.source = Source(
-            stream_id, tracks, self._config.keyframe_request_interval_s, self._meter
-        )
-        session.feed(stream.source)
-        await self._negotiate(session, session.accept(answer, _names(tracks)))
-        logger.info("pulling %s (%s) as %s", stream_id, _label(tracks), session.id)
+        self._check_open()
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            stream = self._streams[stream_id] = _Stream(self._source(stream_id, ()))
+        while stream.upstream is not None:
+            if stream.upstream.role != "pull":
+                raise StreamAlreadyPublished(stream_id)
+            logger.info("replacing the pull of %s (%s)", stream_id, stream.upstream.id)
+            await self._detach(stream)
+        if self._streams.get(stream_id) is not stream:  # ended while the old pull closed
+            raise UnknownStream(stream_id)
+        held = bool(stream.source.tracks)
+        session = self._ingest_session(stream_id, "pull")
+        stream.upstream = session
+        try:
+            for kind in ("video", "audio"):
+                session.receive(kind, codecs.preferences(kind))
+            answer = await exchange(await session.offer())
+            tracks = sdp.ingestable(sdp.parse(answer))
+            if held:
+                _check_same_codecs(stream.source.codecs, tracks)
+            else:
+                stream.source = self._source(stream_id, tracks)
+            session.feed(stream.source)
+            await session.accept(answer, _names(tracks))
+        except BaseException:
+            if stream.upstream is not session:  # replaced meanwhile, or the stream ended
+                await self._close(session)
+            elif held:
+                await self._detach(stream)
+            else:
+                await self._end_stream(stream, f"its first pull {session.id} failed")
+            raise
+        if held:
+            logger.info(
+                "%s pulls again (%s), %d viewers and %d relays continue",
+                stream_id,
+                session.id,
+                stream.count("viewer"),
+                stream.count("relay"),
+            )
+        else:
+            logger.info("pulling %s (%s) as %s", stream_id, _label(tracks), session.id)
         return session.id
 
-    async def play(self, stream_id: str, offer_sdp: str) -> SessionDescription:
-        """Add a viewer that sent an offer (WHEP); our answer out."""
+    async def play(
+        self, stream_id: str, offer_sdp: str, *, relay: bool = False
+    ) -> SessionDescription:
+        """Add a viewer that sent an offer (WHEP); our answer out.
+
+        ``relay``: the viewer is a downstream node pulling the stream, served the
+        same way but counted in ``relays``, not ``viewers``.
+        """
         lines = sdp.parse(offer_sdp)
         stream = self._playable(stream_id)
-        session = self._viewer(stream_id, stream, sdp.playable(lines, stream.source.codecs))
+        role: ViewerRole = "relay" if relay else "viewer"
+        session = self._viewer(stream_id, stream, role, sdp.playable(lines, stream.source.codecs))
         answer = await self._negotiate(
             session, session.answer(offer_sdp, _names(stream.source.codecs))
         )
@@ -114,7 +177,7 @@ class MediaEngine:
     async def offer_play(self, stream_id: str) -> SessionDescription:
         """Add a viewer that expects our offer (Ant Media WebSocket play)."""
         stream = self._playable(stream_id)
-        session = self._viewer(stream_id, stream, stream.source.codecs)
+        session = self._viewer(stream_id, stream, "viewer", stream.source.codecs)
         return SessionDescription(session.id, await self._negotiate(session, session.offer()))
 
     async def accept_answer(self, session_id: str, answer_sdp: str) -> None:
@@ -134,15 +197,30 @@ class MediaEngine:
         await self._session(session_id).add_candidates(sdp_fragment)
 
     async def close_session(self, session_id: str) -> None:
-        """End one session; ending a stream's ingest session ends its viewers too."""
+        """End one session; ending a stream's ingest session (publisher or pull) ends the
+        stream and its viewers too (only a pull lost by itself leaves the stream held)."""
         session = self._session(session_id)
         await self._finish(session)
+
+    async def end_stream(self, stream_id: str) -> None:
+        """End a stream here, held or not: its ingest, every viewer and relay."""
+        await self._end_stream(self._stream(stream_id), "asked to end it")
 
     def has_stream(self, stream_id: str) -> bool:
         return stream_id in self._streams
 
     def stream_codecs(self, stream_id: str) -> tuple[str, ...]:
         return _names(self._stream(stream_id).source.codecs)
+
+    def viewers(self, stream_id: str) -> int:
+        """Players of the stream here (0 if it is not here)."""
+        stream = self._streams.get(stream_id)
+        return stream.count("viewer") if stream else 0
+
+    def relays(self, stream_id: str) -> int:
+        """Downstream nodes pulling the stream from here (0 if it is not here)."""
+        stream = self._streams.get(stream_id)
+        return stream.count("relay") if stream else 0
 
     def stats(self) -> MediaStats:
         self._meter.sample()
@@ -151,51 +229,62 @@ class MediaEngine:
             publishers=roles.count("publisher"),
             viewers=roles.count("viewer"),
             pulls=roles.count("pull"),
+            relays=roles.count("relay"),
             bitrate_in_kbps=round(self._meter.kbps_in, 1),
             bitrate_out_kbps=round(self._meter.kbps_out, 1),
             viewers_per_stream=tuple(
-                (stream_id, len(stream.viewers)) for stream_id, stream in self._streams.items()
+                (stream_id, stream.count("viewer")) for stream_id, stream in self._streams.items()
             ),
         )
 
     async def close(self) -> None:
-        """End every session and wait for all of it; harmless twice."""
+        """End every stream and session and wait for all of it; harmless twice."""
         self._closed = True
+        for stream in list(self._streams.values()):
+            await self._end_stream(stream, "the media engine closed")
         for session in list(self._sessions.values()):
-            await self._finish(session)
+            await self._close(session)
         while self._closing:
             await asyncio.gather(*self._closing, return_exceptions=True)
 
     # sessions
 
-    def _ingest(
-        self, stream_id: str, role: Role, tracks: tuple[codecs.TrackCodec, ...]
-    ) -> IngestSession:
-        self._check_open()
-        if stream_id in self._streams:
-            raise StreamAlreadyPublished(stream_id)
+    def _ingest_session(self, stream_id: str, role: Role) -> IngestSession:
         session = IngestSession(
             _new_id(), stream_id, role, self._config, self._ended, self._flowing
         )
-        source = Source(stream_id, tracks, self._config.keyframe_request_interval_s, self._meter)
-        self._streams[stream_id] = _Stream(source, session)
         self._sessions[session.id] = session
-        session.feed(source)
         return session
 
+    def _source(self, stream_id: str, tracks: tuple[codecs.TrackCodec, ...]) -> Source:
+        return Source(stream_id, tracks, self._config.keyframe_request_interval_s, self._meter)
+
     def _viewer(
-        self, stream_id: str, stream: _Stream, tracks: tuple[codecs.TrackCodec, ...]
+        self,
+        stream_id: str,
+        stream: _Stream,
+        role: ViewerRole,
+        tracks: tuple[codecs.TrackCodec, ...],
     ) -> ViewerSession:
         self._check_open()
-        session = ViewerSession(_new_id(), stream_id, self._config, self._ended, stream.source)
+        session = ViewerSession(
+            _new_id(), stream_id, role, self._config, self._ended, stream.source
+        )
         session.send(tracks)
         stream.viewers[session.id] = session
         self._sessions[session.id] = session
-        viewers = len(stream.viewers)
+        count = stream.count(role)
         logger.info(
-            "viewer %s joined %s (%s), %d viewers", session.id, stream_id, _label(tracks), viewers
+            "%s %s joined %s (%s), %d %ss here",
+            role,
+            session.id,
+            stream_id,
+            _label(tracks),
+            count,
+            role,
         )
-        self._listener.viewers_changed(stream_id, viewers)
+        if role == "viewer":
+            self._listener.viewers_changed(stream_id, count)
         return session
 
     async def _negotiate(self, session: Session, step: Awaitable[T]) -> T:
@@ -214,29 +303,71 @@ class MediaEngine:
         self._listener.stream_started(session.stream_id, _names(tracks))
 
     def _ended(self, session: Session) -> None:
-        """A peer left or its connection failed: close the session in the background."""
-        task = asyncio.ensure_future(self._finish(session))
+        """A peer left, its connection failed or went silent: finish it in the background."""
+        task = asyncio.ensure_future(self._finish(session, lost=True))
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 
-    async def _finish(self, session: Session) -> None:
+    async def _finish(self, session: Session, *, lost: bool = False) -> None:
+        """End a session; a stream's ingest session takes the stream with it, except a
+        pull ``lost`` by itself (not closed on request), whose stream is held."""
+        if session.id not in self._sessions:
+            return
+        stream = self._streams.get(session.stream_id)
+        if stream is None or stream.upstream is not session:
+            await self._close(session)
+        elif lost and session.role == "pull" and stream.source.tracks and not self._closed:
+            await self._detach(stream)
+            logger.info(
+                "lost the upstream of %s (pull %s: %s); holding %d viewers and %d relays",
+                session.stream_id,
+                session.id,
+                session.end_reason,
+                stream.count("viewer"),
+                stream.count("relay"),
+            )
+            self._listener.upstream_lost(session.stream_id)
+        else:
+            await self._end_stream(stream, f"{session.role} {session.id} gone")
+
+    async def _detach(self, stream: _Stream) -> None:
+        """Close a stream's ingest session, keeping the stream, its source and viewers."""
+        upstream, stream.upstream = stream.upstream, None
+        if upstream is not None:
+            await self._close(upstream)
+
+    async def _end_stream(self, stream: _Stream, reason: str) -> None:
+        """Close the stream's viewers, then its ingest; ``stream_ended`` last."""
+        stream_id = stream.source.stream_id
+        if self._streams.get(stream_id) is not stream:
+            return
+        del self._streams[stream_id]
+        stream.source.close()
+        for viewer in list(stream.viewers.values()):
+            await self._close(viewer)
+        await self._detach(stream)
+        logger.info("stream %s ended (%s)", stream_id, reason)
+        self._listener.stream_ended(stream_id)
+
+    async def _close(self, session: Session) -> None:
+        """Close one session and report it; a viewer leaves its stream's count."""
         if self._sessions.pop(session.id, None) is None:
             return
         stream = self._streams.get(session.stream_id)
-        if stream is not None and stream.upstream is session:
-            del self._streams[session.stream_id]
-            stream.source.close()
-            for viewer in list(stream.viewers.values()):
-                await self._finish(viewer)
-        elif stream is not None and stream.viewers.pop(session.id, None) is not None:
-            viewers = len(stream.viewers)
-            logger.info("viewer %s left %s, %d viewers", session.id, session.stream_id, viewers)
-            self._listener.viewers_changed(session.stream_id, viewers)
+        if stream is not None and stream.viewers.pop(session.id, None) is not None:
+            count = stream.count(session.role)
+            logger.info(
+                "%s %s left %s, %d %ss here",
+                session.role,
+                session.id,
+                session.stream_id,
+                count,
+                session.role,
+            )
+            if session.role == "viewer":
+                self._listener.viewers_changed(session.stream_id, count)
         await session.close()
         self._listener.session_ended(session.id)
-        if stream is not None and stream.upstream is session:
-            logger.info("stream %s ended (%s %s gone)", session.stream_id, session.role, session.id)
-            self._listener.stream_ended(session.stream_id)
 
     def _stream(self, stream_id: str) -> _Stream:
         stream = self._streams.get(stream_id)
@@ -262,8 +393,12 @@ class MediaEngine:
             raise MediaError("the media engine is closed")
 
 
-async def _ingestable_answer(answer_sdp: str) -> tuple[codecs.TrackCodec, ...]:
-    return sdp.ingestable(sdp.parse(answer_sdp))
+def _check_same_codecs(
+    held: tuple[codecs.TrackCodec, ...], tracks: tuple[codecs.TrackCodec, ...]
+) -> None:
+    """A held stream's viewers negotiated its codecs: a new upstream must send exactly those."""
+    if {c.kind: c for c in held} != {c.kind: c for c in tracks}:
+        raise CodecMismatch(_names(held), _names(tracks))
 
 
 def _names(tracks: tuple[codecs.TrackCodec, ...]) -> tuple[str, ...]:

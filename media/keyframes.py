@@ -26,9 +26,14 @@ class KeyframeRequests:
         self._deferred: asyncio.TimerHandle | None = None
         self.sent = 0
 
-    def connect(self, send: Callable[[], None] | None) -> None:
-        """Name (or forget) the upstream that receives requests."""
+    def connect(self, send: Callable[[], None]) -> None:
+        """Name the upstream that receives requests (a new pull replaces the lost one)."""
         self._send = send
+
+    def disconnect(self, send: Callable[[], None]) -> None:
+        """Forget ``send``, unless another upstream has been connected since."""
+        if self._send == send:
+            self._send = None
 
     def request(self) -> None:
         if self._deferred is not None:

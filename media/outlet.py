@@ -50,6 +50,10 @@ class Outlet:
         self._frames.append(frame)
         self._wake()
 
+    def wait_for_keyframe(self) -> None:
+        """Take nothing more until a keyframe (the upstream changed); what is queued stays."""
+        self.waiting_for_keyframe = True
+
     def skip_to_keyframe(self) -> None:
         """Drop what is queued and resume at the next keyframe (which is asked for)."""
         self._frames.clear()

@@ -2,15 +2,18 @@
 
 An ``IngestSession`` receives a stream (from a publisher, or pulled from an
 upstream node: the same code) and feeds its encoded frames, never decoded, into
-a ``Source``. A ``ViewerSession`` sends a source's tracks to one viewer through
-``Forwarder``s. Both report their end (the peer left, ICE or DTLS failed) once,
-to a callback of the engine, which owns every session and closes it.
+a ``Source``. A ``ViewerSession`` sends a source's tracks to one viewer (a
+player, or a downstream node's pull: a relay) through ``Forwarder``s. Both
+report their end (the peer left, ICE or DTLS failed, a pull's upstream went
+silent) once, with the reason, to a callback of the engine, which owns every
+session and closes it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any, Literal
 
@@ -27,7 +30,8 @@ from media.source import Source, TrackSource, new_epoch
 
 logger = logging.getLogger(__name__)
 
-Role = Literal["publisher", "pull", "viewer"]
+ViewerRole = Literal["viewer", "relay"]  # a player, or a downstream node pulling from us
+Role = Literal["publisher", "pull"] | ViewerRole
 
 
 class Session:
@@ -48,6 +52,7 @@ class Session:
         self.pc = ice.peer_connection(config.ice_servers)
         self._on_end = on_end
         self._ended = False
+        self.end_reason = ""
         self._tasks: set[asyncio.Task[None]] = set()
         self._deadline = asyncio.get_running_loop().call_later(
             config.connect_timeout_s, self._connect_timed_out
@@ -105,21 +110,17 @@ class Session:
             self._connected()
         elif state in ("failed", "closed"):
             logger.debug("session %s of %s: connection %s", self.id, self.stream_id, state)
-            self._end()
+            self._end(f"connection {state}")
 
     def _connect_timed_out(self) -> None:
-        logger.info(
-            "%s %s of %s did not connect within %g s",
-            self.role,
-            self.id,
-            self.stream_id,
-            self.config.connect_timeout_s,
-        )
-        self._end()
+        reason = f"did not connect within {self.config.connect_timeout_s:g} s"
+        logger.info("%s %s of %s %s", self.role, self.id, self.stream_id, reason)
+        self._end(reason)
 
-    def _end(self) -> None:
+    def _end(self, reason: str) -> None:
         if not self._ended:
             self._ended = True
+            self.end_reason = reason
             self._deadline.cancel()
             self._on_end(self)
 
@@ -165,9 +166,41 @@ class IngestSession(Session):
         source.keyframes.connect(self._request_keyframe)
 
     async def close(self) -> None:
-        if self.source is not None:
-            self.source.keyframes.connect(None)
+        """Stop feeding at once: frames still in flight must not reach a source
+        that a new pull may already feed."""
+        source, self.source = self.source, None
+        if source is not None:
+            source.keyframes.disconnect(self._request_keyframe)
         await super().close()
+
+    def _connected(self) -> None:
+        if self.role == "pull":
+            self.spawn(self._watch_upstream())
+
+    async def _watch_upstream(self) -> None:
+        """End the pull once nothing at all (no RTP, no RTCP) arrives for ``upstream_silence_s``.
+
+        A killed or frozen upstream sends nothing, and ICE consent would take
+        ~30 s to notice. A live upstream that has no media itself (its own pull
+        was lost and it holds the stream) still sends RTCP sender reports every
+        0.5-1.5 s per track, so its downstream nodes keep waiting quietly rather
+        than all failing over at once. The transport's packet counter is read
+        four times per silence interval.
+        """
+        limit = self.config.upstream_silence_s
+        received, heard_at = -1, time.monotonic()
+        while True:
+            stats = await self.pc.getStats()
+            count = sum(s.packetsReceived for s in stats.values() if s.type == "transport")
+            now = time.monotonic()
+            if count != received:
+                received, heard_at = count, now
+            elif now - heard_at >= limit:
+                reason = f"nothing from upstream for {limit:g} s"
+                logger.info("pull %s of %s: %s", self.id, self.stream_id, reason)
+                self._end(reason)
+                return
+            await asyncio.sleep(limit / 4)
 
     def _frame(self, mime_type: str, data: bytes, timestamp: int) -> None:
         source = self.source
@@ -213,17 +246,18 @@ class ForwardedTrack(MediaStreamTrack):
 
 
 class ViewerSession(Session):
-    """Sends a source's tracks to one viewer."""
+    """Sends a source's tracks to one viewer: a player, or a downstream node (a relay)."""
 
     def __init__(
         self,
         session_id: str,
         stream_id: str,
+        role: ViewerRole,
         config: MediaConfig,
         on_end: Callable[[Session], None],
         source: Source,
     ) -> None:
-        super().__init__(session_id, stream_id, "viewer", config, on_end)
+        super().__init__(session_id, stream_id, role, config, on_end)
         self.source = source
         self.forwarders: list[Forwarder] = []
         self._tracks: list[tuple[Any, TrackSource]] = []

@@ -44,6 +44,7 @@ class TrackSource:
         self._gop_limit = gop_limit
         self._outlets: set[Outlet] = set()
         self._picture_id = random.randint(0, (1 << 15) - 1)
+        self._epoch = 0
 
     @property
     def viewers(self) -> int:
@@ -65,6 +66,8 @@ class TrackSource:
         )
         self._picture_id = (self._picture_id + 1) % (1 << 15)
         self.meter.bytes_in += len(data)
+        if epoch != self._epoch:
+            self._new_upstream(frame)
         if frame.keyframe:
             self._gop = [frame]
         elif self._gop and len(self._gop) < self._gop_limit:
@@ -80,6 +83,21 @@ class TrackSource:
             except Exception:
                 logger.exception("a viewer failed to take a %s frame; it skips to a keyframe", mime)
                 outlet.skip_to_keyframe()
+
+    def _new_upstream(self, frame: EncodedFrame) -> None:
+        """A new upstream's first frame (a re-pull after failover).
+
+        Its frames cannot follow the old upstream's in a decoder, so the cached
+        GOP goes and every viewer resumes at the new upstream's first keyframe,
+        which is asked for at once if this frame is not one.
+        """
+        if self._epoch:
+            self._gop = []
+            for outlet in self._outlets:
+                outlet.wait_for_keyframe()
+            if not frame.keyframe:
+                self._keyframes.request()
+        self._epoch = frame.epoch
 
     def request_keyframe(self) -> None:
         self._keyframes.request()

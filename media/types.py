@@ -21,13 +21,21 @@ class StreamListener(Protocol):
         """A publisher (or upstream pull) is connected and its media is flowing."""
 
     def stream_ended(self, stream_id: str) -> None:
-        """The publisher (or upstream pull) of a stream is gone."""
+        """The stream ended here: its publisher left, or ``end_stream``, or the engine closed."""
+
+    def upstream_lost(self, stream_id: str) -> None:
+        """A stream's pull failed or went silent; its viewers are held until a new ``pull``.
+
+        The stream stays on this node (``has_stream``) with its viewers and relay
+        viewers connected; the control plane pulls it again from another
+        upstream, or calls ``end_stream``.
+        """
 
     def session_ended(self, session_id: str) -> None:
         """A session closed, for whatever reason; signalling layers tell their client."""
 
     def viewers_changed(self, stream_id: str, viewers: int) -> None:
-        """The number of viewers of a stream on this node changed."""
+        """The number of players of a stream on this node changed (relay viewers not counted)."""
 
 
 @dataclass(frozen=True)
@@ -40,11 +48,17 @@ class SessionDescription:
 
 @dataclass(frozen=True)
 class MediaStats:
-    """A snapshot of the engine's load, for heartbeats and /metrics."""
+    """A snapshot of the engine's load, for heartbeats and /metrics.
+
+    ``viewers`` and ``viewers_per_stream`` count players only; ``relays`` counts
+    the sessions of downstream nodes pulling from us (``play(..., relay=True)``),
+    which cost the same to serve but are not audience.
+    """
 
     publishers: int
     viewers: int
     pulls: int
+    relays: int
     bitrate_in_kbps: float
     bitrate_out_kbps: float
     viewers_per_stream: tuple[tuple[str, int], ...]

@@ -31,6 +31,9 @@ class Events:
     def stream_ended(self, stream_id: str) -> None:
         self._add("stream_ended", stream_id)
 
+    def upstream_lost(self, stream_id: str) -> None:
+        self._add("upstream_lost", stream_id)
+
     def session_ended(self, session_id: str) -> None:
         self._add("session_ended", session_id)
 
@@ -135,16 +138,19 @@ async def publish() -> AsyncIterator[Publish]:
 
 @pytest.fixture
 async def watch() -> AsyncIterator[Watch]:
-    """Plays a stream from an engine with a client offer (WHEP); closed at teardown."""
+    """Plays a stream from an engine with a client offer (WHEP), as a player or a relay
+    (a downstream node's pull); closed at teardown."""
     viewers: list[Viewer] = []
 
-    async def start(engine: MediaEngine, stream_id: str = "s1", **options: object) -> Watching:
+    async def start(
+        engine: MediaEngine, stream_id: str = "s1", relay: bool = False, **options: object
+    ) -> Watching:
         viewer = Viewer(**options)
         viewers.append(viewer)
         session_ids: list[str] = []
 
         async def exchange(offer: str) -> str:
-            answer = await engine.play(stream_id, offer)
+            answer = await engine.play(stream_id, offer, relay=relay)
             session_ids.append(answer.session_id)
             return answer.sdp
 

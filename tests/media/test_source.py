@@ -12,10 +12,10 @@ from media.source import TrackSource
 KEY, DELTA = b"\x00vp8 keyframe", b"\x01vp8 delta"  # VP8: bit 0 of byte 0 clear = keyframe
 
 
-def video_track(requests: list[str], limit_gop: int = 600) -> TrackSource:
+def video_track(requests: list[str], limit_gop: int = 600, interval: float = 60.0) -> TrackSource:
     codec = codecs.match("video", codecs.relayable("video")[0])
     assert codec is not None and codec.mime_type == "video/VP8"
-    keyframes = KeyframeRequests(60.0, lambda: requests.append("pli"))
+    keyframes = KeyframeRequests(interval, lambda: requests.append("pli"))
     return TrackSource(codec, keyframes, Meter(), gop_limit=limit_gop)
 
 
@@ -78,3 +78,24 @@ async def test_keyframe_requests_are_coalesced_but_never_lost() -> None:
 
     assert len(sent) == 2, "the burst became one request now and one at the interval's end"
     assert sent[1] - sent[0] >= 0.09
+
+
+async def test_a_new_upstream_starts_every_viewer_at_its_first_keyframe() -> None:
+    requests: list[str] = []
+    track = video_track(requests, interval=0.01)
+    viewer = track.subscribe(limit=10)
+    push_gop(track, deltas=2)
+    assert len(await viewer.take()) == 3
+    await asyncio.sleep(0.02)  # past the join's request
+    requests.clear()
+
+    track.push(DELTA, 0, epoch=2)  # a re-pull whose first frame cannot start a decoder
+    track.push(DELTA, 3000, epoch=2)
+    assert viewer.waiting_for_keyframe and requests == ["pli"], "asked at once"
+    late = track.subscribe(limit=10)
+    track.push(KEY, 6000, epoch=2)
+    track.push(DELTA, 9000, epoch=2)
+
+    for outlet in (viewer, late):
+        frames = await outlet.take()
+        assert [(f.keyframe, f.epoch) for f in frames] == [(True, 2), (False, 2)]

@@ -86,3 +86,15 @@ class PreconditionFailed(ClusterError):
     """The request's If-Match does not name the resource it addresses."""
 
     status = 412
+
+
+class UpstreamFailed(ClusterError):
+    """This node could not pull the stream from the node that carries it."""
+
+    status = 502
+
+
+class UpstreamTimeout(ClusterError):
+    """This node could not start pulling the stream in time."""
+
+    status = 504

@@ -118,6 +118,7 @@ class Node:
                 self._settings.node_group,
             )
             self.heartbeat.beat_now()
+            self.streams.relays.wake_all()
         return self._settings
 
     async def drain(self) -> None:

@@ -18,10 +18,11 @@ from starlette.routing import Route
 
 from cluster.auth import require_admin
 from cluster.bodies import read_json_object
-from cluster.errors import BadRequest, ConfigError
+from cluster.errors import BadRequest, ConfigError, NotFound
 from cluster.node import Node
 from cluster.settings import Settings
-from cluster.types import NodeRecord
+from cluster.topology import topology
+from cluster.types import STREAM_ID_PATTERN, NodeId, NodeRecord, RelayTree, StreamId
 
 logger = logging.getLogger(__name__)
 
@@ -135,6 +136,46 @@ async def count_nodes(request: Request) -> JSONResponse:
     return JSONResponse({"number": await _node(request).registry.count_live_nodes()})
 
 
+async def _tree(request: Request) -> tuple[RelayTree, dict[NodeId, NodeRecord]]:
+    stream_id: str = request.path_params["stream"]
+    if not STREAM_ID_PATTERN.fullmatch(stream_id):
+        raise BadRequest("the stream id must be 1 to 128 of A-Z a-z 0-9 _ -")
+    registry = _node(request).registry
+    tree = await registry.relay_tree(StreamId(stream_id))
+    if tree is None:
+        raise NotFound(f"stream {stream_id} is not known")
+    return tree, {n.id: n for n in await registry.live_nodes()}
+
+
+async def stream_topology(request: Request) -> JSONResponse:
+    tree, alive = await _tree(request)
+    return JSONResponse(topology(tree, alive))
+
+
+async def broadcast(request: Request) -> JSONResponse:
+    """Ant Media's broadcast object, with the cluster-wide WebRTC player count."""
+    tree, alive = await _tree(request)
+    stream = tree.stream
+    if stream.app != request.path_params["app"]:
+        raise NotFound(f"stream {stream.id} is not in {request.path_params['app']}")
+    origin = alive.get(stream.origin_node)
+    players = topology(tree, alive)["totals"]["players"]
+    return JSONResponse(
+        {
+            "streamId": stream.id,
+            "name": stream.id,
+            "type": "liveStream",
+            "publishType": "WebRTC",
+            "status": "broadcasting" if stream.state == "live" else "finished",
+            "originAdress": urlsplit(origin.public_url).hostname if origin else "",
+            "webRTCViewerCount": players,
+            "hlsViewerCount": 0,
+            "rtmpViewerCount": 0,
+            "dashViewerCount": 0,
+        }
+    )
+
+
 async def healthz(request: Request) -> JSONResponse:
     node = _node(request)
     healthy = node.heartbeat.healthy
@@ -155,5 +196,7 @@ routes = [
     Route("/rest/v2/server-settings", change_server_settings, methods=["POST", "PUT"]),
     Route("/rest/v2/cluster/nodes/{offset:int}/{size:int}", list_nodes, methods=["GET"]),
     Route("/rest/v2/cluster/node-count", count_nodes, methods=["GET"]),
+    Route("/rest/v2/streams/{stream}/topology", stream_topology, methods=["GET"]),
+    Route("/{app}/rest/v2/broadcasts/{stream}", broadcast, methods=["GET"]),
     Route("/healthz", healthz, methods=["GET"]),
 ]

@@ -66,6 +66,9 @@ class Settings:
     ice_servers: tuple[str, ...]
     heartbeat_interval_s: float
     node_dead_timeout_s: float
+    max_downstreams: int
+    idle_pull_timeout_s: float
+    origin_grace_s: float
     env_overrides: frozenset[str]
 
     @property
@@ -88,6 +91,13 @@ class Settings:
 
 def _text(raw: str) -> str:
     return raw.strip()
+
+
+def _secret(raw: str) -> str:
+    value = raw.strip()
+    if value and len(value) < 32:
+        raise ValueError(f"must be at least 32 characters to sign with HS256 (has {len(value)})")
+    return value
 
 
 def _integer(low: int, high: int) -> Callable[[str], int]:
@@ -300,10 +310,10 @@ KEYS: tuple[Key, ...] = (
     Key(
         "cluster.secret",
         "cluster_secret",
-        _text,
+        _secret,
         "",
-        "Secret shared by all nodes to sign node-to-node calls; at least 16 characters "
-        "with a PostgreSQL registry.",
+        "Secret shared by all nodes to sign node-to-node pulls: empty, or at least 32 "
+        "characters; required with a PostgreSQL registry.",
     ),
     Key(
         "webrtc.candidateAddresses",
@@ -332,6 +342,28 @@ KEYS: tuple[Key, ...] = (
         _milliseconds(200, 600_000),
         "3000",
         "A node without a heartbeat for this long is not alive.",
+    ),
+    Key(
+        "cluster.maxDownstreams",
+        "max_downstreams",
+        _integer(1, 1000),
+        "8",
+        "Pulling nodes one node serves at most before new ones pull from a node below it.",
+    ),
+    Key(
+        "cluster.idlePullTimeoutMs",
+        "idle_pull_timeout_s",
+        _milliseconds(0, 3_600_000),
+        "10000",
+        "A pull with no players and no pulling nodes stops after this long.",
+    ),
+    Key(
+        "cluster.originGraceMs",
+        "origin_grace_s",
+        _milliseconds(0, 3_600_000),
+        "10000",
+        "Players are held this long when a stream's main origin is lost, "
+        "in case the stream is published again.",
     ),
 )
 KEYS_BY_NAME: dict[str, Key] = {key.name: key for key in KEYS}
@@ -395,10 +427,8 @@ def _derive(config_path: Path, values: dict[str, Any], overrides: frozenset[str]
     if not registry_url:
         registry_url = f"sqlite+aiosqlite:///{data_dir / 'registry.db'}"
     secret = cast(str, values["cluster_secret"])
-    if registry_url.startswith("postgresql") and len(secret) < 16:
-        raise ConfigError(
-            "cluster.secret", "must be at least 16 characters when the registry is PostgreSQL"
-        )
+    if registry_url.startswith("postgresql") and not secret:
+        raise ConfigError("cluster.secret", "is required when the registry is PostgreSQL")
     if values["node_dead_timeout_s"] <= values["heartbeat_interval_s"]:
         raise ConfigError(
             "cluster.nodeDeadTimeoutMs", "must be longer than cluster.heartbeatIntervalMs"
@@ -425,5 +455,8 @@ def _derive(config_path: Path, values: dict[str, Any], overrides: frozenset[str]
         ice_servers=values["ice_servers"],
         heartbeat_interval_s=values["heartbeat_interval_s"],
         node_dead_timeout_s=values["node_dead_timeout_s"],
+        max_downstreams=values["max_downstreams"],
+        idle_pull_timeout_s=values["idle_pull_timeout_s"],
+        origin_grace_s=values["origin_grace_s"],
         env_overrides=overrides,
     )

@@ -6,6 +6,10 @@ with a lease while the publisher stays, and ends it when the publisher leaves.
 A node that finds its claim taken (its lease lapsed while it was cut off) ends
 its publisher rather than serve a stream the cluster believes is elsewhere.
 
+Playing a stream this node does not carry starts a relay (``cluster.relays``)
+that pulls it from the cluster; other nodes pull from this one through
+``serve_relay``.
+
 This class is also the media engine's ``StreamListener``: media events arrive
 here as plain calls and become registry writes on tasks it owns.
 """
@@ -20,8 +24,9 @@ from typing import Any
 
 from cluster.errors import NotFound, Overloaded, RegistryUnavailable, StreamBusy
 from cluster.registry import Registry
+from cluster.relays import Relays
 from cluster.settings import Settings
-from cluster.types import AppName, NodeLoad, StreamId
+from cluster.types import AppName, NodeId, NodeLoad, StreamId
 from media.config import MediaConfig
 from media.engine import MediaEngine
 from media.errors import UnknownSession
@@ -44,6 +49,7 @@ class LocalStreams:
             ),
             self,
         )
+        self.relays = Relays(registry, settings, self.engine)
         self._apps: dict[str, str] = {}
         """Streams published here → their app; reserved before the first await."""
         self._publishers: dict[str, str] = {}
@@ -87,9 +93,22 @@ class LocalStreams:
         return answer
 
     async def play(self, app: str, stream_id: str, offer_sdp: str) -> SessionDescription:
-        """Add a viewer of a stream this node carries (WHEP)."""
+        """Add a player (WHEP), pulling the stream from the cluster first if this node lacks it."""
+        if not self.engine.has_stream(stream_id):
+            await self.relays.ensure(app, stream_id)
         self._check_playable(app, stream_id)
         return await self.engine.play(stream_id, offer_sdp)
+
+    async def serve_relay(
+        self, app: str, stream_id: str, offer_sdp: str, downstream: NodeId
+    ) -> SessionDescription:
+        """Let another node pull a stream this node carries (internal WHEP); never pulls itself."""
+        published_in = self._apps.get(stream_id)
+        if not self.engine.has_stream(stream_id) or published_in not in (None, app):
+            raise NotFound(f"stream {stream_id} is not on this node")
+        answer = await self.engine.play(stream_id, offer_sdp, relay=True)
+        logger.info("node %s pulls %s from here", downstream, stream_id)
+        return answer
 
     def _check_playable(self, app: str, stream_id: str) -> None:
         published_in = self._apps.get(stream_id)
@@ -117,6 +136,7 @@ class LocalStreams:
             renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await renewer
+        await self.relays.close()
         await self.engine.close()
         while self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -155,6 +175,9 @@ class LocalStreams:
     def viewers_changed(self, stream_id: str, viewers: int) -> None:
         logger.debug("stream %s has %d viewers here", stream_id, viewers)
 
+    def upstream_lost(self, stream_id: str) -> None:
+        self.relays.upstream_lost(stream_id)
+
     def _spawn(self, work: Coroutine[Any, Any, object], doing: str) -> None:
         async def run() -> None:
             try:
@@ -173,7 +196,10 @@ class LocalStreams:
             for stream_id, session_id in list(self._publishers.items()):
                 try:
                     kept = await self._registry.renew_stream(
-                        StreamId(stream_id), settings.node_id, self.lease_s
+                        StreamId(stream_id),
+                        settings.node_id,
+                        self.lease_s,
+                        viewers=self.engine.viewers(stream_id),
                     )
                 except RegistryUnavailable as error:
                     logger.warning("could not renew the claim on %s: %s", stream_id, error)

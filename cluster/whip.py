@@ -5,7 +5,9 @@ offer (with or without candidates) and answer ``201`` with the SDP answer, a
 ``Location`` for the session and an ``ETag``. ``PATCH`` on the session adds
 trickled candidates (``application/trickle-ice-sdpfrag``); ``DELETE`` ends that
 session only. ``OPTIONS`` answers CORS preflights and tells clients that PATCH
-is supported, so they trickle instead of waiting for gathering. See
+is supported, so they trickle instead of waiting for gathering. Nodes pull from
+each other through the same exchange at ``/internal/v1/{app}/pull/{streamId}``,
+with a cluster token instead of a player's credentials. See
 ``../shared/protocols/whip-whep-clients.md`` for what the clients send.
 """
 
@@ -20,7 +22,9 @@ from starlette.routing import Route
 
 from cluster.bodies import content_type, read_body
 from cluster.errors import BadRequest, NotFound, PreconditionFailed, UnsupportedMediaType
+from cluster.relays import internal_pull_path
 from cluster.streams import LocalStreams
+from cluster.tokens import verify_pull_token
 from cluster.types import APP_NAME_PATTERN, STREAM_ID_PATTERN
 
 SDP_LIMIT = 64 * 1024
@@ -110,6 +114,28 @@ async def play(request: Request) -> Response:
     return await _create(request, "whep")
 
 
+async def relay(request: Request) -> Response:
+    """Internal WHEP: another node pulls a stream, proving it is a node with a cluster token."""
+    app, stream_id = _names(request)
+    streams = _streams(request)
+    downstream = verify_pull_token(
+        request.app.state.node.settings.cluster_secret,
+        request.headers.get("authorization", ""),
+        stream_id,
+    )
+    offer = await _offer(request)
+    answer = await streams.serve_relay(app, stream_id, offer, downstream)
+    return Response(
+        answer.sdp,
+        status_code=201,
+        media_type="application/sdp",
+        headers={
+            "Location": f"{internal_pull_path(app, stream_id)}/{answer.session_id}",
+            "ETag": f'"{answer.session_id}"',
+        },
+    )
+
+
 async def patch(request: Request) -> Response:
     """Trickle ICE. Clients send the ETag back as If-Match (RFC 9725) or as ETag (Eyevinn)."""
     _names(request)
@@ -141,4 +167,6 @@ routes = [
     Route("/{app}/whep/{stream}/{session}", delete, methods=["DELETE"]),
     Route("/{app}/whip/{stream}/{session}", options, methods=["OPTIONS"]),
     Route("/{app}/whep/{stream}/{session}", options, methods=["OPTIONS"]),
+    Route(internal_pull_path("{app}", "{stream}"), relay, methods=["POST"]),
+    Route(internal_pull_path("{app}", "{stream}") + "/{session}", delete, methods=["DELETE"]),
 ]

@@ -10,6 +10,9 @@
   (e.g. multi-process node tests) that need the production back-end.
 - ``registry``: a ``Registry`` connected to ``registry_url``, closed after the test.
 
+``peers`` (from ``tests.peers``) opens real aiortc publishers and players over WHIP/WHEP
+and closes them after the test.
+
 The ``postgres`` variants carry the ``postgres`` marker: ``-m "not postgres"`` runs
 the embedded half without starting a server.
 """
@@ -26,6 +29,8 @@ import pytest
 from cluster.migrate import migrate
 from cluster.registry import Registry
 from tests.postgres import PostgresServer
+
+pytest_plugins = ["tests.peers"]
 
 _database_numbers = itertools.count(1)
 

@@ -20,7 +20,7 @@ import httpx
 
 REPO = Path(__file__).resolve().parent.parent
 ADMIN_TOKEN = "test-admin-token"
-CLUSTER_SECRET = "test-cluster-secret-0123456789"
+CLUSTER_SECRET = "test-cluster-secret-0123456789abcdef"
 
 
 def free_port() -> int:
@@ -64,6 +64,11 @@ class NodeProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout_s: float = 20.0) -> NodeProcess:
+        self.launch()
+        return self.wait_healthy(timeout_s)
+
+    def launch(self) -> None:
+        """Start the process without waiting for it (``start_all`` starts many at once)."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("TIERSTREAM_")}
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
@@ -73,6 +78,9 @@ class NodeProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
+
+    def wait_healthy(self, timeout_s: float = 20.0) -> NodeProcess:
+        assert self.process is not None, "launch() first"
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -110,6 +118,16 @@ class NodeProcess:
             self.process.wait(5)
             self.process = None
 
+    def patch_config(self, **changes: str) -> None:
+        """Change keys of the node's properties file (before it starts)."""
+        lines = [
+            line
+            for line in self.config.read_text(encoding="utf-8").splitlines()
+            if line.split("=", 1)[0] not in changes
+        ]
+        lines += [f"{key}={value}" for key, value in changes.items()]
+        self.config.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
     def log_text(self) -> str:
         return self.log.read_text(encoding="utf-8", errors="replace") if self.log.exists() else ""
 
@@ -119,3 +137,11 @@ class NodeProcess:
     def post(self, path: str, body: Any = None, token: str | None = ADMIN_TOKEN) -> httpx.Response:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         return httpx.post(self.url + path, json=body, headers=headers, timeout=5.0)
+
+
+def start_all(nodes: list[NodeProcess], timeout_s: float = 30.0) -> None:
+    """Launch every node, then wait for each: start-up costs overlap."""
+    for node in nodes:
+        node.launch()
+    for node in nodes:
+        node.wait_healthy(timeout_s)

@@ -53,7 +53,7 @@ def test_postgres_parts_compose_the_registry_url(tmp_path: Path) -> None:
     path = write(
         tmp_path,
         "clusterdb.host=db.internal\nclusterdb.password=p@ss/word\n"
-        "cluster.secret=0123456789abcdef\n",
+        "cluster.secret=0123456789abcdef0123456789abcdef\n",
     )
     settings = load_settings(path, {})
     assert settings.registry_url == (
@@ -76,7 +76,8 @@ def test_postgres_parts_compose_the_registry_url(tmp_path: Path) -> None:
         ("webrtc.iceServers=http://x\n", {}, "webrtc.iceServers", "stun:"),
         ("server.log_level=LOUD\n", {}, "server.log_level", "not one of"),
         ("clusterdb.url=mysql://x\n", {}, "clusterdb.url", "postgresql+asyncpg"),
-        ("clusterdb.host=db\n", {}, "cluster.secret", "at least 16"),
+        ("clusterdb.host=db\n", {}, "cluster.secret", "required when the registry is Postgre"),
+        ("cluster.secret=short\n", {}, "cluster.secret", "at least 32 characters"),
         (
             "clusterdb.url=sqlite+aiosqlite:///x.db\nclusterdb.host=db\n",
             {},
@@ -98,6 +99,7 @@ def test_postgres_parts_compose_the_registry_url(tmp_path: Path) -> None:
         "unknown log level",
         "registry URL of an unsupported database",
         "PostgreSQL registry without a cluster secret",
+        "cluster secret too short to sign with",
         "both a registry URL and a host",
         "dead timeout not longer than the heartbeat",
     ],

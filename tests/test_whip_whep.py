@@ -22,9 +22,9 @@ from cluster.registry import Registry
 from cluster.types import StreamId
 from cluster.whip_client import SignallingFailed, WhipClient
 from media import codecs, ice
-from media.client import Publisher, Viewer
-from media.synthetic import SyntheticAudioTrack, SyntheticVideoTrack, VideoSettings
+from media.client import Viewer
 from tests.nodes import NodeProcess
+from tests.peers import Peers
 from tests.postgres import PostgresServer
 
 WAIT = 10.0
@@ -59,39 +59,6 @@ async def registry(registry_db: str) -> AsyncIterator[Registry]:
     await connected.close()
 
 
-class Session:
-    """A peer and its WHIP/WHEP session, closed in reverse order of opening."""
-
-    def __init__(self) -> None:
-        self.opened: list[Any] = []
-
-    async def publish(self, url: str, mime_type: str = "video/VP8") -> tuple[Publisher, WhipClient]:
-        video = SyntheticVideoTrack(VideoSettings(mime_type=mime_type, keyframe_interval_s=1.0))
-        publisher = Publisher([video, SyntheticAudioTrack()])
-        client = WhipClient(url)
-        self.opened += [publisher, client]
-        await publisher.start(client.exchange)
-        return publisher, client
-
-    async def play(self, url: str) -> tuple[Viewer, WhipClient]:
-        viewer = Viewer()
-        client = WhipClient(url)
-        self.opened += [viewer, client]
-        await viewer.play(client.exchange)
-        return viewer, client
-
-    async def close(self) -> None:
-        for item in reversed(self.opened):
-            await item.close()
-
-
-@pytest.fixture
-async def peers() -> AsyncIterator[Session]:
-    session = Session()
-    yield session
-    await session.close()
-
-
 def load_of(node: NodeProcess, name: str) -> dict[str, int]:
     listed = {n["id"]: n for n in node.get("/rest/v2/cluster/nodes/0/10").json()}
     load: dict[str, int] = listed[name]["load"]
@@ -108,13 +75,14 @@ async def wait_for_load(node: NodeProcess, **expected: int) -> None:
 
 
 async def test_published_stream_plays_to_several_viewers_and_ends_with_its_publisher(
-    nodes: dict[str, NodeProcess], peers: Session, registry: Registry
+    nodes: dict[str, NodeProcess], peers: Peers, registry: Registry
 ) -> None:
     a = nodes["a"]
-    _, publishing = await peers.publish(f"{a.url}/LiveApp/whip/lifecycle")
+    publishing = (await peers.publish(f"{a.url}/LiveApp/whip/lifecycle")).client
     assert publishing.location is not None and "/LiveApp/whip/lifecycle/" in publishing.location
-    first, first_session = await peers.play(f"{a.url}/LiveApp/whep/lifecycle")
-    second, _ = await peers.play(f"{a.url}/LiveApp/whep/lifecycle")
+    first_playing = await peers.play(f"{a.url}/LiveApp/whep/lifecycle")
+    first, first_session = first_playing.viewer, first_playing.client
+    second = (await peers.play(f"{a.url}/LiveApp/whep/lifecycle")).viewer
     async with asyncio.timeout(WAIT):
         for viewer in (first, second):
             video = await viewer.wait_for_frames("video", 30)
@@ -140,7 +108,7 @@ async def test_published_stream_plays_to_several_viewers_and_ends_with_its_publi
 
 
 async def test_stream_live_on_one_node_is_refused_on_another(
-    nodes: dict[str, NodeProcess], peers: Session
+    nodes: dict[str, NodeProcess], peers: Peers
 ) -> None:
     await peers.publish(f"{nodes['a'].url}/LiveApp/whip/taken")
     with pytest.raises(SignallingFailed) as refused:
@@ -153,7 +121,7 @@ async def test_stream_live_on_one_node_is_refused_on_another(
 
 
 async def test_player_that_cannot_take_the_codec_gets_406_naming_it(
-    nodes: dict[str, NodeProcess], peers: Session
+    nodes: dict[str, NodeProcess], peers: Peers
 ) -> None:
     a = nodes["a"]
     await peers.publish(f"{a.url}/LiveApp/whip/vp8only", mime_type="video/VP8")
@@ -185,10 +153,10 @@ def test_options_advertises_trickle_and_cors(nodes: dict[str, NodeProcess]) -> N
 
 
 async def test_trickle_patch_checks_the_etag_and_the_session(
-    nodes: dict[str, NodeProcess], peers: Session
+    nodes: dict[str, NodeProcess], peers: Peers
 ) -> None:
     a = nodes["a"]
-    _, session = await peers.publish(f"{a.url}/LiveApp/whip/trickle")
+    session = (await peers.publish(f"{a.url}/LiveApp/whip/trickle")).client
     assert session.location is not None
     fragment = (
         "a=ice-ufrag:abcd\r\na=ice-pwd:0123456789abcdefghijkl\r\n"

@@ -1,0 +1,210 @@
+"""Relay-tree costs on one machine: ``python bench/cluster.py [--quick]``.
+
+Starts a private PostgreSQL and real node processes on 127.0.0.1 (eu-1 main
+origin; us-1, us-2 in another region; ap-1 a region kept cold), one synthetic
+publisher on eu-1 and players that never decode. It measures:
+
+- **added latency per relay hop**: each player reads the send time stamped in
+  every frame; players at the origin (0 hops), at us-1 (the us secondary
+  origin, 1 hop) and at us-2 (an edge below it, 2 hops). Baseline: the player
+  at the origin, whose latency is the publisher → node → player path itself.
+- **time to first frame**: from the player's first signalling call to its first
+  video frame, on a warm edge (us-2 already carries the stream) and in a cold
+  region (ap-1 must claim ap's secondary origin and pull across regions first).
+  Baseline: the warm edge.
+- **failover gap**: the longest pause in video frames a player on an edge sees
+  when its secondary origin is SIGKILLed, until it resumes on the same session.
+  Baseline: the stream's own frame interval (33 ms).
+
+Every node and the database are stopped by PID at the end; the run is bounded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# Run as a script: the repository root goes on sys.path before our own imports.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from cluster.migrate import migrate
+from cluster.registry import Registry
+from cluster.types import StreamId
+from tests.nodes import NodeProcess, start_all
+from tests.peers import Peers, Playing
+from tests.postgres import PostgresServer
+
+TIME_LIMIT_S = 240.0
+FRAME_INTERVAL_MS = 1000 / 30
+STREAM = StreamId("bench")
+IDLE_FAST = {"cluster.idlePullTimeoutMs": "500"}
+"""Unwatched pulls stop fast, so a region turns cold again between first-frame rounds."""
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+async def _longest_pause(playing: Playing, until_resumed: int, timeout_s: float) -> float:
+    """Poll the player's frame count every 2 ms; the longest time it stood still, in ms."""
+    last_count, last_change, longest = playing.received, time.perf_counter(), 0.0
+    deadline = time.perf_counter() + timeout_s
+    while playing.received < until_resumed and time.perf_counter() < deadline:
+        await asyncio.sleep(0.002)
+        if playing.received != last_count:
+            now = time.perf_counter()
+            longest = max(longest, now - last_change)
+            last_count, last_change = playing.received, now
+    if playing.received < until_resumed:
+        raise TimeoutError(f"the player did not resume within {timeout_s} s")
+    return longest * 1000
+
+
+async def _first_frame_ms(peers: Peers, url: str) -> float:
+    started = time.monotonic()
+    playing = await peers.play(url)
+    await playing.frames(1, timeout_s=15)
+    first = playing.viewer.tracks["video"].first_frame_at
+    assert first is not None
+    await playing.client.close()
+    await playing.viewer.close()
+    return (first - started) * 1000
+
+
+async def _cold_again(registry: Registry, node: str) -> None:
+    """Wait until ``node`` stopped pulling (its idle timeout), so its region is cold again."""
+    async with asyncio.timeout(15):
+        while True:
+            tree = await registry.relay_tree(STREAM)
+            if tree is None or all(edge.downstream != node for edge in tree.pulls):
+                return
+            await asyncio.sleep(0.1)
+
+
+async def _run(rounds: int, seconds: float, workdir: Path) -> str:
+    server = PostgresServer()
+    server.start()
+    nodes: dict[str, NodeProcess] = {}
+    try:
+        url = await server.create_database("bench_cluster")
+        await migrate(url)
+        nodes = {
+            name: NodeProcess(workdir, name, name.split("-")[0], url, **IDLE_FAST)
+            for name in ("eu-1", "us-1", "us-2", "ap-1")
+        }
+        start_all(list(nodes.values()))
+        registry = await Registry.connect(url)
+        peers = Peers()
+        try:
+            return await _measure(nodes, peers, registry, rounds, seconds, workdir, url)
+        finally:
+            await peers.close()
+            await registry.close()
+    finally:
+        for node in nodes.values():
+            node.kill()
+        server.stop()
+
+
+async def _measure(
+    nodes: dict[str, NodeProcess],
+    peers: Peers,
+    registry: Registry,
+    rounds: int,
+    seconds: float,
+    workdir: Path,
+    url: str,
+) -> str:
+    def whep(name: str) -> str:
+        return f"{nodes[name].url}/LiveApp/whep/{STREAM}"
+
+    await peers.publish(f"{nodes['eu-1'].url}/LiveApp/whip/{STREAM}")
+    hops = {0: await peers.play(whep("eu-1")), 1: await peers.play(whep("us-1"))}
+    hops[2] = await peers.play(whep("us-2"))
+    for playing in hops.values():
+        await playing.frames(30)
+    marks = {hop: len(p.viewer.tracks["video"].latencies) for hop, p in hops.items()}
+    print(f"  measuring latency for {seconds:.0f} s", file=sys.stderr)
+    await asyncio.sleep(seconds)
+    latency = {
+        hop: [v * 1000 for v in p.viewer.tracks["video"].latencies[marks[hop] :]]
+        for hop, p in hops.items()
+    }
+
+    warm = [await _first_frame_ms(peers, whep("us-2")) for _ in range(rounds)]
+    cold = []
+    for _ in range(rounds):
+        cold.append(await _first_frame_ms(peers, whep("ap-1")))
+        await _cold_again(registry, "ap-1")
+    print("  measured time to first frame", file=sys.stderr)
+
+    gaps = []
+    secondary, edge = "us-1", "us-2"
+    for round_ in range(rounds):
+        watching = await peers.play(whep(edge))
+        await watching.frames(30)
+        target = watching.received + 30
+        nodes[secondary].kill()
+        gaps.append(await _longest_pause(watching, target, timeout_s=15))
+        print(f"  failover {round_ + 1}/{rounds}: {gaps[-1]:.0f} ms", file=sys.stderr)
+        fresh = f"us-r{round_}"  # a new node joins below the edge, which is now the secondary
+        nodes[fresh] = NodeProcess(workdir, fresh, "us", url, **IDLE_FAST).start()
+        await (await peers.play(whep(fresh))).frames(10)
+        secondary, edge = edge, fresh
+
+    return _table(latency, warm, cold, gaps)
+
+
+def _table(
+    latency: dict[int, list[float]], warm: list[float], cold: list[float], gaps: list[float]
+) -> str:
+    direct = statistics.median(latency[0])
+    lines = [f"{'measure':<44}{'p50':>10}{'p95/p99/max':>14}{'vs baseline':>14}"]
+    names = {
+        0: "latency at the main origin (0 hops) ms",
+        1: "latency at secondary origin (1 hop) ms",
+        2: "latency at edge below it (2 hops) ms",
+    }
+    for hop, values in latency.items():
+        p50 = statistics.median(values)
+        lines.append(f"{names[hop]:<44}{p50:>10.1f}{percentile(values, 0.99):>14.1f}"
+                     f"{p50 / direct:>13.2f}x")  # fmt: skip
+    per_hop = (statistics.median(latency[2]) - direct) / 2
+    lines.append(f"{'added latency per relay hop ms':<44}{per_hop:>10.1f}{'':>14}{'':>14}")
+    base = statistics.median(warm)
+    for name, values in (
+        ("first frame, warm edge ms", warm),
+        ("first frame, cold region ms", cold),
+    ):
+        p50 = statistics.median(values)
+        lines.append(f"{name:<44}{p50:>10.0f}{percentile(values, 0.95):>14.0f}"
+                     f"{p50 / base:>13.2f}x")  # fmt: skip
+    gap = statistics.median(gaps)
+    lines.append(f"{'failover gap, secondary SIGKILLed ms':<44}{gap:>10.0f}{max(gaps):>14.0f}"
+                 f"{gap / FRAME_INTERVAL_MS:>13.1f}x")  # fmt: skip
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer rounds (a smoke run)")
+    arguments = parser.parse_args()
+    rounds, seconds = (2, 5.0) if arguments.quick else (5, 15.0)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="tierstream-bench-") as scratch:
+        table = asyncio.run(asyncio.wait_for(_run(rounds, seconds, Path(scratch)), TIME_LIMIT_S))
+    print(table)
+    print(
+        f"\nbaselines: latency at the main origin; first frame on a warm edge; the 33 ms frame "
+        f"interval. {rounds} rounds; took {time.perf_counter() - started:.1f} s"
+    )
+
+
+if __name__ == "__main__":
+    main()

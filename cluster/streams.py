@@ -70,6 +70,10 @@ class LocalStreams:
         """Claim the stream's main origin, then ingest the publisher (WHIP)."""
         if stream_id in self._apps:
             raise StreamBusy(f"stream {stream_id} is already being published on this node")
+        if self.engine.has_stream(stream_id):
+            raise StreamBusy(
+                f"stream {stream_id} is relayed to players on this node; publish it on another node"
+            )
         settings = self._settings()
         self._apps[stream_id] = app
         try:

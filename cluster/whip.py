@@ -26,6 +26,7 @@ from cluster.relays import internal_pull_path
 from cluster.streams import LocalStreams
 from cluster.tokens import verify_pull_token
 from cluster.types import APP_NAME_PATTERN, STREAM_ID_PATTERN
+from media.types import SessionDescription
 
 SDP_LIMIT = 64 * 1024
 METHODS = "OPTIONS, POST, PATCH, DELETE"
@@ -85,6 +86,21 @@ async def options(request: Request) -> Response:
     )
 
 
+def _created(answer: SessionDescription, resource: str) -> Response:
+    """201 with the answer; the session lives at ``resource``/<session id>."""
+    return Response(
+        answer.sdp,
+        status_code=201,
+        media_type="application/sdp",
+        headers={
+            **CORS_HEADERS,
+            "Location": f"{resource}/{answer.session_id}",
+            "ETag": f'"{answer.session_id}"',
+            "Accept-Patch": "application/trickle-ice-sdpfrag",
+        },
+    )
+
+
 async def _create(request: Request, direction: Direction) -> Response:
     app, stream_id = _names(request)
     offer = await _offer(request)
@@ -93,17 +109,7 @@ async def _create(request: Request, direction: Direction) -> Response:
         answer = await streams.publish(app, stream_id, offer)
     else:
         answer = await streams.play(app, stream_id, offer)
-    return Response(
-        answer.sdp,
-        status_code=201,
-        media_type="application/sdp",
-        headers={
-            **CORS_HEADERS,
-            "Location": f"/{app}/{direction}/{stream_id}/{answer.session_id}",
-            "ETag": f'"{answer.session_id}"',
-            "Accept-Patch": "application/trickle-ice-sdpfrag",
-        },
-    )
+    return _created(answer, f"/{app}/{direction}/{stream_id}")
 
 
 async def publish(request: Request) -> Response:
@@ -125,15 +131,7 @@ async def relay(request: Request) -> Response:
     )
     offer = await _offer(request)
     answer = await streams.serve_relay(app, stream_id, offer, downstream)
-    return Response(
-        answer.sdp,
-        status_code=201,
-        media_type="application/sdp",
-        headers={
-            "Location": f"{internal_pull_path(app, stream_id)}/{answer.session_id}",
-            "ETag": f'"{answer.session_id}"',
-        },
-    )
+    return _created(answer, internal_pull_path(app, stream_id))
 
 
 async def patch(request: Request) -> Response:

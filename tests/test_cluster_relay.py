@@ -19,6 +19,7 @@ import pytest
 
 from cluster.registry import Registry
 from cluster.types import NodeGroup, NodeId, RelayTree, StreamId
+from cluster.whip_client import SignallingFailed
 from media import codecs
 from tests.nodes import CLUSTER_SECRET, NodeProcess, start_all
 from tests.peers import WAIT, Peers, Playing
@@ -235,6 +236,10 @@ async def test_players_wait_for_a_lost_origin_and_resume_when_the_stream_returns
         return stream is not None and stream.state == "orphaned"
 
     await eventually(orphaned, "the stream being marked orphaned")
+    with pytest.raises(SignallingFailed) as refused:
+        await peers.publish(whip(nodes["eu-2"]))  # eu-2 holds the stream for its players
+    assert refused.value.status == 409
+    assert not playing.viewer.ended.is_set()
     frames = playing.received
     await peers.publish(whip(nodes["eu-3"]))  # published again, on another node
     await playing.frames(frames + 30)

@@ -18,7 +18,9 @@ class MediaConfig:
     vanished) ends, so that it cannot hold a stream id. A pull that hears nothing
     at all from its upstream (no RTP, no RTCP) for ``upstream_silence_s`` is lost:
     a killed or frozen upstream sends nothing, and ICE consent would take ~30 s
-    to notice.
+    to notice. Keep it above 1.5 s, aiortc's longest interval between sender
+    reports: a live upstream that holds the stream without media sends only
+    those, and its downstream nodes must not take it for dead.
     """
 
     candidate_addresses: tuple[str, ...]

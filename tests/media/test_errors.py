@@ -32,6 +32,11 @@ async def test_playing_an_unknown_stream(engine: MediaEngine, offer: OfferFactor
     assert not engine.has_stream("nope")
 
 
+async def test_ending_an_unknown_stream(engine: MediaEngine) -> None:
+    with pytest.raises(UnknownStream, match="'nope'"):
+        await engine.end_stream("nope")
+
+
 @pytest.mark.parametrize(
     "text",
     [

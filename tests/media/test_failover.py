@@ -213,6 +213,28 @@ async def test_a_frozen_upstream_is_lost_after_the_silence_interval(
     assert watching.viewer.pc.connectionState == "connected"
 
 
+async def test_a_held_upstream_keeps_its_downstream_nodes_waiting_quietly(
+    make_engine: EngineFactory, publish: Publish, watch: Watch
+) -> None:
+    origin, middle_events, edge_events = make_engine(), Events(), Events()
+    middle, edge = make_engine(middle_events), make_engine(edge_events)  # 2 s of silence
+    await publish(origin)
+    relays_on_origin: list[str] = []
+    await asyncio.wait_for(middle.pull("s1", relay_to(origin, "s1", relays_on_origin)), WAIT)
+    await asyncio.wait_for(edge.pull("s1", relay_to(middle, "s1", [])), WAIT)
+    watching = await watch(edge)
+    await watching.frames("video", 5)
+
+    await origin.close_session(relays_on_origin[0])
+    await middle_events.wait_for("upstream_lost", "s1")
+    await asyncio.sleep(2.5)  # past the edge's silence interval, without media
+
+    assert ("upstream_lost", "s1") not in edge_events.history, "its sender reports still come"
+    await asyncio.wait_for(middle.pull("s1", relay_to(origin, "s1", [])), WAIT)
+    await watching.frames("video", watching.viewer.tracks["video"].frames + 10)
+    assert edge.stats().pulls == 1 and middle.relays("s1") == 1
+
+
 async def test_ending_a_held_stream_ends_its_players_and_relays(
     make_engine: EngineFactory, publish: Publish, watch: Watch
 ) -> None:

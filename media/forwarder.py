@@ -21,7 +21,7 @@ per-viewer history of shared payloads).
 
 Sequence numbers are the viewer's own counter and timestamps are the upstream's
 plus a per-viewer offset, re-based whenever the upstream changes (a new
-``EncodedFrame.epoch``, or ``switch`` to another source's outlet): a viewer sees
+``EncodedFrame.epoch``, when a re-pull feeds the stream's source): a viewer sees
 one continuous RTP stream across publisher reconnects and pull failovers.
 """
 
@@ -111,15 +111,6 @@ class Forwarder:
             self.pump()
         else:
             spawn(self.run())
-
-    def switch(self, track: TrackSource, outlet: Outlet) -> None:
-        """Read from another source from now on; the viewer's RTP stays continuous."""
-        old_track, old = self.track, self._outlet
-        self.track, self._outlet = track, outlet
-        old_track.unsubscribe(old)
-        if self._direct:
-            outlet.deliver_to(self.pump)
-            self.pump()
 
     def close(self) -> None:
         """Stop forwarding and leave the source."""

@@ -194,11 +194,14 @@ def _table(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds (a smoke run)")
+    parser.add_argument("--workdir", type=Path, help="keep the nodes' configs and logs here")
     arguments = parser.parse_args()
     rounds, seconds = (2, 5.0) if arguments.quick else (5, 15.0)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="tierstream-bench-") as scratch:
-        table = asyncio.run(asyncio.wait_for(_run(rounds, seconds, Path(scratch)), TIME_LIMIT_S))
+        workdir = arguments.workdir or Path(scratch)
+        workdir.mkdir(parents=True, exist_ok=True)
+        table = asyncio.run(asyncio.wait_for(_run(rounds, seconds, workdir), TIME_LIMIT_S))
     print(table)
     print(
         f"\nbaselines: latency at the main origin; first frame on a warm edge; the 33 ms frame "

@@ -78,13 +78,14 @@ def _with_room(
 ) -> Upstream:
     """``root``, or the shallowest carrier of the region below it that has room.
 
-    Carriers are found breadth-first from ``root`` along the recorded pulls;
+    Carriers are found breadth-first from ``root`` along the recorded pulls of
+    live nodes (a dead node's pull edge neither fills its upstream nor carries);
     only live, serving (not draining) nodes of ``group`` other than ``me``, and
     not below ``me``, count.
     When every carrier is full, the root takes the pull anyway: a player is
     never refused for want of a tree slot.
     """
-    edges = [e for e in snapshot.pulls if e.downstream != me]
+    edges = [e for e in snapshot.pulls if e.downstream != me and e.downstream in snapshot.alive]
     served = Counter(e.upstream for e in edges)
     children: dict[NodeId, list[NodeId]] = {}
     for edge in sorted(edges, key=lambda e: e.downstream):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -104,12 +105,19 @@ def test_tree_below_a_secondary_origin_stays_in_its_region() -> None:
     assert decide("us-3", snap, max_downstreams=1) == Upstream(NodeId("us-2"))
 
 
-def test_when_every_carrier_is_full_the_root_takes_the_pull() -> None:
-    pulls = [("eu-2", "eu-1"), ("eu-3", "eu-2")]
-    snap = snapshot(["eu-1", "eu-2", "eu-4"], pulls)
+def test_when_no_carrier_has_room_the_root_takes_the_pull() -> None:
+    snap = snapshot(["eu-1", "eu-2", "eu-4"], [("eu-2", "eu-1")])
+    draining = replace(snap.alive[NodeId("eu-2")], state="draining")  # leaving: takes no pulls
+    snap = replace(snap, alive={**snap.alive, NodeId("eu-2"): draining})
     assert decide("eu-4", snap, max_downstreams=1) == Upstream(NodeId("eu-1"))
 
 
 def test_a_node_never_plans_below_itself() -> None:
     pulls = [("eu-2", "eu-1"), ("eu-3", "eu-2")]
     assert decide("eu-2", snapshot(ALL, pulls), max_downstreams=1) == Upstream(NodeId("eu-1"))
+
+
+def test_pulls_of_dead_nodes_do_not_fill_their_upstream() -> None:
+    pulls = [("eu-2", "eu-1")]
+    snap = snapshot(["eu-1", "eu-3"], pulls)  # eu-2 died without removing its pull
+    assert decide("eu-3", snap, max_downstreams=1) == Upstream(NodeId("eu-1"))

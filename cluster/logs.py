@@ -18,7 +18,7 @@ _PYTHON_LEVELS: dict[LogLevel, int] = {
 }
 
 # Libraries that speak at info about every packet or request; they join in at DEBUG only.
-_CHATTY = ("aioice", "aiortc", "uvicorn.access", "sqlalchemy.engine", "alembic.runtime")
+_CHATTY = ("aioice", "aiortc", "httpx", "uvicorn.access", "sqlalchemy.engine", "alembic.runtime")
 
 
 def configure_logging(level: LogLevel) -> None:

@@ -171,8 +171,19 @@ async def test_full_upstreams_deepen_the_tree_and_idle_pulls_stop(
                                           "cluster.idlePullTimeoutMs": "1500"}
     )  # fmt: skip
     await peers.publish(whip(nodes["eu-1"]))
-    players = []
-    for name in ("eu-2", "eu-3", "eu-4"):
+    together = await asyncio.gather(*(peers.play(whep(nodes["eu-2"])) for _ in range(3)))
+    for playing in together:
+        await playing.frames(10)
+
+    async def eu2_reports_its_players() -> dict[str, int] | None:
+        listed = await get_json(f"{nodes['eu-2'].url}/rest/v2/cluster/nodes/0/10")
+        load: dict[str, int] = {n["id"]: n["load"] for n in listed}["eu-2"]
+        return load if load["viewers"] == 3 else None
+
+    load = await eventually(eu2_reports_its_players, "eu-2 reporting its 3 players")
+    assert load["pulls"] == 1, "concurrent first plays on one node share one pull"
+    players = [together[0]]
+    for name in ("eu-3", "eu-4"):
         players.append(await peers.play(whep(nodes[name])))
         await players[-1].frames(10)
     assert edges(await registry.relay_tree(S1)) == {
@@ -189,6 +200,25 @@ async def test_full_upstreams_deepen_the_tree_and_idle_pulls_stop(
     await eventually(eu4_stopped_pulling, "eu-4's idle pull stopping")
     frames = players[1].received
     await players[1].frames(frames + 15)  # eu-3's player is unaffected
+
+
+async def test_an_idle_secondary_origin_stops_pulling_and_releases_its_claim(
+    make_cluster: ClusterFactory, peers: Peers, registry: Registry
+) -> None:
+    nodes = make_cluster("eu-1", "us-1", **{"cluster.idlePullTimeoutMs": "1000"})
+    await peers.publish(whip(nodes["eu-1"]))
+    playing = await peers.play(whep(nodes["us-1"]))
+    await playing.frames(10)
+    holder = await registry.regional_origin(S1, NodeGroup("us"))
+    assert holder is not None and holder.node_id == "us-1"
+
+    await playing.client.close()
+
+    async def released() -> bool:
+        tree = await registry.relay_tree(S1)
+        return not edges(tree) and await registry.regional_origin(S1, NodeGroup("us")) is None
+
+    await eventually(released, "us-1 stopping its idle pull and releasing the us claim")
 
 
 async def test_region_change_hands_the_secondary_origin_over_without_dropping_players(

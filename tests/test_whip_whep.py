@@ -22,7 +22,8 @@ from cluster.registry import Registry
 from cluster.types import StreamId
 from cluster.whip_client import SignallingFailed, WhipClient
 from media import codecs, ice
-from media.client import Viewer
+from media.client import Publisher, Viewer
+from media.synthetic import SyntheticAudioTrack, SyntheticVideoTrack, VideoSettings
 from tests.nodes import NodeProcess
 from tests.peers import Peers
 from tests.postgres import PostgresServer
@@ -230,3 +231,41 @@ async def test_unknown_stream_is_404(nodes: dict[str, NodeProcess]) -> None:
         await viewer.close()
     assert missing.value.status == 404
     assert "nobody-here" in str(missing.value)
+
+
+async def test_publisher_that_trickles_its_candidates_over_patch_is_played(
+    nodes: dict[str, NodeProcess], peers: Peers
+) -> None:
+    """As Medooze and Eyevinn clients do: POST an offer without candidates, then PATCH them."""
+    a = nodes["a"]
+    client = WhipClient(f"{a.url}/LiveApp/whip/trickled")
+    patched: list[int] = []
+
+    async def trickling(offer: str) -> str:
+        lines = offer.splitlines()
+        candidates = [line for line in lines if line.startswith("a=candidate:")]
+        bare = [line for line in lines if not line.startswith(("a=candidate:", "a=end-of-cand"))]
+        answer = await client.exchange("\r\n".join(bare) + "\r\n")
+        ice = [line for line in lines if line.startswith(("a=ice-ufrag:", "a=ice-pwd:"))][:2]
+        fragment = [*ice, "m=audio 9 RTP/AVP 0", "a=mid:0", *candidates, "a=end-of-candidates"]
+        assert client.location is not None
+        async with httpx.AsyncClient() as http:
+            reply = await http.patch(
+                client.location,
+                content="\r\n".join(fragment) + "\r\n",
+                headers={"Content-Type": "application/trickle-ice-sdpfrag", "ETag": etag},
+            )
+        patched.append(reply.status_code)
+        return answer
+
+    etag = "*"
+    video = SyntheticVideoTrack(VideoSettings(keyframe_interval_s=1.0))
+    publisher = Publisher([video, SyntheticAudioTrack()])
+    try:
+        await publisher.start(trickling)
+        playing = await peers.play(f"{a.url}/LiveApp/whep/trickled")
+        await playing.frames(30)
+    finally:
+        await client.close()
+        await publisher.close()
+    assert patched == [204]

@@ -37,12 +37,14 @@ class LoadSampler:
         self._total_memory = psutil.virtual_memory().total
         self._media = media
         self._process.cpu_percent(None)  # the first call only starts the measurement window
+        self.last = NodeLoad()
+        """The latest sample: what admission checks compare with the node's limits."""
 
     def sample(self) -> NodeLoad:
         counters = self._media()
         cpu = self._process.cpu_percent(None) / (100.0 * self._cores)
         memory = self._process.memory_info().rss / self._total_memory
-        return NodeLoad(
+        self.last = NodeLoad(
             cpu=round(min(cpu, 1.0), 4),
             memory=round(memory, 4),
             viewers=counters.viewers,
@@ -51,3 +53,4 @@ class LoadSampler:
             bitrate_in_kbps=counters.bitrate_in_kbps,
             bitrate_out_kbps=counters.bitrate_out_kbps,
         )
+        return self.last

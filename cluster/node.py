@@ -34,8 +34,8 @@ class Node:
         self._settings = settings
         self.registry = registry
         self.state: NodeState = "serving"
-        self.streams = LocalStreams(registry, lambda: self._settings)
-        sampler = LoadSampler(self.streams.media_counters)
+        sampler = LoadSampler(lambda: self.streams.media_counters())
+        self.streams = LocalStreams(registry, lambda: self._settings, lambda: sampler.last)
         self.heartbeat = Heartbeat(registry, self.info, sampler, settings.heartbeat_interval_s)
         self._settings_lock = asyncio.Lock()
         self._closed = False

@@ -38,9 +38,15 @@ logger = logging.getLogger(__name__)
 class LocalStreams:
     """Publish and play on this node, and the registry state that goes with them."""
 
-    def __init__(self, registry: Registry, settings: Callable[[], Settings]) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        settings: Callable[[], Settings],
+        load: Callable[[], NodeLoad],
+    ) -> None:
         self._registry = registry
         self._settings = settings
+        self._load = load
         current = settings()
         self.engine = MediaEngine(
             MediaConfig(
@@ -70,6 +76,7 @@ class LocalStreams:
         """Claim the stream's main origin, then ingest the publisher (WHIP)."""
         if stream_id in self._apps:
             raise StreamBusy(f"stream {stream_id} is already being published on this node")
+        self._check_cpu()
         if self.engine.has_stream(stream_id):
             raise StreamBusy(
                 f"stream {stream_id} is relayed to players on this node; publish it on another node"
@@ -118,9 +125,23 @@ class LocalStreams:
         published_in = self._apps.get(stream_id)
         if not self.engine.has_stream(stream_id) or published_in not in (None, app):
             raise NotFound(f"stream {stream_id} is not live in {app} on this node")
+        self._check_cpu()
         settings = self._settings()
-        if self.engine.stats().viewers >= settings.max_viewers:
+        stats = self.engine.stats()
+        if stats.viewers >= settings.max_viewers:
             raise Overloaded(f"this node serves its limit of {settings.max_viewers} viewers")
+        if stats.bitrate_out_kbps >= settings.max_bitrate_kbps:
+            raise Overloaded(
+                f"this node sends {stats.bitrate_out_kbps:.0f} kbit/s, its limit "
+                f"(server.maxBitrateKbps) is {settings.max_bitrate_kbps}"
+            )
+
+    def _check_cpu(self) -> None:
+        """New publishers and players are refused while the last sampled CPU is over the limit."""
+        cpu = self._load().cpu * 100
+        limit = self._settings().cpu_limit
+        if cpu > limit:
+            raise Overloaded(f"CPU at {cpu:.0f}% is above server.cpu_limit ({limit}%)")
 
     def media_counters(self) -> NodeLoad:
         """The media plane's part of the node's load, for heartbeats."""

@@ -15,9 +15,11 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
 from cluster import rest, whip
 from cluster.errors import ClusterError
+from cluster.metrics import metrics_endpoint
 from cluster.node import Node
 from media.errors import (
     BadSdp,
@@ -71,7 +73,11 @@ async def _unexpected_error(request: Request, exc: Exception) -> Response:
 
 def build_app(node: Node) -> Starlette:
     app = Starlette(
-        routes=[*rest.routes, *whip.routes],
+        routes=[
+            *rest.routes,
+            *whip.routes,
+            Route("/metrics", metrics_endpoint(node), methods=["GET"]),
+        ],
         exception_handlers={
             ClusterError: _cluster_error,
             MediaError: _media_error,

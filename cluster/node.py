@@ -34,9 +34,9 @@ class Node:
         self._settings = settings
         self.registry = registry
         self.state: NodeState = "serving"
-        sampler = LoadSampler(lambda: self.streams.media_counters())
-        self.streams = LocalStreams(registry, lambda: self._settings, lambda: sampler.last)
-        self.heartbeat = Heartbeat(registry, self.info, sampler, settings.heartbeat_interval_s)
+        self.sampler = LoadSampler(lambda: self.streams.media_counters())
+        self.streams = LocalStreams(registry, lambda: self._settings, lambda: self.sampler.last)
+        self.heartbeat = Heartbeat(registry, self.info, self.sampler, settings.heartbeat_interval_s)
         self._settings_lock = asyncio.Lock()
         self._closed = False
 

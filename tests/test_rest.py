@@ -224,3 +224,13 @@ async def test_node_list_and_count_in_ant_media_shape(node: Node) -> None:
     assert too_big.status_code == 400
     assert unknown.status_code == 404
     assert unknown.json()["success"] is False
+
+
+async def test_metrics_describe_the_node_in_prometheus_format(node: Node) -> None:
+    async with client(node) as c:
+        reply = await c.get("/metrics")
+    assert reply.headers["content-type"].startswith("text/plain")
+    lines = reply.text.splitlines()
+    assert 'tierstream_node_info{node="rest-node",node_group="eu",state="serving"} 1.0' in lines
+    assert "tierstream_registry_reachable 1.0" in lines
+    assert "tierstream_players 0.0" in lines

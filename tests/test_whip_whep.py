@@ -90,6 +90,10 @@ async def test_published_stream_plays_to_several_viewers_and_ends_with_its_publi
             await viewer.wait_for_frames("audio", 20)
             assert video.keyframes >= 1
     await wait_for_load(a, publishers=1, viewers=2)
+    metrics = (await asyncio.to_thread(a.get, "/metrics")).text
+    for line in ("tierstream_publishers 1.0", "tierstream_players 2.0",
+                 'tierstream_stream_players{stream="lifecycle"} 2.0'):  # fmt: skip
+        assert line in metrics.splitlines(), line
     stream = await registry.stream(StreamId("lifecycle"))
     assert stream is not None and (stream.origin_node, stream.state) == ("a", "live")
     assert "video/VP8" in stream.codecs

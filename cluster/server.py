@@ -12,11 +12,13 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 from collections.abc import Iterator
 
 import uvicorn
 
 from cluster.app import build_app
+from cluster.errors import ConfigError
 from cluster.node import Node
 from cluster.settings import Settings
 
@@ -33,12 +35,27 @@ class _Server(uvicorn.Server):
         yield
 
 
+def _listen(settings: Settings) -> socket.socket:
+    """Bind the HTTP port before the node joins: a node that cannot listen never registers."""
+    host, port = settings.http_host, settings.http_port
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family, backlog=2048)
+    except OSError as error:
+        raise ConfigError(
+            "http.port", f"cannot listen on {host}:{port}: {error.strerror}"
+        ) from None
+
+
 async def run_node(settings: Settings) -> None:
-    node = await Node.start(settings)
+    listener = _listen(settings)
+    try:
+        node = await Node.start(settings)
+    except BaseException:
+        listener.close()
+        raise
     config = uvicorn.Config(
         build_app(node),
-        host=settings.http_host,
-        port=settings.http_port,
         log_config=None,
         access_log=False,
         lifespan="off",
@@ -68,7 +85,7 @@ async def run_node(settings: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig)
     try:
-        await server.serve()
+        await server.serve(sockets=[listener])
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)

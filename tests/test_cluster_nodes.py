@@ -111,3 +111,16 @@ def test_restarted_node_takes_its_row_back(cluster: dict[str, NodeProcess]) -> N
     nodes = listed(cluster["us-1"])
     assert nodes["eu-1"]["state"] == "serving"
     assert len(nodes) == 3
+
+
+def test_a_node_that_cannot_listen_exits_without_joining(
+    cluster: dict[str, NodeProcess], tmp_path: Path, postgres_url: str
+) -> None:
+    clash = NodeProcess(tmp_path, "clash", "eu", postgres_url)
+    clash.patch_config(**{"http.port": str(cluster["eu-1"].port)})
+    clash.launch()
+    assert clash.process is not None
+    assert clash.process.wait(20) == 2
+    assert f"http.port: cannot listen on 127.0.0.1:{cluster['eu-1'].port}" in clash.log_text()
+    assert "clash" not in listed(cluster["eu-1"])
+    assert "registered node clash" not in clash.log_text()

@@ -17,7 +17,7 @@ import ipaddress
 import re
 import socket
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Literal, cast
 from urllib.parse import quote
@@ -434,29 +434,16 @@ def _derive(config_path: Path, values: dict[str, Any], overrides: frozenset[str]
             "cluster.nodeDeadTimeoutMs", "must be longer than cluster.heartbeatIntervalMs"
         )
 
+    direct = {f.name: values[f.name] for f in fields(Settings) if f.name in values}
     return Settings(
-        config_path=config_path,
-        node_group=values["node_group"],
-        server_name=server_name,
-        log_level=values["log_level"],
-        http_host=host,
-        http_port=port,
-        public_url=public_url,
-        internal_url=internal_url,
-        cpu_limit=values["cpu_limit"],
-        allowed_dashboard_cidr=values["allowed_dashboard_cidr"],
-        admin_token=values["admin_token"],
-        max_viewers=values["max_viewers"],
-        max_bitrate_kbps=values["max_bitrate_kbps"],
-        data_dir=data_dir,
-        registry_url=registry_url,
-        cluster_secret=secret,
-        candidate_addresses=values["candidate_addresses"],
-        ice_servers=values["ice_servers"],
-        heartbeat_interval_s=values["heartbeat_interval_s"],
-        node_dead_timeout_s=values["node_dead_timeout_s"],
-        max_downstreams=values["max_downstreams"],
-        idle_pull_timeout_s=values["idle_pull_timeout_s"],
-        origin_grace_s=values["origin_grace_s"],
-        env_overrides=overrides,
+        **{
+            **direct,
+            "config_path": config_path,
+            "server_name": server_name,
+            "public_url": public_url,
+            "internal_url": internal_url,
+            "data_dir": data_dir,
+            "registry_url": registry_url,
+            "env_overrides": overrides,
+        }
     )

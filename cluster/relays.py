@@ -91,9 +91,6 @@ class Relays:
         self._relays: dict[str, Relay] = {}
         self._closed = False
 
-    def __len__(self) -> int:
-        return len(self._relays)
-
     async def ensure(self, app: str, stream_id: str) -> None:
         """Return once this node carries ``stream_id``, pulling it if needed.
 
@@ -139,10 +136,6 @@ class Relays:
         for relay in self._relays.values():
             relay.wake.set()
 
-    def is_secondary_origin(self, stream_id: str) -> bool:
-        relay = self._relays.get(stream_id)
-        return relay is not None and relay.secondary is not None
-
     async def close(self) -> None:
         """Stop every relay: players end, pull edges and claims are given back.
 
@@ -162,12 +155,12 @@ class Relays:
     async def _supervise(self, relay: Relay) -> None:
         try:
             while not self._closed:
+                relay.wake.clear()  # before the step: a wake-up during it triggers the next
                 try:
                     if not await self._step(relay):
                         break
                 except RegistryUnavailable as error:
                     logger.warning("relay of %s: %s; retrying", relay.stream_id, error)
-                relay.wake.clear()
                 interval = self._settings().heartbeat_interval_s
                 if relay.upstream is None:
                     interval = min(interval, RETRY_S)

@@ -22,7 +22,7 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from cluster.errors import NotFound, Overloaded, RegistryUnavailable, StreamBusy
+from cluster.errors import ClusterError, NotFound, Overloaded, RegistryUnavailable, StreamBusy
 from cluster.registry import Registry
 from cluster.relays import Relays
 from cluster.settings import Settings
@@ -207,7 +207,7 @@ class LocalStreams:
         async def run() -> None:
             try:
                 await work
-            except RegistryUnavailable as error:
+            except ClusterError as error:  # the registry is down, or the claim moved on
                 logger.error("could not %s: %s", doing, error)
 
         task = asyncio.create_task(run())

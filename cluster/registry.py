@@ -37,23 +37,26 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from cluster.database import error_text, open_engine, shown, transactional
 from cluster.errors import RegistryUnavailable, StreamBusy
+from cluster.records import (
+    load_values,
+    node_record,
+    pull_edge,
+    regional_origin_record,
+    stream_record,
+)
 from cluster.schema import db_now, node, pull, regional_origin, stream
 from cluster.types import (
     AppName,
     ClaimResult,
-    NodeCapacity,
     NodeGroup,
     NodeId,
     NodeInfo,
     NodeLoad,
     NodeRecord,
-    NodeState,
-    PullEdge,
     RegionalOrigin,
     RelayTree,
     StreamId,
     StreamRecord,
-    StreamState,
 )
 
 logger = logging.getLogger(__name__)
@@ -141,7 +144,7 @@ class Registry:
             "cores": info.capacity.cores,
             "max_viewers": info.capacity.max_viewers,
             "max_bitrate_kbps": info.capacity.max_bitrate_kbps,
-            **_load_values(NodeLoad()),
+            **load_values(NodeLoad()),
             "heartbeat_at": db_now(),
             "registered_at": db_now(),
         }
@@ -152,7 +155,7 @@ class Registry:
         ).returning(*node.c)
         rows = await self._rows(f"register node {info.id}", statement)
         logger.info("registered node %s in %s", info.id, info.node_group)
-        return _node_record(rows[0])
+        return node_record(rows[0])
 
     async def heartbeat(self, node_id: NodeId, node_group: NodeGroup, load: NodeLoad) -> bool:
         """Record that the node is alive, its load and its group (a region change shows here).
@@ -162,7 +165,7 @@ class Registry:
         statement = (
             update(node)
             .where(node.c.id == node_id)
-            .values(node_group=node_group, heartbeat_at=db_now(), **_load_values(load))
+            .values(node_group=node_group, heartbeat_at=db_now(), **load_values(load))
         )
         return await self._changed(f"record a heartbeat of {node_id}", statement)
 
@@ -189,7 +192,7 @@ class Registry:
             .offset(offset)
             .limit(limit)
         )
-        return [_node_record(row) for row in await self._rows("list live nodes", statement)]
+        return [node_record(row) for row in await self._rows("list live nodes", statement)]
 
     async def count_live_nodes(self) -> int:
         """How many nodes ``live_nodes`` would list."""
@@ -201,7 +204,7 @@ class Registry:
         """The node's row, alive or not (``heartbeat_at`` tells); None if unknown."""
         statement = select(node).where(node.c.id == node_id)
         rows = await self._rows(f"read node {node_id}", statement)
-        return _node_record(rows[0]) if rows else None
+        return node_record(rows[0]) if rows else None
 
     # Streams: the main origin
 
@@ -246,7 +249,7 @@ class Registry:
         rows = await self._rows(f"claim stream {stream_id}", statement)
         if rows:
             logger.info("node %s is the main origin of %s", node_id, stream_id)
-            return _stream_record(rows[0])
+            return stream_record(rows[0])
         holder = await self.stream(stream_id)
         busy_on = holder.origin_node if holder is not None else "another node"
         raise StreamBusy(f"stream {stream_id} is live on {busy_on}")
@@ -308,7 +311,7 @@ class Registry:
         rows = await self._rows(
             f"read stream {stream_id}", select(stream).where(stream.c.id == stream_id)
         )
-        return _stream_record(rows[0]) if rows else None
+        return stream_record(rows[0]) if rows else None
 
     # Regional (secondary) origins
 
@@ -347,7 +350,7 @@ class Registry:
         for _ in range(_CLAIM_ATTEMPTS):
             rows = await self._rows(doing, statement)
             if rows:
-                holder = _regional_origin(rows[0])
+                holder = regional_origin_record(rows[0])
                 logger.info(
                     "node %s holds the secondary origin of %s in %s (epoch %d)",
                     node_id, stream_id, node_group, holder.epoch,
@@ -357,7 +360,7 @@ class Registry:
                 doing, select(regional_origin).where(self._slot(stream_id, node_group))
             )
             if current:
-                return ClaimResult(won=False, holder=_regional_origin(current[0]))
+                return ClaimResult(won=False, holder=regional_origin_record(current[0]))
         raise RegistryUnavailable(f"registry could not {doing}: the slot kept changing hands")
 
     @staticmethod
@@ -406,7 +409,7 @@ class Registry:
             .where(regional_origin.c.lease_expires_at > db_now())
         )
         rows = await self._rows(f"read the secondary origin of {stream_id}", statement)
-        return _regional_origin(rows[0]) if rows else None
+        return regional_origin_record(rows[0]) if rows else None
 
     # Pulls: the relay tree's edges
 
@@ -471,77 +474,7 @@ class Registry:
             origin_rows = (await connection.execute(origins)).all()
             pull_rows = (await connection.execute(pulls)).all()
         return RelayTree(
-            stream=_stream_record(stream_row),
-            regional_origins=tuple(_regional_origin(row) for row in origin_rows),
-            pulls=tuple(
-                PullEdge(
-                    stream_id=StreamId(row.stream_id),
-                    downstream=NodeId(row.downstream),
-                    upstream=NodeId(row.upstream),
-                    since=row.since,
-                    viewers=row.viewers,
-                )
-                for row in pull_rows
-            ),
+            stream=stream_record(stream_row),
+            regional_origins=tuple(regional_origin_record(row) for row in origin_rows),
+            pulls=tuple(pull_edge(row) for row in pull_rows),
         )
-
-
-def _load_values(load: NodeLoad) -> dict[str, Any]:
-    return {
-        "cpu": load.cpu,
-        "memory": load.memory,
-        "viewers": load.viewers,
-        "publishers": load.publishers,
-        "pulls": load.pulls,
-        "bitrate_in_kbps": load.bitrate_in_kbps,
-        "bitrate_out_kbps": load.bitrate_out_kbps,
-    }
-
-
-def _node_record(row: Row[Any]) -> NodeRecord:
-    state: NodeState = row.state
-    return NodeRecord(
-        id=NodeId(row.id),
-        node_group=NodeGroup(row.node_group),
-        public_url=row.public_url,
-        internal_url=row.internal_url,
-        state=state,
-        capacity=NodeCapacity(
-            cores=row.cores, max_viewers=row.max_viewers, max_bitrate_kbps=row.max_bitrate_kbps
-        ),
-        load=NodeLoad(
-            cpu=float(row.cpu),
-            memory=float(row.memory),
-            viewers=row.viewers,
-            publishers=row.publishers,
-            pulls=row.pulls,
-            bitrate_in_kbps=row.bitrate_in_kbps,
-            bitrate_out_kbps=row.bitrate_out_kbps,
-        ),
-        heartbeat_at=row.heartbeat_at,
-        registered_at=row.registered_at,
-    )
-
-
-def _stream_record(row: Row[Any]) -> StreamRecord:
-    state: StreamState = row.state
-    return StreamRecord(
-        id=StreamId(row.id),
-        app=AppName(row.app),
-        origin_node=NodeId(row.origin_node),
-        origin_group=NodeGroup(row.origin_group),
-        state=state,
-        codecs=tuple(row.codecs.split(",")) if row.codecs else (),
-        lease_expires_at=row.lease_expires_at,
-        origin_viewers=row.origin_viewers,
-    )
-
-
-def _regional_origin(row: Row[Any]) -> RegionalOrigin:
-    return RegionalOrigin(
-        stream_id=StreamId(row.stream_id),
-        node_group=NodeGroup(row.node_group),
-        node_id=NodeId(row.node_id),
-        epoch=row.epoch,
-        lease_expires_at=row.lease_expires_at,
-    )

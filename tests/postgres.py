@@ -36,7 +36,8 @@ def _binaries() -> Path:
     return Path(found[-1])
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
@@ -89,7 +90,7 @@ class PostgresServer:
         )  # fmt: skip
         if initdb.returncode != 0:
             raise RuntimeError(f"initdb failed:\n{initdb.stderr.decode(errors='replace')}")
-        self.port = _free_port()
+        self.port = free_port()
         log = (self._root / "postgres.log").open("wb")
         with log:
             self._process = subprocess.Popen(

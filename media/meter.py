@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import time
 
+WINDOW_S = 1.0
+"""Rates are measured over at least this long, however often they are read."""
+
 
 class Meter:
     """Counts bytes in and out as they flow; ``sample`` turns them into kbit/s.
 
     Counters only ever grow (sessions that end keep their share), so a rate is a
-    plain difference between two samples.
+    plain difference between two samples. Heartbeats, scrapes and admission
+    checks all read the rates; a read less than ``WINDOW_S`` after the last
+    measurement keeps it, so a burst of reads cannot shrink the window to a few
+    milliseconds of noise.
     """
 
     def __init__(self) -> None:
@@ -24,7 +30,7 @@ class Meter:
     def sample(self) -> None:
         now = time.monotonic()
         elapsed = now - self._at
-        if elapsed <= 0:
+        if elapsed < WINDOW_S:
             return
         self.kbps_in = (self.bytes_in - self._in) * 8 / 1000 / elapsed
         self.kbps_out = (self.bytes_out - self._out) * 8 / 1000 / elapsed

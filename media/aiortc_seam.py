@@ -8,6 +8,12 @@ hook the narrowest places, all of them here, and nowhere else in tierstream:
   reassembled encoded frame there as ``(codec, JitterFrame)``. We swap it for a
   ``FrameTap`` before ``receive()`` starts the decoder thread; the thread's first
   ``get()`` returns ``None``, so it exits at once and no decoder ever runs.
+- **frame release**: ``RTCRtpReceiver.__jitter_buffer`` becomes a
+  ``FrameAssembler``, aiortc's ``JitterBuffer`` (its ``_origin``, ``_packets``,
+  ``_capacity``, ``_is_video``, ``remove`` and ``_remove_frame``) releasing each
+  frame as soon as it is complete rather than one frame later; the tap takes
+  any further complete frames, unwrapping their timestamps with the receiver's
+  ``__timestamp_mapper`` as the receiver does.
 - **keyframe request upstream**: ``RTCRtpReceiver._send_rtcp_pli`` (and
   ``__rtx_ssrc`` to tell the media SSRC from the retransmission one).
 - **send**: ``RTCDtlsTransport._send_rtp`` takes a whole RTP packet, protects it
@@ -55,8 +61,10 @@ from aiortc import (
 from aiortc import clock as aiortc_clock
 from aiortc.codecs.h264 import H264Encoder
 from aiortc.codecs.vpx import Vp8Encoder
+from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.rtcdtlstransport import RTCDtlsTransport, State
 from aiortc.rtcicetransport import RTCIceGatherer
+from aiortc.rtcrtpreceiver import TimestampMapper
 from aiortc.rtp import (
     RTCP_PSFB_FIR,
     RTCP_PSFB_PLI,
@@ -69,6 +77,8 @@ PINNED_AIORTC = "1.16.0"
 
 _DECODER_QUEUE = "_RTCRtpReceiver__decoder_queue"
 _DECODER_THREAD = "_RTCRtpReceiver__decoder_thread"
+_JITTER_BUFFER = "_RTCRtpReceiver__jitter_buffer"
+_TIMESTAMP_MAPPER = "_RTCRtpReceiver__timestamp_mapper"
 _RTX_SSRC = "_RTCRtpReceiver__rtx_ssrc"
 _SENDER_COUNTERS = (
     "_RTCRtpSender__ntp_timestamp",
@@ -85,33 +95,96 @@ class SeamBroken(RuntimeError):
     """aiortc's internals no longer look the way this module expects."""
 
 
+class FrameAssembler(JitterBuffer):
+    """aiortc's jitter buffer, releasing each frame as soon as its last packet is in.
+
+    aiortc's ``JitterBuffer`` feeds a decoder: it releases a frame only when a
+    packet of the next frame (a new RTP timestamp) arrives, and holds four more
+    audio frames as a decoder prefetch. A relay has no decoder to feed, and that
+    wait cost every hop one video frame interval (33 ms at 30 fps) and 80 ms of
+    Opus. Here the frame at the origin (the oldest packet not yet released) is
+    complete once every packet from the origin up to the one ending the frame is
+    in: a video frame ends at the marker bit (VP8's last packet, the last packet
+    of an H.264 access unit), and every audio packet is a frame (Opus, G.711).
+    Anything else (a hole, a frame whose sender sets no marker) takes aiortc's
+    path unchanged: a frame with a hole waits for the NACKed packet or is
+    dropped whole when the buffer overflows (which asks for a keyframe), and a
+    frame without a marker goes when the next one starts.
+    """
+
+    def __init__(self, replaced: JitterBuffer) -> None:
+        """The same capacity and kind as aiortc chose for ``replaced``, never a prefetch."""
+        super().__init__(replaced.capacity, is_video=replaced._is_video)
+
+    def _remove_frame(self, sequence_number: int) -> JitterFrame | None:
+        complete = self.pop_complete()
+        if complete is not None:
+            return complete
+        return super()._remove_frame(sequence_number)
+
+    def pop_complete(self) -> JitterFrame | None:
+        """Take the frame at the origin out of the buffer if all of it is here.
+
+        Padding-only packets at the origin (bandwidth probes, which carry the
+        timestamp of the frame before them) are dropped first: aiortc's rule
+        would otherwise release them as an empty frame of their own.
+        """
+        if self._origin is None:
+            return None
+        while (first := self._packets[self._origin % self._capacity]) and not first.payload:
+            self.remove(1)
+        packets: list[Any] = []  # RtpPackets carrying their depayloaded bytes in ``_data``
+        for count in range(self._capacity):
+            packet = self._packets[(self._origin + count) % self._capacity]
+            if packet is None or (packets and packet.timestamp != packets[0].timestamp):
+                return None
+            packets.append(packet)
+            if packet.marker or not self._is_video:
+                self.remove(count + 1)
+                return JitterFrame(b"".join(p._data for p in packets), packets[0].timestamp)
+        return None
+
+
 class FrameTap:
     """Stands in for a receiver's decoder queue: encoded frames go to a sink.
 
     ``put`` runs on the event loop (from the receiver's RTP handler); ``get`` runs
-    once, on the receiver's decoder thread, and ends that thread.
+    once, on the receiver's decoder thread, and ends that thread. The receiver
+    puts at most one frame per packet; when a packet completes several frames (a
+    retransmission filling the hole that held the frames behind it), ``put``
+    hands on the rest too, so that no complete frame waits for later packets.
     """
 
-    def __init__(self, sink: FrameSink) -> None:
+    def __init__(
+        self, sink: FrameSink, assembler: FrameAssembler, timestamps: TimestampMapper
+    ) -> None:
         self._sink = sink
+        self._assembler = assembler
+        self._timestamps = timestamps
 
     def put(self, item: tuple[Any, Any] | None) -> None:
         if item is None:  # the receiver stopping its decoder
             return
         codec, frame = item
         self._sink(codec.mimeType, frame.data, frame.timestamp)
+        while (frame := self._assembler.pop_complete()) is not None:
+            self._sink(codec.mimeType, frame.data, self._timestamps.map(frame.timestamp))
 
     def get(self) -> None:
         return None
 
 
 def tap_receiver(receiver: RTCRtpReceiver, sink: FrameSink) -> None:
-    """Route a receiver's encoded frames to ``sink``; call before it starts."""
+    """Route a receiver's encoded frames to ``sink``, each once complete; call before it starts."""
     if getattr(receiver, _DECODER_THREAD, "missing") is not None:
         raise SeamBroken("receiver already started (or aiortc renamed __decoder_thread)")
-    if not hasattr(receiver, _DECODER_QUEUE):
-        raise SeamBroken("aiortc's RTCRtpReceiver has no __decoder_queue any more")
-    setattr(receiver, _DECODER_QUEUE, FrameTap(sink))
+    for name in (_DECODER_QUEUE, _JITTER_BUFFER, _TIMESTAMP_MAPPER):
+        if not hasattr(receiver, name):
+            raise SeamBroken(f"aiortc's RTCRtpReceiver has no {name} any more")
+    assembler = FrameAssembler(getattr(receiver, _JITTER_BUFFER))
+    setattr(receiver, _JITTER_BUFFER, assembler)
+    tap = FrameTap(sink, assembler, getattr(receiver, _TIMESTAMP_MAPPER))
+    setattr(receiver, _DECODER_QUEUE, tap)
 
 
 async def request_keyframe(receiver: RTCRtpReceiver) -> None:
@@ -276,9 +349,23 @@ def check() -> None:
     if list(worker.parameters) != ["loop", "input_q", "output_q", "decode_error"]:
         problems.append("rtcrtpreceiver.decoder_worker changed its arguments")
     receiver_src = inspect.getsource(RTCRtpReceiver)
-    for needle in ("self.__decoder_queue.put((codec, encoded_frame))", "self.__rtx_ssrc"):
+    for needle in (
+        "self.__decoder_queue.put((codec, encoded_frame))",
+        "self.__rtx_ssrc",
+        "packet._data = depayload(",
+        "= self.__jitter_buffer.add(packet)",
+        "self.__timestamp_mapper.map(",
+    ):
         if needle not in receiver_src:
             problems.append(f"RTCRtpReceiver no longer contains {needle!r}")
+    if "return pli_flag, self._remove_frame(packet.sequence_number)" not in inspect.getsource(
+        JitterBuffer
+    ):
+        problems.append("JitterBuffer.add no longer ends with _remove_frame")
+    buffer = JitterBuffer(capacity=16, is_video=True)
+    for attr in ("_origin", "_packets", "_capacity", "_is_video", "remove", "_remove_frame"):
+        if not hasattr(buffer, attr):
+            problems.append(f"JitterBuffer.{attr} is gone")
     sender_src = inspect.getsource(RTCRtpSender)
     for name in _SENDER_COUNTERS:
         if "self." + name.removeprefix("_RTCRtpSender") not in sender_src:

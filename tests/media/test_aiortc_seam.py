@@ -7,25 +7,53 @@ docstring: it lists each hook and why it exists.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 
 import pytest
+from aiortc import RTCPeerConnection, RTCRtpReceiver
 from aiortc.codecs import depayload
 from aiortc.codecs.vpx import Vp8Encoder
-from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+from aiortc.jitterbuffer import JitterBuffer
+from aiortc.rtcrtpparameters import (
+    RTCRtpCodecParameters,
+    RTCRtpDecodingParameters,
+    RTCRtpReceiveParameters,
+)
+from aiortc.rtcrtpreceiver import RemoteStreamTrack
+from aiortc.rtp import RtpPacket
 
-from media import aiortc_seam
+from media import aiortc_seam, ice
 from media.engine import MediaEngine
-from media.synthetic import SyntheticVideoTrack, VideoSettings
+from media.synthetic import SyntheticAudioTrack, SyntheticVideoTrack, VideoSettings
 from tests.media.conftest import Publish, Watch
+
+SSRC = 0x1234
+
+
+async def synthetic_video(mime_type: str, count: int) -> list[bytes]:
+    """``count`` frames of the synthetic source, a keyframe first."""
+    frames: list[bytes] = []
+    track = SyntheticVideoTrack(VideoSettings(mime_type=mime_type), on_frame=frames.append)
+    for _ in range(count):
+        await track.recv()
+    return frames
 
 
 def test_every_hook_fits_the_installed_aiortc() -> None:
     aiortc_seam.check()
 
 
-def test_a_moved_hook_fails_loudly_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delattr(Vp8Encoder, "_packetize")
-    with pytest.raises(aiortc_seam.SeamBroken, match=r"Vp8Encoder\._packetize is gone"):
+@pytest.mark.parametrize(
+    ("owner", "attr"),
+    [(Vp8Encoder, "_packetize"), (JitterBuffer, "_remove_frame")],
+    ids=["a packetiser", "the jitter buffer's frame release"],
+)
+def test_a_moved_hook_fails_loudly_naming_it(
+    monkeypatch: pytest.MonkeyPatch, owner: type, attr: str
+) -> None:
+    monkeypatch.delattr(owner, attr)
+    with pytest.raises(aiortc_seam.SeamBroken, match=rf"{owner.__name__}\.{attr} is gone"):
         aiortc_seam.check()
 
 
@@ -33,12 +61,8 @@ def test_a_moved_hook_fails_loudly_naming_it(monkeypatch: pytest.MonkeyPatch) ->
     "mime_type", ["video/VP8", "video/H264"], ids=["VP8 payloads", "H.264 payloads"]
 )
 async def test_payloads_depayload_to_the_same_frame(mime_type: str) -> None:
-    frames: list[bytes] = []
-    track = SyntheticVideoTrack(VideoSettings(mime_type=mime_type), on_frame=frames.append)
-    for _ in range(3):
-        await track.recv()
     codec = RTCRtpCodecParameters(mimeType=mime_type, clockRate=90000, payloadType=96)
-    for frame in frames:
+    for frame in await synthetic_video(mime_type, 3):
         payloads = aiortc_seam.packetize(mime_type, frame, picture_id=1)
         assert b"".join(depayload(codec, p) for p in payloads) == frame
 
@@ -57,3 +81,195 @@ async def test_tapped_receivers_never_run_a_decoder(
         assert not thread.is_alive(), f"{transceiver.kind} decoder thread is running"
     with pytest.raises(aiortc_seam.SeamBroken, match="already started"):
         aiortc_seam.tap_receiver(transceiver.receiver, lambda *frame: None)
+
+
+@dataclass
+class Tapped:
+    """A started, tapped receiver fed RTP packets by hand, and what its tap handed on."""
+
+    receiver: RTCRtpReceiver
+    mime_type: str
+    frames: list[bytes] = field(default_factory=list)
+    timestamps: list[int] = field(default_factory=list)
+    _seq: int = 0
+
+    def packets(self, frame: bytes, timestamp: int, marker: bool = True) -> list[RtpPacket]:
+        """``frame`` as the next RTP packets, split as aiortc's sender splits it."""
+        payloads = aiortc_seam.packetize(self.mime_type, frame, picture_id=1)
+        packets = [
+            RtpPacket(
+                payload_type=96,
+                marker=int(marker and i == len(payloads) - 1),
+                sequence_number=(self._seq + i) & 0xFFFF,
+                timestamp=timestamp,
+                ssrc=SSRC,
+                payload=payload,
+            )
+            for i, payload in enumerate(payloads)
+        ]
+        self._seq += len(packets)
+        return packets
+
+    def padding(self, timestamp: int) -> RtpPacket:
+        """The next RTP packet, with padding and no payload (a bandwidth probe)."""
+        packet = RtpPacket(
+            payload_type=96, sequence_number=self._seq & 0xFFFF, timestamp=timestamp, ssrc=SSRC
+        )
+        packet.padding_size = 200
+        self._seq += 1
+        return packet
+
+    async def feed(self, *packets: RtpPacket) -> None:
+        for packet in packets:
+            await self.receiver._handle_rtp_packet(packet, arrival_time_ms=0)
+
+    def _frame(self, mime_type: str, data: bytes, timestamp: int) -> None:
+        assert mime_type == self.mime_type
+        self.frames.append(data)
+        self.timestamps.append(timestamp)
+
+
+TapFactory = Callable[[str], Awaitable[Tapped]]
+
+
+@pytest.fixture
+async def tapped() -> AsyncIterator[TapFactory]:
+    """Receivers of real peer connections, tapped and started on one codec; closed at teardown."""
+    pcs: list[RTCPeerConnection] = []
+
+    async def make(mime_type: str) -> Tapped:
+        pc = ice.peer_connection(())
+        pcs.append(pc)
+        kind = mime_type.split("/")[0]
+        receiver = pc.addTransceiver(kind, direction="recvonly").receiver
+        receiver._track = RemoteStreamTrack(kind)  # what a remote description would add
+        result = Tapped(receiver, mime_type)
+        aiortc_seam.tap_receiver(receiver, result._frame)
+        codec = RTCRtpCodecParameters(
+            mimeType=mime_type,
+            clockRate=48000 if kind == "audio" else 90000,
+            channels=2 if kind == "audio" else None,
+            payloadType=96,
+        )
+        await receiver.receive(
+            RTCRtpReceiveParameters(
+                codecs=[codec], encodings=[RTCRtpDecodingParameters(ssrc=SSRC, payloadType=96)]
+            )
+        )
+        return result
+
+    yield make
+    for pc in pcs:
+        await pc.close()
+
+
+@pytest.mark.parametrize(
+    "mime_type",
+    ["video/VP8", "video/H264"],
+    ids=["VP8 frame with its marker packet", "H.264 access unit (STAP-A, FU-A) with its marker"],
+)
+async def test_a_frame_is_handed_on_with_its_last_packet(
+    tapped: TapFactory, mime_type: str
+) -> None:
+    """Not one frame later, when the next frame's first packet arrives, as aiortc's
+    jitter buffer would: each frame reaches the sink exactly when its last packet
+    arrives, before any packet of the next one, byte for byte."""
+    receiving = await tapped(mime_type)
+    sent = await synthetic_video(mime_type, 3)
+
+    for n, frame in enumerate(sent):
+        packets = receiving.packets(frame, timestamp=3000 * n)
+        if n == 0 and mime_type == "video/H264":
+            assert {p.payload[0] & 0x1F for p in packets} == {24, 28}, "STAP-A, then FU-A"
+        assert len(packets) > 1 or n > 0, "the keyframe should span several packets"
+        for i, packet in enumerate(packets):
+            await receiving.feed(packet)
+            assert receiving.frames == sent[: n + (i == len(packets) - 1)]
+    assert receiving.timestamps == [0, 3000, 6000]
+
+
+async def test_every_opus_packet_is_handed_on_at_once_marker_or_not(tapped: TapFactory) -> None:
+    """Audio frames are one packet each, and browsers set no marker on Opus: no
+    prefetch either (aiortc holds four audio frames back for its decoder)."""
+    receiving = await tapped("audio/opus")
+    sent: list[bytes] = []
+    track = SyntheticAudioTrack(on_frame=sent.append)
+    for n in range(3):
+        await track.recv()
+        await receiving.feed(*receiving.packets(sent[n], timestamp=960 * n, marker=False))
+        assert receiving.frames == sent[: n + 1]
+
+
+async def test_a_frame_missing_a_packet_waits_with_the_frames_behind_it(
+    tapped: TapFactory,
+) -> None:
+    """A hole keeps its frame, and the complete frames after it, until the missing
+    packet arrives (retransmitted after a NACK, or just late); then all of them go
+    at once, in order, with their own timestamps."""
+    receiving = await tapped("video/VP8")
+    sent = await synthetic_video("video/VP8", 3)
+    first, second, third = (
+        receiving.packets(f, timestamp=1000 + 3000 * n) for n, f in enumerate(sent)
+    )
+    assert len(first) >= 3, "the keyframe should span at least three packets"
+    lost = first.pop(1)
+
+    await receiving.feed(*first, *second, *third)
+    assert receiving.frames == []
+
+    await receiving.feed(lost)
+    assert receiving.frames == sent
+    assert receiving.timestamps == [0, 3000, 6000]
+
+
+async def test_a_frame_without_a_marker_goes_when_the_next_one_starts(
+    tapped: TapFactory,
+) -> None:
+    """A sender that never sets the marker bit gets aiortc's own rule."""
+    receiving = await tapped("video/VP8")
+    sent = await synthetic_video("video/VP8", 2)
+    first, second = (
+        receiving.packets(f, timestamp=3000 * n, marker=False) for n, f in enumerate(sent)
+    )
+
+    await receiving.feed(*first)
+    assert receiving.frames == []
+    await receiving.feed(second[0])
+    assert receiving.frames == sent[:1]
+
+
+async def test_padding_between_frames_is_no_frame(tapped: TapFactory) -> None:
+    """Senders probe bandwidth with padding-only packets stamped with the last
+    frame's timestamp; they reach neither the frame before them nor a frame of
+    their own."""
+    receiving = await tapped("video/VP8")
+    sent = await synthetic_video("video/VP8", 2)
+
+    await receiving.feed(*receiving.packets(sent[0], timestamp=0), receiving.padding(0))
+    await receiving.feed(receiving.padding(0), *receiving.packets(sent[1], timestamp=3000))
+    assert receiving.frames == sent
+
+
+async def test_a_frame_whose_lost_packet_never_comes_is_dropped_whole_on_overflow(
+    tapped: TapFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """aiortc's overflow handling, unchanged: the incomplete frame is dropped whole
+    and a keyframe is asked for; every complete frame behind it goes at once."""
+    receiving = await tapped("video/VP8")
+    asked: list[int] = []
+
+    async def send_pli(media_ssrc: int) -> None:
+        asked.append(media_ssrc)
+
+    monkeypatch.setattr(receiving.receiver, "_send_rtcp_pli", send_pli)
+    sent = [bytes([n % 250 + 1]) * 3000 for n in range(200)]  # 3 packets each: 600 > 512
+    packets = [receiving.packets(frame, timestamp=3000 * n) for n, frame in enumerate(sent)]
+    del packets[0][1]
+
+    for frame_packets in packets:
+        await receiving.feed(*frame_packets)
+
+    assert asked == [SSRC]
+    assert receiving.frames, "the frames behind the dropped one never came"
+    assert receiving.frames == sent[len(sent) - len(receiving.frames) :]
+    assert len(receiving.frames) < len(sent)

@@ -194,6 +194,10 @@ class Relays:
         if self._idle(relay, settings):
             return False
         decision = await self._plan(relay, stream, alive, settings)
+        if decision is None:
+            if relay.upstream not in alive:
+                relay.upstream = None  # retry soon: the engine holds the players meanwhile
+            return True
         if isinstance(decision, IsOrigin):
             return False
         target = decision.node
@@ -282,7 +286,12 @@ class Relays:
         stream: StreamRecord,
         alive: dict[NodeId, NodeRecord],
         settings: Settings,
-    ) -> Upstream | IsOrigin:
+    ) -> Upstream | IsOrigin | None:
+        """Where to pull from now; None while nobody can hold the region's secondary origin.
+
+        That happens after a secondary origin dies and before its lease runs
+        out: the claim loses to the dead holder, which cannot be pulled from.
+        """
         me, group = settings.node_id, settings.node_group
         tree = await self._registry.relay_tree(relay.stream_id)
         pulls = tree.pulls if tree is not None else ()
@@ -307,7 +316,15 @@ class Relays:
             decision = plan(
                 me, group, replace(snapshot, regional_origin=claim.holder), settings.max_downstreams
             )
-        assert not isinstance(decision, ClaimSecondary), "a claim always leaves a holder"
+            if isinstance(decision, ClaimSecondary):
+                logger.info(
+                    "the secondary origin of %s in %s is still leased to %s, which is gone; "
+                    "waiting for the lease to run out",
+                    relay.stream_id,
+                    group,
+                    claim.holder.node_id,
+                )
+                return None
         return decision
 
     @staticmethod

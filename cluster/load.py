@@ -23,15 +23,10 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) or 1
 
 
-def no_media() -> NodeLoad:
-    """The counters of a node whose media plane carries nothing."""
-    return NodeLoad()
-
-
 class LoadSampler:
     """Samples the process's CPU since the previous sample, and its resident memory."""
 
-    def __init__(self, media: MediaCounters = no_media) -> None:
+    def __init__(self, media: MediaCounters) -> None:
         self._process = psutil.Process()
         self._cores = usable_cores()
         self._total_memory = psutil.virtual_memory().total

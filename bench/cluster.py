@@ -32,12 +32,12 @@ from pathlib import Path
 # Run as a script: the repository root goes on sys.path before our own imports.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cluster.migrate import migrate
 from cluster.registry import Registry
+from cluster.registry.migrate import migrate
 from cluster.types import StreamId
-from tests.nodes import NodeProcess, start_all
-from tests.peers import Peers, Playing
-from tests.postgres import PostgresServer
+from tests.support.nodes import NodeProcess, start_all
+from tests.support.peers import Peers, Playing
+from tests.support.postgres import PostgresServer
 
 TIME_LIMIT_S = 240.0
 FRAME_INTERVAL_MS = 1000 / 30

@@ -47,10 +47,10 @@ from aiortc.contrib.media import MediaRelay
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
 from media import aiortc_seam, codecs, ice, sdp
-from media.client import Publisher
 from media.config import MediaConfig
+from media.contrib.client import Publisher
+from media.contrib.synthetic import SyntheticAudioTrack, SyntheticVideoTrack, VideoSettings
 from media.engine import MediaEngine
-from media.synthetic import SyntheticAudioTrack, SyntheticVideoTrack, VideoSettings
 
 LOOPBACK = ("127.0.0.1",)
 MIN_FPS = 28.0

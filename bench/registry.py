@@ -29,10 +29,10 @@ from pathlib import Path
 # Run as a script: the repository root goes on sys.path before our own imports.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cluster.migrate import migrate
 from cluster.registry import Registry
+from cluster.registry.migrate import migrate
 from cluster.types import NodeCapacity, NodeGroup, NodeId, NodeInfo, NodeLoad, StreamId
-from tests.postgres import PostgresServer
+from tests.support.postgres import PostgresServer
 
 GROUPS = [NodeGroup(name) for name in ("eu", "us", "ap", "sa")]
 NODE_COUNTS = (100, 1_000)

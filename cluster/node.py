@@ -17,11 +17,11 @@ from cluster.errors import ConfigError, SettingLocked
 from cluster.heartbeat import Heartbeat
 from cluster.load import LoadSampler, usable_cores
 from cluster.logs import apply_log_level
-from cluster.migrate import migrate
 from cluster.properties import update_properties
 from cluster.registry import Registry
+from cluster.registry.migrate import migrate
 from cluster.settings import KEYS_BY_NAME, Settings
-from cluster.streams import LocalStreams
+from cluster.streams.local import LocalStreams
 from cluster.types import NodeCapacity, NodeInfo, NodeState
 
 logger = logging.getLogger(__name__)

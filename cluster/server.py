@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 import uvicorn
 
-from cluster.app import build_app
+from cluster.api.app import build_app
 from cluster.errors import ConfigError
 from cluster.node import Node
 from cluster.settings import Settings

@@ -1,1 +1,1 @@
-"""The registry's Alembic migrations; ``cluster.migrate`` applies them to head."""
+"""The registry's Alembic migrations; ``cluster.registry.migrate`` applies them to head."""

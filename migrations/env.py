@@ -1,4 +1,4 @@
-"""Alembic's entry point for the registry, run by ``cluster.migrate.migrate``.
+"""Alembic's entry point for the registry, run by ``cluster.registry.migrate.migrate``.
 
 ``migrate`` opens the connection (async engine, one transaction) and hands it over
 in ``config.attributes["connection"]``, following Alembic's async cookbook
@@ -12,7 +12,7 @@ from alembic import context
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from cluster.schema import metadata
+from cluster.registry.schema import metadata
 
 MIGRATION_LOCK = 0x7469_6572_7374
 """An arbitrary advisory-lock key ("tierst") owned by tierstream's migrations."""
@@ -28,5 +28,7 @@ def _run(connection: Connection) -> None:
 
 connection = context.config.attributes.get("connection")
 if not isinstance(connection, Connection):
-    raise RuntimeError("run migrations with `tierstream migrate` (cluster.migrate.migrate)")
+    raise RuntimeError(
+        "run migrations with `tierstream migrate` (cluster.registry.migrate.migrate)"
+    )
 _run(connection)

@@ -1,6 +1,6 @@
 """Fixtures for tests that need a registry database, on both back-ends.
 
-- ``postgres_server`` (session): a private PostgreSQL on 127.0.0.1 (``tests.postgres``),
+- ``postgres_server`` (session): a private PostgreSQL on 127.0.0.1 (``tests.support.postgres``),
   started once, stopped by its PID at the end of the session.
 - ``database_url`` (per test, parametrised ``embedded`` / ``postgres``): the URL of a
   new, empty database — a SQLite file in ``tmp_path``, or a new PostgreSQL database.
@@ -10,7 +10,7 @@
   (e.g. multi-process node tests) that need the production back-end.
 - ``registry``: a ``Registry`` connected to ``registry_url``, closed after the test.
 
-``peers`` (from ``tests.peers``) opens real aiortc publishers and players over WHIP/WHEP
+``peers`` (from ``tests.support.peers``) opens real aiortc publishers and players over WHIP/WHEP
 and closes them after the test.
 
 The ``postgres`` variants carry the ``postgres`` marker: ``-m "not postgres"`` runs
@@ -26,11 +26,11 @@ from pathlib import Path
 
 import pytest
 
-from cluster.migrate import migrate
 from cluster.registry import Registry
-from tests.postgres import PostgresServer
+from cluster.registry.migrate import migrate
+from tests.support.postgres import PostgresServer
 
-pytest_plugins = ["tests.peers"]
+pytest_plugins = ["tests.support.peers"]
 
 _database_numbers = itertools.count(1)
 

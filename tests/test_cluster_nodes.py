@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from tests.nodes import NodeProcess
+from tests.support.nodes import NodeProcess
 
 T = TypeVar("T")
 

@@ -10,10 +10,10 @@ import pytest
 from aiortc import RTCPeerConnection
 
 from media import codecs, ice
-from media.client import Publisher, TrackReport, Viewer
 from media.config import MediaConfig
+from media.contrib.client import Publisher, TrackReport, Viewer
+from media.contrib.synthetic import SyntheticAudioTrack, SyntheticVideoTrack, VideoSettings
 from media.engine import MediaEngine
-from media.synthetic import SyntheticAudioTrack, SyntheticVideoTrack, VideoSettings
 
 WAIT = 10.0  # seconds; every wait in these tests is bounded by this or less
 

@@ -12,10 +12,10 @@ import asyncio
 import json
 import sys
 
-from media.client import LOOPBACK, Publisher
 from media.config import MediaConfig
+from media.contrib.client import LOOPBACK, Publisher
+from media.contrib.synthetic import SyntheticAudioTrack, SyntheticVideoTrack, VideoSettings
 from media.engine import MediaEngine
-from media.synthetic import SyntheticAudioTrack, SyntheticVideoTrack, VideoSettings
 from tests.media.conftest import Events
 
 

@@ -11,7 +11,7 @@ import asyncio
 import json
 import sys
 
-from media.client import Viewer
+from media.contrib.client import Viewer
 
 
 async def main() -> None:

@@ -24,8 +24,8 @@ from aiortc.rtcrtpreceiver import RemoteStreamTrack
 from aiortc.rtp import RtpPacket
 
 from media import aiortc_seam, ice
+from media.contrib.synthetic import SyntheticAudioTrack, SyntheticVideoTrack, VideoSettings
 from media.engine import MediaEngine
-from media.synthetic import SyntheticAudioTrack, SyntheticVideoTrack, VideoSettings
 from tests.media.conftest import Publish, Watch
 
 SSRC = 0x1234

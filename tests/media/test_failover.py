@@ -19,7 +19,6 @@ import struct
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 from aiortc import RTCPeerConnection
@@ -29,8 +28,8 @@ from media.engine import MediaEngine
 from media.errors import CodecMismatch, StreamAlreadyPublished, UnknownStream
 from media.types import Exchange
 from tests.media.conftest import WAIT, EngineFactory, Events, OfferFactory, Publish, Watch
+from tests.support import REPO
 
-ROOT = Path(__file__).resolve().parents[2]
 CONTINUITY_S = 0.5  # how far a timestamp may stray from the wall clock across a switch
 
 
@@ -181,7 +180,7 @@ async def test_a_frozen_upstream_is_lost_after_the_silence_interval(
         sys.executable,
         "-m",
         "tests.media.origin_process",
-        cwd=ROOT,
+        cwd=REPO,
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
     )

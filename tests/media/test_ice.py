@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 
 from media import sdp
-from media.client import Publisher
+from media.contrib.client import Publisher
+from media.contrib.synthetic import SyntheticAudioTrack, SyntheticVideoTrack
 from media.engine import MediaEngine
-from media.synthetic import SyntheticAudioTrack, SyntheticVideoTrack
 from tests.media.conftest import WAIT, OfferFactory, Watch
 
 

@@ -7,12 +7,10 @@ import json
 import os
 import signal
 import sys
-from pathlib import Path
 
 from media.engine import MediaEngine
 from tests.media.conftest import WAIT, Publish, Watch
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support import REPO
 
 
 async def test_a_viewer_that_stops_reading_does_not_slow_another(
@@ -24,7 +22,7 @@ async def test_a_viewer_that_stops_reading_does_not_slow_another(
         sys.executable,
         "-m",
         "tests.media.stalled_viewer",
-        cwd=ROOT,
+        cwd=REPO,
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
     )

@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from media import codecs, stamp
+from media import codecs
+from media.contrib import stamp
 from tests.media.conftest import EngineFactory, Publish, Watch
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from media.client import Viewer
+from media.contrib.client import Viewer
 from media.engine import MediaEngine
 from tests.media.conftest import WAIT, EngineFactory, Events, OfferFactory, Publish, Watch
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import av
 import pytest
 
-from media import codecs, stamp
-from media.synthetic import SyntheticAudioTrack, SyntheticVideoTrack, VideoSettings
+from media import codecs
+from media.contrib import stamp
+from media.contrib.synthetic import SyntheticAudioTrack, SyntheticVideoTrack, VideoSettings
 
 DECODERS = {"video/VP8": "vp8", "video/H264": "h264"}
 

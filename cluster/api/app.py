@@ -1,0 +1,90 @@
+"""The node's ASGI application: its routes and the one place errors become responses.
+
+Every error a handler raises, the control plane's and the media plane's, ends
+here as JSON in Ant Media's result shape, ``{"success": false, "message": ...}``,
+with the status its type carries; an
+unexpected exception is logged with its traceback and answered 500 without
+details, and the node keeps serving.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from cluster.api import rest, whip
+from cluster.api.metrics import metrics_endpoint
+from cluster.errors import ClusterError
+from cluster.node import Node
+from media.errors import (
+    BadSdp,
+    CodecMismatch,
+    MediaError,
+    StreamAlreadyPublished,
+    UnknownSession,
+    UnknownStream,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def _failure(message: str, status: int) -> JSONResponse:
+    return JSONResponse({"success": False, "message": message}, status_code=status)
+
+
+async def _cluster_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ClusterError)
+    if exc.status >= 500:
+        logger.error("%s %s failed: %s", request.method, request.url.path, exc)
+    return _failure(str(exc), exc.status)
+
+
+MEDIA_STATUS: dict[type[MediaError], int] = {
+    BadSdp: 400,
+    UnknownStream: 404,
+    UnknownSession: 404,
+    CodecMismatch: 406,
+    StreamAlreadyPublished: 409,
+}
+
+
+async def _media_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, MediaError)
+    status = next((code for kind, code in MEDIA_STATUS.items() if isinstance(exc, kind)), 500)
+    if status >= 500:
+        logger.error("%s %s failed in the media plane: %s", request.method, request.url.path, exc)
+    return _failure(str(exc), status)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return _failure(exc.detail, exc.status_code)
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> Response:
+    logger.exception("%s %s failed unexpectedly", request.method, request.url.path)
+    return _failure("internal error; the node's log has the details", 500)
+
+
+def build_app(node: Node) -> Starlette:
+    app = Starlette(
+        routes=[
+            *rest.routes,
+            *whip.routes,
+            Route("/metrics", metrics_endpoint(node), methods=["GET"]),
+        ],
+        exception_handlers={
+            ClusterError: _cluster_error,
+            MediaError: _media_error,
+            HTTPException: _http_error,
+            Exception: _unexpected_error,
+        },
+    )
+    app.state.node = node
+    app.state.streams = node.streams
+    return app

@@ -1,0 +1,202 @@
+"""Server and cluster REST, in Ant Media Server's shapes where it has a counterpart.
+
+Ant Media's panel posts back the whole settings object it read, so a change
+request may carry every field of ``getServerSettings``: the writable ones are
+applied, the read-only ones are accepted when unchanged and refused by name
+when not, and unknown ones are refused by name.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+from urllib.parse import urlsplit
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from cluster.api.auth import require_admin
+from cluster.api.bodies import read_json_object
+from cluster.api.topology import topology
+from cluster.errors import BadRequest, ConfigError, NotFound
+from cluster.node import Node
+from cluster.settings import Settings
+from cluster.types import STREAM_ID_PATTERN, NodeId, NodeRecord, RelayTree, StreamId
+
+logger = logging.getLogger(__name__)
+
+WRITABLE_SETTINGS: dict[str, str] = {
+    "nodeGroup": "nodeGroup",
+    "logLevel": "server.log_level",
+    "cpuLimit": "server.cpu_limit",
+}
+"""JSON field of the settings object → the properties key it is stored under."""
+
+MAX_PAGE = 1000
+
+
+def _node(request: Request) -> Node:
+    node: Node = request.app.state.node
+    return node
+
+
+def settings_json(node: Node) -> dict[str, Any]:
+    s: Settings = node.settings
+    return {
+        "serverName": s.server_name,
+        "nodeGroup": s.node_group,
+        "logLevel": s.log_level,
+        "cpuLimit": s.cpu_limit,
+        "hostAddress": urlsplit(s.public_url).hostname,
+        "defaultHttpPort": s.http_port,
+        "allowedDashboardCIDR": ",".join(str(n) for n in s.allowed_dashboard_cidr),
+        "maxViewers": s.max_viewers,
+        "nodeId": s.node_id,
+        "publicUrl": s.public_url,
+        "internalUrl": s.internal_url,
+        "state": node.state,
+        "registry": "embedded" if s.embedded_registry else "postgresql",
+    }
+
+
+async def get_server_settings(request: Request) -> JSONResponse:
+    return JSONResponse(settings_json(_node(request)))
+
+
+async def change_server_settings(request: Request) -> JSONResponse:
+    node = _node(request)
+    require_admin(request, node.settings)
+    body = await read_json_object(request)
+    current = settings_json(node)
+    changes: dict[str, str] = {}
+    for field, value in body.items():
+        if field in WRITABLE_SETTINGS:
+            if isinstance(value, bool) or not isinstance(value, str | int):
+                raise BadRequest(f"{field} must be a string or a number")
+            if value != current[field]:
+                changes[WRITABLE_SETTINGS[field]] = str(value)
+        elif field in current:
+            if value != current[field]:
+                raise BadRequest(f"{field} cannot be changed at runtime")
+        else:
+            raise BadRequest(f"unknown setting {field!r}")
+    if not changes:
+        return JSONResponse({"success": True, "message": "nothing to change"})
+    try:
+        await node.change_settings(changes)
+    except ConfigError as error:
+        field = next(f for f, key in WRITABLE_SETTINGS.items() if key == error.key)
+        raise BadRequest(f"{field}: {error.reason}") from None
+    changed = ", ".join(f"{key}={value}" for key, value in changes.items())
+    logger.info(
+        "settings changed by %s: %s", request.client.host if request.client else "?", changed
+    )
+    return JSONResponse({"success": True, "message": f"changed {changed}"})
+
+
+def node_json(record: NodeRecord) -> dict[str, Any]:
+    load = record.load
+    return {
+        "id": record.id,
+        "ip": urlsplit(record.public_url).hostname,
+        "nodeGroup": record.node_group,
+        "status": "alive",
+        "state": record.state,
+        "lastUpdateTime": int(record.heartbeat_at.timestamp() * 1000),
+        "cpu": round(load.cpu * 100, 1),
+        "memory": round(load.memory * 100, 1),
+        "publicUrl": record.public_url,
+        "internalUrl": record.internal_url,
+        "capacity": {
+            "cores": record.capacity.cores,
+            "maxViewers": record.capacity.max_viewers,
+            "maxBitrateKbps": record.capacity.max_bitrate_kbps,
+        },
+        "load": {
+            "viewers": load.viewers,
+            "publishers": load.publishers,
+            "pulls": load.pulls,
+            "bitrateInKbps": load.bitrate_in_kbps,
+            "bitrateOutKbps": load.bitrate_out_kbps,
+        },
+    }
+
+
+async def list_nodes(request: Request) -> JSONResponse:
+    offset: int = request.path_params["offset"]
+    size: int = request.path_params["size"]
+    if not 1 <= size <= MAX_PAGE:
+        raise BadRequest(f"size must be 1 to {MAX_PAGE}")
+    records = await _node(request).registry.live_nodes(offset=offset, limit=size)
+    return JSONResponse([node_json(r) for r in records])
+
+
+async def count_nodes(request: Request) -> JSONResponse:
+    return JSONResponse({"number": await _node(request).registry.count_live_nodes()})
+
+
+async def _tree(request: Request) -> tuple[RelayTree, dict[NodeId, NodeRecord]]:
+    stream_id: str = request.path_params["stream"]
+    if not STREAM_ID_PATTERN.fullmatch(stream_id):
+        raise BadRequest("the stream id must be 1 to 128 of A-Z a-z 0-9 _ -")
+    registry = _node(request).registry
+    tree = await registry.relay_tree(StreamId(stream_id))
+    if tree is None:
+        raise NotFound(f"stream {stream_id} is not known")
+    return tree, {n.id: n for n in await registry.live_nodes()}
+
+
+async def stream_topology(request: Request) -> JSONResponse:
+    tree, alive = await _tree(request)
+    return JSONResponse(topology(tree, alive))
+
+
+async def broadcast(request: Request) -> JSONResponse:
+    """Ant Media's broadcast object, with the cluster-wide WebRTC player count."""
+    tree, alive = await _tree(request)
+    stream = tree.stream
+    if stream.app != request.path_params["app"]:
+        raise NotFound(f"stream {stream.id} is not in {request.path_params['app']}")
+    origin = alive.get(stream.origin_node)
+    players = topology(tree, alive)["totals"]["players"]
+    return JSONResponse(
+        {
+            "streamId": stream.id,
+            "name": stream.id,
+            "type": "liveStream",
+            "publishType": "WebRTC",
+            "status": "broadcasting" if stream.state == "live" else "finished",
+            "originAdress": urlsplit(origin.public_url).hostname if origin else "",
+            "webRTCViewerCount": players,
+            "hlsViewerCount": 0,
+            "rtmpViewerCount": 0,
+            "dashViewerCount": 0,
+        }
+    )
+
+
+async def healthz(request: Request) -> JSONResponse:
+    node = _node(request)
+    healthy = node.heartbeat.healthy
+    body = {
+        "status": "ok" if healthy else "degraded",
+        "nodeId": node.settings.node_id,
+        "nodeGroup": node.settings.node_group,
+        "state": node.state,
+        "registry": "reachable" if healthy else "unreachable",
+    }
+    return JSONResponse(body, status_code=200 if healthy else 503)
+
+
+routes = [
+    Route("/rest/getServerSettings", get_server_settings, methods=["GET"]),
+    Route("/rest/v2/server-settings", get_server_settings, methods=["GET"]),
+    Route("/rest/changeServerSettings", change_server_settings, methods=["POST"]),
+    Route("/rest/v2/server-settings", change_server_settings, methods=["POST", "PUT"]),
+    Route("/rest/v2/cluster/nodes/{offset:int}/{size:int}", list_nodes, methods=["GET"]),
+    Route("/rest/v2/cluster/node-count", count_nodes, methods=["GET"]),
+    Route("/rest/v2/streams/{stream}/topology", stream_topology, methods=["GET"]),
+    Route("/{app}/rest/v2/broadcasts/{stream}", broadcast, methods=["GET"]),
+    Route("/healthz", healthz, methods=["GET"]),
+]

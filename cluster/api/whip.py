@@ -1,0 +1,170 @@
+"""WHIP (RFC 9725) publish and WHEP play endpoints, as real browser clients call them.
+
+``POST /{app}/whip/{streamId}`` and ``POST /{app}/whep/{streamId}`` take an SDP
+offer (with or without candidates) and answer ``201`` with the SDP answer, a
+``Location`` for the session and an ``ETag``. ``PATCH`` on the session adds
+trickled candidates (``application/trickle-ice-sdpfrag``); ``DELETE`` ends that
+session only. ``OPTIONS`` answers CORS preflights and tells clients that PATCH
+is supported, so they trickle instead of waiting for gathering. Nodes pull from
+each other through the same exchange at ``/internal/v1/{app}/pull/{streamId}``,
+with a cluster token instead of a player's credentials. See
+``../shared/protocols/whip-whep-clients.md`` for what the clients send.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from cluster.api.bodies import content_type, read_body
+from cluster.errors import BadRequest, NotFound, PreconditionFailed, UnsupportedMediaType
+from cluster.streams.local import LocalStreams
+from cluster.streams.pulls import internal_pull_path
+from cluster.tokens import verify_pull_token
+from cluster.types import APP_NAME_PATTERN, STREAM_ID_PATTERN
+from media.types import SessionDescription
+
+SDP_LIMIT = 64 * 1024
+METHODS = "OPTIONS, POST, PATCH, DELETE"
+CORS_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Expose-Headers": "Location, ETag, Link, Accept-Patch",
+}
+SESSION_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+Direction = Literal["whip", "whep"]
+
+
+def _streams(request: Request) -> LocalStreams:
+    streams: LocalStreams = request.app.state.streams
+    return streams
+
+
+def _names(request: Request) -> tuple[str, str]:
+    app: str = request.path_params["app"]
+    stream_id: str = request.path_params["stream"]
+    if not APP_NAME_PATTERN.fullmatch(app):
+        raise BadRequest("the app name must be 1 to 64 of A-Z a-z 0-9 _ -")
+    if not STREAM_ID_PATTERN.fullmatch(stream_id):
+        raise BadRequest("the stream id must be 1 to 128 of A-Z a-z 0-9 _ -")
+    return app, stream_id
+
+
+def _session_id(request: Request) -> str:
+    session_id: str = request.path_params["session"]
+    if not SESSION_ID.fullmatch(session_id):
+        raise NotFound("no such session")
+    return session_id
+
+
+async def _offer(request: Request) -> str:
+    if content_type(request) != "application/sdp":
+        raise UnsupportedMediaType("the offer must be sent as application/sdp")
+    body = await read_body(request, SDP_LIMIT)
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest("the SDP offer is not UTF-8 text") from None
+
+
+async def options(request: Request) -> Response:
+    return Response(
+        status_code=204,
+        headers={
+            **CORS_HEADERS,
+            "Allow": METHODS,
+            "Access-Control-Allow-Methods": METHODS,
+            "Access-Control-Allow-Headers": "Authorization, Content-Type, If-Match, ETag",
+            "Access-Control-Max-Age": "86400",
+            "Accept-Post": "application/sdp",
+            "Accept-Patch": "application/trickle-ice-sdpfrag",
+        },
+    )
+
+
+def _created(answer: SessionDescription, resource: str) -> Response:
+    """201 with the answer; the session lives at ``resource``/<session id>."""
+    return Response(
+        answer.sdp,
+        status_code=201,
+        media_type="application/sdp",
+        headers={
+            **CORS_HEADERS,
+            "Location": f"{resource}/{answer.session_id}",
+            "ETag": f'"{answer.session_id}"',
+            "Accept-Patch": "application/trickle-ice-sdpfrag",
+        },
+    )
+
+
+async def _create(request: Request, direction: Direction) -> Response:
+    app, stream_id = _names(request)
+    offer = await _offer(request)
+    streams = _streams(request)
+    if direction == "whip":
+        answer = await streams.publish(app, stream_id, offer)
+    else:
+        answer = await streams.play(app, stream_id, offer)
+    return _created(answer, f"/{app}/{direction}/{stream_id}")
+
+
+async def publish(request: Request) -> Response:
+    return await _create(request, "whip")
+
+
+async def play(request: Request) -> Response:
+    return await _create(request, "whep")
+
+
+async def relay(request: Request) -> Response:
+    """Internal WHEP: another node pulls a stream, proving it is a node with a cluster token."""
+    app, stream_id = _names(request)
+    streams = _streams(request)
+    downstream = verify_pull_token(
+        request.app.state.node.settings.cluster_secret,
+        request.headers.get("authorization", ""),
+        stream_id,
+    )
+    offer = await _offer(request)
+    answer = await streams.serve_relay(app, stream_id, offer, downstream)
+    return _created(answer, internal_pull_path(app, stream_id))
+
+
+async def patch(request: Request) -> Response:
+    """Trickle ICE. Clients send the ETag back as If-Match (RFC 9725) or as ETag (Eyevinn)."""
+    _names(request)
+    session_id = _session_id(request)
+    if content_type(request) != "application/trickle-ice-sdpfrag":
+        raise UnsupportedMediaType("PATCH takes application/trickle-ice-sdpfrag")
+    tag = request.headers.get("if-match") or request.headers.get("etag")
+    if tag is not None and tag.strip() not in ("*", f'"{session_id}"'):
+        raise PreconditionFailed("the ETag does not match this session")
+    fragment = (await read_body(request, SDP_LIMIT)).decode("utf-8", errors="replace")
+    await _streams(request).engine.add_ice_candidates(session_id, fragment)
+    return Response(status_code=204, headers=CORS_HEADERS)
+
+
+async def delete(request: Request) -> Response:
+    _names(request)
+    await _streams(request).engine.close_session(_session_id(request))
+    return Response(status_code=200, headers=CORS_HEADERS)
+
+
+routes = [
+    Route("/{app}/whip/{stream}", publish, methods=["POST"]),
+    Route("/{app}/whep/{stream}", play, methods=["POST"]),
+    Route("/{app}/whip/{stream}", options, methods=["OPTIONS"]),
+    Route("/{app}/whep/{stream}", options, methods=["OPTIONS"]),
+    Route("/{app}/whip/{stream}/{session}", patch, methods=["PATCH"]),
+    Route("/{app}/whep/{stream}/{session}", patch, methods=["PATCH"]),
+    Route("/{app}/whip/{stream}/{session}", delete, methods=["DELETE"]),
+    Route("/{app}/whep/{stream}/{session}", delete, methods=["DELETE"]),
+    Route("/{app}/whip/{stream}/{session}", options, methods=["OPTIONS"]),
+    Route("/{app}/whep/{stream}/{session}", options, methods=["OPTIONS"]),
+    Route(internal_pull_path("{app}", "{stream}"), relay, methods=["POST"]),
+    Route(internal_pull_path("{app}", "{stream}") + "/{session}", delete, methods=["DELETE"]),
+]

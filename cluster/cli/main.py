@@ -1,0 +1,96 @@
+"""The ``tierstream`` command: one subcommand per job a person runs.
+
+Start-up errors (a bad configuration key, an unreachable registry, a refused
+offer) end the command with one plain line naming the problem and exit status
+2, not a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+
+from cluster.cli import client_commands
+from cluster.errors import ClusterError, ConfigError
+from cluster.logs import configure_logging
+from cluster.registry.migrate import migrate
+from cluster.server import run_node
+from cluster.settings import Settings, load_settings
+
+logger = logging.getLogger("tierstream")
+
+DEFAULT_CONFIG = Path("conf/red5.properties")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tierstream", description="Multi-level origin/edge WebRTC live-streaming cluster."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, text in (("node", "run one node"), ("migrate", "apply the registry's migrations")):
+        command = commands.add_parser(name, help=text)
+        command.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="properties file")
+
+    publish = commands.add_parser("publish", help="publish the synthetic test stream over WHIP")
+    publish.add_argument("--whip", required=True, help="e.g. http://127.0.0.1:5080/LiveApp/whip/s1")
+    publish.add_argument("--codec", choices=sorted(client_commands.CODECS), default="vp8")
+    publish.add_argument("--keyframe-interval", type=float, default=2.0, help="seconds")
+    play = commands.add_parser("play", help="play a stream over WHEP and print what arrives")
+    play.add_argument("--whep", required=True, help="e.g. http://127.0.0.1:5080/LiveApp/whep/s1")
+    for command in (publish, play):
+        command.add_argument("--seconds", type=float, help="stop after this long")
+        command.add_argument("--token", help="bearer token for the endpoint")
+        command.add_argument(
+            "--candidate",
+            action="append",
+            default=None,
+            help="IP address to offer as ICE candidate (repeatable; default 127.0.0.1)",
+        )
+    return parser
+
+
+def _settings(config: Path) -> Settings:
+    try:
+        return load_settings(config, os.environ)
+    except ConfigError as error:
+        print(f"tierstream: configuration error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command in ("node", "migrate"):
+            settings = _settings(args.config)
+            configure_logging(settings.log_level)
+            if args.command == "node":
+                asyncio.run(run_node(settings))
+            else:
+                if settings.embedded_registry:
+                    settings.data_dir.mkdir(parents=True, exist_ok=True)
+                asyncio.run(migrate(settings.registry_url))
+        else:
+            configure_logging("WARN")
+            candidates = tuple(args.candidate or ("127.0.0.1",))
+            if args.command == "publish":
+                asyncio.run(
+                    client_commands.publish(
+                        args.whip,
+                        args.codec,
+                        args.seconds,
+                        args.token,
+                        candidates,
+                        args.keyframe_interval,
+                    )
+                )
+            else:
+                asyncio.run(client_commands.play(args.whep, args.seconds, args.token, candidates))
+    except ClusterError as error:
+        logger.error("%s", error)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)

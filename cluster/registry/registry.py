@@ -1,0 +1,480 @@
+"""The registry client: the cluster's shared memory of nodes, streams and relays.
+
+The only module that queries the registry. One class serves both back-ends
+(PostgreSQL through asyncpg in production, an embedded SQLite file for one
+machine) with the same statements; only connection set-up differs, and that is
+``cluster.registry.database``'s.
+
+Ownership is decided by the database, never by a read-then-write in Python:
+each claim is one ``INSERT … ON CONFLICT … DO UPDATE … WHERE <claimable>
+RETURNING`` statement, and every time is the database's clock (``db_now``), so
+nodes whose clocks disagree still agree on who is alive and who holds a lease.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Executable,
+    Row,
+    and_,
+    case,
+    delete,
+    func,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from cluster.errors import RegistryUnavailable, StreamBusy
+from cluster.registry.database import error_text, open_engine, shown, transactional
+from cluster.registry.records import (
+    load_values,
+    node_record,
+    pull_edge,
+    regional_origin_record,
+    stream_record,
+)
+from cluster.registry.schema import db_now, node, pull, regional_origin, stream
+from cluster.types import (
+    AppName,
+    ClaimResult,
+    NodeGroup,
+    NodeId,
+    NodeInfo,
+    NodeLoad,
+    NodeRecord,
+    RegionalOrigin,
+    RelayTree,
+    StreamId,
+    StreamRecord,
+)
+
+logger = logging.getLogger(__name__)
+
+_CLAIM_ATTEMPTS = 3
+"""A lost claim reads the holder back; if the slot was freed in between, claim again."""
+
+
+class Registry:
+    """Nodes, streams, secondary-origin claims and the relay tree, in one database.
+
+    ``dead_after_s``: a node whose last heartbeat is older than this (by the
+    registry's clock) is not listed. Every error reaching the database surfaces as
+    ``RegistryUnavailable``; ``StreamBusy`` when a stream is live on another node.
+    """
+
+    def __init__(self, engine: AsyncEngine, *, dead_after_s: float) -> None:
+        self._engine = engine
+        self._dead_after_s = dead_after_s
+        self._closed = False
+        self._transactions = transactional(engine)
+        self._snapshots = transactional(engine, snapshot=True)
+        self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+
+    @classmethod
+    async def connect(cls, url: str, *, dead_after_s: float = 3.0, pool_size: int = 5) -> Registry:
+        """Open the registry at ``url`` and check it answers.
+
+        ``pool_size`` bounds this process's connections; a burst past it waits its turn.
+        """
+        registry = cls(open_engine(url, pool_size=pool_size), dead_after_s=dead_after_s)
+        location = shown(registry._engine.url)
+        try:
+            await registry.now()
+        except RegistryUnavailable as exc:
+            await registry.close()
+            raise RegistryUnavailable(f"{exc} (at {location})") from exc
+        logger.info("registry at %s", location)
+        return registry
+
+    async def close(self) -> None:
+        """Close every pooled connection; closing twice is harmless."""
+        if not self._closed:
+            self._closed = True
+            await self._engine.dispose()
+
+    @contextlib.asynccontextmanager
+    async def _connection(
+        self, doing: str, engine: AsyncEngine | None = None
+    ) -> AsyncIterator[AsyncConnection]:
+        """A connection from ``engine`` (default: autocommit), its errors made plain."""
+        if self._closed:
+            raise RegistryUnavailable(f"registry is closed; cannot {doing}")
+        try:
+            async with (engine or self._engine).begin() as connection:
+                yield connection
+        except (SQLAlchemyError, OSError) as exc:
+            raise RegistryUnavailable(f"registry could not {doing}: {error_text(exc)}") from exc
+
+    async def _rows(self, doing: str, statement: Executable) -> Sequence[Row[Any]]:
+        async with self._connection(doing) as connection:
+            return (await connection.execute(statement)).all()
+
+    async def _changed(self, doing: str, statement: Executable) -> bool:
+        """Run a statement that writes at most one row; whether it wrote one."""
+        async with self._connection(doing) as connection:
+            return (await connection.execute(statement)).rowcount == 1
+
+    async def now(self) -> datetime:
+        """The registry's clock (UTC), the only clock liveness and leases use."""
+        rows = await self._rows("read its clock", select(db_now()))
+        value: datetime = rows[0][0]
+        return value
+
+    # Nodes
+
+    async def register(self, info: NodeInfo) -> NodeRecord:
+        """Add a node, or give a restarted node its row back: serving, zero load, seen now."""
+        values = {
+            "id": info.id,
+            "node_group": info.node_group,
+            "public_url": info.public_url,
+            "internal_url": info.internal_url,
+            "state": "serving",
+            "cores": info.capacity.cores,
+            "max_viewers": info.capacity.max_viewers,
+            "max_bitrate_kbps": info.capacity.max_bitrate_kbps,
+            **load_values(NodeLoad()),
+            "heartbeat_at": db_now(),
+            "registered_at": db_now(),
+        }
+        inserting = self._insert(node).values(values)
+        statement = inserting.on_conflict_do_update(
+            index_elements=[node.c.id],
+            set_={name: inserting.excluded[name] for name in values if name != "id"},
+        ).returning(*node.c)
+        rows = await self._rows(f"register node {info.id}", statement)
+        logger.info("registered node %s in %s", info.id, info.node_group)
+        return node_record(rows[0])
+
+    async def heartbeat(self, node_id: NodeId, node_group: NodeGroup, load: NodeLoad) -> bool:
+        """Record that the node is alive, its load and its group (a region change shows here).
+
+        False when the node's row is gone (deregistered): the caller registers again.
+        """
+        statement = (
+            update(node)
+            .where(node.c.id == node_id)
+            .values(node_group=node_group, heartbeat_at=db_now(), **load_values(load))
+        )
+        return await self._changed(f"record a heartbeat of {node_id}", statement)
+
+    async def drain(self, node_id: NodeId) -> None:
+        """Mark the node draining: it keeps its work but takes no new work."""
+        statement = update(node).where(node.c.id == node_id).values(state="draining")
+        await self._changed(f"drain node {node_id}", statement)
+
+    async def deregister(self, node_id: NodeId) -> None:
+        """Remove the node's row (a clean exit); unknown nodes are ignored."""
+        await self._changed(f"deregister node {node_id}", delete(node).where(node.c.id == node_id))
+
+    def _alive(self) -> ColumnElement[bool]:
+        return node.c.heartbeat_at > db_now(-self._dead_after_s)
+
+    async def live_nodes(self, offset: int = 0, limit: int | None = None) -> list[NodeRecord]:
+        """Nodes heard from within ``dead_after_s``, ordered by group then id (stable pages)."""
+        if offset < 0 or (limit is not None and limit < 0):
+            raise ValueError(f"offset and limit must not be negative: {offset}, {limit}")
+        statement = (
+            select(node)
+            .where(self._alive())
+            .order_by(node.c.node_group, node.c.id)
+            .offset(offset)
+            .limit(limit)
+        )
+        return [node_record(row) for row in await self._rows("list live nodes", statement)]
+
+    async def count_live_nodes(self) -> int:
+        """How many nodes ``live_nodes`` would list."""
+        statement = select(func.count()).select_from(node).where(self._alive())
+        count: int = (await self._rows("count live nodes", statement))[0][0]
+        return count
+
+    async def node(self, node_id: NodeId) -> NodeRecord | None:
+        """The node's row, alive or not (``heartbeat_at`` tells); None if unknown."""
+        statement = select(node).where(node.c.id == node_id)
+        rows = await self._rows(f"read node {node_id}", statement)
+        return node_record(rows[0]) if rows else None
+
+    # Streams: the main origin
+
+    async def claim_stream(
+        self,
+        stream_id: StreamId,
+        app: AppName,
+        node_id: NodeId,
+        node_group: NodeGroup,
+        codecs: Sequence[str],
+        lease_s: float,
+    ) -> StreamRecord:
+        """Become the stream's main origin for ``lease_s`` seconds.
+
+        Succeeds when the stream is new, not live (ended or orphaned), already ours,
+        or its holder's lease has expired; otherwise raises ``StreamBusy`` naming
+        the holder.
+        """
+        if any(not codec or "," in codec for codec in codecs):
+            raise ValueError(f"codec names must be non-empty and without commas: {codecs!r}")
+        values = {
+            "id": stream_id,
+            "app": app,
+            "origin_node": node_id,
+            "origin_group": node_group,
+            "state": "live",
+            "codecs": ",".join(codecs),
+            "lease_expires_at": db_now(lease_s),
+            "updated_at": db_now(),
+        }
+        inserting = self._insert(stream).values(values)
+        held = stream.c
+        statement = inserting.on_conflict_do_update(
+            index_elements=[held.id],
+            set_={name: inserting.excluded[name] for name in values if name != "id"},
+            where=or_(
+                held.state != "live",
+                held.origin_node == inserting.excluded.origin_node,
+                held.lease_expires_at <= db_now(),
+            ),
+        ).returning(*stream.c)
+        rows = await self._rows(f"claim stream {stream_id}", statement)
+        if rows:
+            logger.info("node %s is the main origin of %s", node_id, stream_id)
+            return stream_record(rows[0])
+        holder = await self.stream(stream_id)
+        busy_on = holder.origin_node if holder is not None else "another node"
+        raise StreamBusy(f"stream {stream_id} is live on {busy_on}")
+
+    async def renew_stream(
+        self, stream_id: StreamId, node_id: NodeId, lease_s: float, viewers: int = 0
+    ) -> bool:
+        """Extend the main origin's lease and record its players.
+
+        False if the node no longer holds the live stream.
+        """
+        statement = (
+            update(stream)
+            .where(stream.c.id == stream_id, stream.c.origin_node == node_id)
+            .where(stream.c.state == "live")
+            .values(lease_expires_at=db_now(lease_s), updated_at=db_now(), origin_viewers=viewers)
+        )
+        return await self._changed(f"renew stream {stream_id}", statement)
+
+    async def end_stream(self, stream_id: StreamId, node_id: NodeId) -> None:
+        """End the stream if ``node_id`` is its main origin, with its pulls and regional origins.
+
+        One transaction: nobody sees an ended stream that still has a relay tree.
+        """
+        ending = (
+            update(stream)
+            .where(stream.c.id == stream_id, stream.c.origin_node == node_id)
+            .where(stream.c.state != "ended")
+            .values(state="ended", lease_expires_at=db_now(), updated_at=db_now())
+        )
+        async with self._connection(f"end stream {stream_id}", self._transactions) as connection:
+            if (await connection.execute(ending)).rowcount != 1:
+                return
+            await connection.execute(delete(pull).where(pull.c.stream_id == stream_id))
+            await connection.execute(
+                delete(regional_origin).where(regional_origin.c.stream_id == stream_id)
+            )
+        logger.info("stream %s ended on %s", stream_id, node_id)
+
+    async def orphan_stream(self, stream_id: StreamId, origin_node: NodeId) -> bool:
+        """Mark a live stream orphaned because its main origin ``origin_node`` is gone.
+
+        Only if that node still holds it: a stream re-published elsewhere in
+        the meantime stays live. True when this call made it orphaned.
+        """
+        statement = (
+            update(stream)
+            .where(stream.c.id == stream_id, stream.c.origin_node == origin_node)
+            .where(stream.c.state == "live")
+            .values(state="orphaned", updated_at=db_now())
+        )
+        orphaned = await self._changed(f"orphan stream {stream_id}", statement)
+        if orphaned:
+            logger.info("stream %s orphaned: its main origin %s is gone", stream_id, origin_node)
+        return orphaned
+
+    async def stream(self, stream_id: StreamId) -> StreamRecord | None:
+        """The stream's record, whatever its state; None if never published."""
+        rows = await self._rows(
+            f"read stream {stream_id}", select(stream).where(stream.c.id == stream_id)
+        )
+        return stream_record(rows[0]) if rows else None
+
+    # Regional (secondary) origins
+
+    async def claim_regional_origin(
+        self, stream_id: StreamId, node_group: NodeGroup, node_id: NodeId, lease_s: float
+    ) -> ClaimResult:
+        """Try to become the secondary origin of ``stream_id`` in ``node_group``.
+
+        A free slot is won with epoch 1. The holder's own claim renews its lease
+        under the same epoch while the lease runs. An expired lease is taken over
+        (even by its old holder) under epoch + 1, which fences out the previous
+        term. Otherwise the claim is lost and the result names the holder.
+        """
+        held = regional_origin.c
+        inserting = self._insert(regional_origin).values(
+            stream_id=stream_id,
+            node_group=node_group,
+            node_id=node_id,
+            epoch=1,
+            lease_expires_at=db_now(lease_s),
+        )
+        ours = held.node_id == inserting.excluded.node_id
+        statement = inserting.on_conflict_do_update(
+            index_elements=[held.stream_id, held.node_group],
+            set_={
+                "node_id": inserting.excluded.node_id,
+                "epoch": case(
+                    (and_(ours, held.lease_expires_at > db_now()), held.epoch),
+                    else_=held.epoch + 1,
+                ),
+                "lease_expires_at": inserting.excluded.lease_expires_at,
+            },
+            where=or_(ours, held.lease_expires_at <= db_now()),
+        ).returning(*regional_origin.c)
+        doing = f"claim the secondary origin of {stream_id} in {node_group}"
+        for _ in range(_CLAIM_ATTEMPTS):
+            rows = await self._rows(doing, statement)
+            if rows:
+                holder = regional_origin_record(rows[0])
+                logger.info(
+                    "node %s holds the secondary origin of %s in %s (epoch %d)",
+                    node_id, stream_id, node_group, holder.epoch,
+                )  # fmt: skip
+                return ClaimResult(won=True, holder=holder)
+            current = await self._rows(
+                doing, select(regional_origin).where(self._slot(stream_id, node_group))
+            )
+            if current:
+                return ClaimResult(won=False, holder=regional_origin_record(current[0]))
+        raise RegistryUnavailable(f"registry could not {doing}: the slot kept changing hands")
+
+    @staticmethod
+    def _slot(stream_id: StreamId, node_group: NodeGroup) -> ColumnElement[bool]:
+        return and_(
+            regional_origin.c.stream_id == stream_id, regional_origin.c.node_group == node_group
+        )
+
+    async def renew_regional_origin(
+        self,
+        stream_id: StreamId,
+        node_group: NodeGroup,
+        node_id: NodeId,
+        epoch: int,
+        lease_s: float,
+    ) -> bool:
+        """Extend the holder's lease; False when fenced out (another holder or a newer epoch)."""
+        statement = (
+            update(regional_origin)
+            .where(self._slot(stream_id, node_group))
+            .where(regional_origin.c.node_id == node_id, regional_origin.c.epoch == epoch)
+            .values(lease_expires_at=db_now(lease_s))
+        )
+        return await self._changed(f"renew the secondary origin of {stream_id}", statement)
+
+    async def release_regional_origin(
+        self, stream_id: StreamId, node_group: NodeGroup, node_id: NodeId, epoch: int
+    ) -> None:
+        """Give the role up now (a hand-off): the lease expires, the next claim gets epoch + 1."""
+        statement = (
+            update(regional_origin)
+            .where(self._slot(stream_id, node_group))
+            .where(regional_origin.c.node_id == node_id, regional_origin.c.epoch == epoch)
+            .where(regional_origin.c.lease_expires_at > db_now())
+            .values(lease_expires_at=db_now())
+        )
+        await self._changed(f"release the secondary origin of {stream_id}", statement)
+
+    async def regional_origin(
+        self, stream_id: StreamId, node_group: NodeGroup
+    ) -> RegionalOrigin | None:
+        """The region's current secondary origin; None when nobody holds a running lease."""
+        statement = (
+            select(regional_origin)
+            .where(self._slot(stream_id, node_group))
+            .where(regional_origin.c.lease_expires_at > db_now())
+        )
+        rows = await self._rows(f"read the secondary origin of {stream_id}", statement)
+        return regional_origin_record(rows[0]) if rows else None
+
+    # Pulls: the relay tree's edges
+
+    async def record_pull(
+        self, stream_id: StreamId, downstream: NodeId, upstream: NodeId, viewers: int = 0
+    ) -> None:
+        """Record that ``downstream`` pulls the stream from ``upstream``, with its players.
+
+        Recording the same edge again keeps its ``since``; a new upstream restarts it.
+        """
+        inserting = self._insert(pull).values(
+            stream_id=stream_id,
+            downstream=downstream,
+            upstream=upstream,
+            since=db_now(),
+            viewers=viewers,
+        )
+        statement = inserting.on_conflict_do_update(
+            index_elements=[pull.c.stream_id, pull.c.downstream],
+            set_={
+                "upstream": inserting.excluded.upstream,
+                "viewers": inserting.excluded.viewers,
+                "since": case(
+                    (pull.c.upstream == inserting.excluded.upstream, pull.c.since),
+                    else_=inserting.excluded.since,
+                ),
+            },
+        )
+        await self._changed(f"record a pull of {stream_id} by {downstream}", statement)
+
+    async def remove_pull(self, stream_id: StreamId, downstream: NodeId) -> None:
+        """Forget ``downstream``'s pull of the stream; unknown pulls are ignored."""
+        statement = delete(pull).where(
+            pull.c.stream_id == stream_id, pull.c.downstream == downstream
+        )
+        await self._changed(f"remove a pull of {stream_id} by {downstream}", statement)
+
+    async def relay_tree(self, stream_id: StreamId) -> RelayTree | None:
+        """The stream, its running secondary origins and its pulls; None if never published.
+
+        Read from one snapshot, so the three parts agree with each other.
+        """
+        origins = (
+            select(regional_origin)
+            .where(regional_origin.c.stream_id == stream_id)
+            .where(regional_origin.c.lease_expires_at > db_now())
+            .order_by(regional_origin.c.node_group)
+        )
+        pulls = (
+            select(pull)
+            .where(pull.c.stream_id == stream_id)
+            .order_by(pull.c.upstream, pull.c.downstream)
+        )
+        async with self._connection(
+            f"read the relay tree of {stream_id}", self._snapshots
+        ) as connection:
+            stream_row = (
+                await connection.execute(select(stream).where(stream.c.id == stream_id))
+            ).first()
+            if stream_row is None:
+                return None
+            origin_rows = (await connection.execute(origins)).all()
+            pull_rows = (await connection.execute(pulls)).all()
+        return RelayTree(
+            stream=stream_record(stream_row),
+            regional_origins=tuple(regional_origin_record(row) for row in origin_rows),
+            pulls=tuple(pull_edge(row) for row in pull_rows),
+        )

@@ -1,0 +1,238 @@
+"""The streams of one node: the media engine, wrapped in the registry claims that make it a cluster.
+
+Publishing claims the stream's main origin in the registry *before* any media
+flows (a stream live on another node is refused with 409), renews that claim
+with a lease while the publisher stays, and ends it when the publisher leaves.
+A node that finds its claim taken (its lease lapsed while it was cut off) ends
+its publisher rather than serve a stream the cluster believes is elsewhere.
+
+Playing a stream this node does not carry starts a relay (``cluster.streams.pulls``)
+that pulls it from the cluster; other nodes pull from this one through
+``serve_relay``.
+
+This class is also the media engine's ``StreamListener``: media events arrive
+here as plain calls and become registry writes on tasks it owns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from cluster.errors import ClusterError, NotFound, Overloaded, RegistryUnavailable, StreamBusy
+from cluster.registry import Registry
+from cluster.settings import Settings
+from cluster.streams.pulls import Relays
+from cluster.types import AppName, NodeId, NodeLoad, StreamId
+from media.config import MediaConfig
+from media.engine import MediaEngine
+from media.errors import UnknownSession
+from media.types import SessionDescription
+
+logger = logging.getLogger(__name__)
+
+
+class LocalStreams:
+    """Publish and play on this node, and the registry state that goes with them."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        settings: Callable[[], Settings],
+        load: Callable[[], NodeLoad],
+    ) -> None:
+        self._registry = registry
+        self._settings = settings
+        self._load = load
+        current = settings()
+        self.engine = MediaEngine(
+            MediaConfig(
+                candidate_addresses=current.candidate_addresses,
+                ice_servers=current.ice_servers,
+            ),
+            self,
+        )
+        self.relays = Relays(registry, settings, self.engine)
+        self._apps: dict[str, str] = {}
+        """Streams published here → their app; reserved before the first await."""
+        self._publishers: dict[str, str] = {}
+        """Streams published here → the publisher's session id, once media is negotiated."""
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._renewer: asyncio.Task[None] | None = None
+
+    @property
+    def lease_s(self) -> float:
+        """A main-origin claim lasts as long as a node stays alive without a heartbeat."""
+        return self._settings().node_dead_timeout_s
+
+    def start(self) -> None:
+        if self._renewer is None:
+            self._renewer = asyncio.create_task(self._renew_leases(), name="stream-leases")
+
+    async def publish(self, app: str, stream_id: str, offer_sdp: str) -> SessionDescription:
+        """Claim the stream's main origin, then ingest the publisher (WHIP)."""
+        if stream_id in self._apps:
+            raise StreamBusy(f"stream {stream_id} is already being published on this node")
+        self._check_cpu()
+        if self.engine.has_stream(stream_id):
+            raise StreamBusy(
+                f"stream {stream_id} is relayed to players on this node; publish it on another node"
+            )
+        settings = self._settings()
+        self._apps[stream_id] = app
+        try:
+            await self._registry.claim_stream(
+                StreamId(stream_id),
+                AppName(app),
+                settings.node_id,
+                settings.node_group,
+                (),
+                self.lease_s,
+            )
+            try:
+                answer = await self.engine.publish(stream_id, offer_sdp)
+            except BaseException:
+                await self._registry.end_stream(StreamId(stream_id), settings.node_id)
+                raise
+        except BaseException:
+            del self._apps[stream_id]
+            raise
+        self._publishers[stream_id] = answer.session_id
+        return answer
+
+    async def play(self, app: str, stream_id: str, offer_sdp: str) -> SessionDescription:
+        """Add a player (WHEP), pulling the stream from the cluster first if this node lacks it."""
+        if not self.engine.has_stream(stream_id):
+            await self.relays.ensure(app, stream_id)
+        self._check_playable(app, stream_id)
+        return await self.engine.play(stream_id, offer_sdp)
+
+    async def serve_relay(
+        self, app: str, stream_id: str, offer_sdp: str, downstream: NodeId
+    ) -> SessionDescription:
+        """Let another node pull a stream this node carries (internal WHEP); never pulls itself."""
+        published_in = self._apps.get(stream_id)
+        if not self.engine.has_stream(stream_id) or published_in not in (None, app):
+            raise NotFound(f"stream {stream_id} is not on this node")
+        answer = await self.engine.play(stream_id, offer_sdp, relay=True)
+        logger.info("node %s pulls %s from here", downstream, stream_id)
+        return answer
+
+    def _check_playable(self, app: str, stream_id: str) -> None:
+        published_in = self._apps.get(stream_id)
+        if not self.engine.has_stream(stream_id) or published_in not in (None, app):
+            raise NotFound(f"stream {stream_id} is not live in {app} on this node")
+        self._check_cpu()
+        settings = self._settings()
+        stats = self.engine.stats()
+        if stats.viewers >= settings.max_viewers:
+            raise Overloaded(f"this node serves its limit of {settings.max_viewers} viewers")
+        if stats.bitrate_out_kbps >= settings.max_bitrate_kbps:
+            raise Overloaded(
+                f"this node sends {stats.bitrate_out_kbps:.0f} kbit/s, its limit "
+                f"(server.maxBitrateKbps) is {settings.max_bitrate_kbps}"
+            )
+
+    def _check_cpu(self) -> None:
+        """New publishers and players are refused while the last sampled CPU is over the limit."""
+        cpu = self._load().cpu * 100
+        limit = self._settings().cpu_limit
+        if cpu > limit:
+            raise Overloaded(f"CPU at {cpu:.0f}% is above server.cpu_limit ({limit}%)")
+
+    def media_counters(self) -> NodeLoad:
+        """The media plane's part of the node's load, for heartbeats."""
+        stats = self.engine.stats()
+        return NodeLoad(
+            viewers=stats.viewers,
+            publishers=stats.publishers,
+            pulls=stats.pulls,
+            bitrate_in_kbps=round(stats.bitrate_in_kbps),
+            bitrate_out_kbps=round(stats.bitrate_out_kbps),
+        )
+
+    async def close(self) -> None:
+        """End every session (publishers end their streams in the registry), then wait for it."""
+        renewer, self._renewer = self._renewer, None
+        if renewer is not None:
+            renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewer
+        await self.relays.close()
+        await self.engine.close()
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # StreamListener: called by the engine on its loop; registry work goes to owned tasks.
+
+    def stream_started(self, stream_id: str, codecs: tuple[str, ...]) -> None:
+        app = self._apps.get(stream_id)
+        if app is None:
+            return
+        logger.info("stream %s is live in %s (%s)", stream_id, app, "+".join(codecs))
+        settings = self._settings()
+        self._spawn(
+            self._registry.claim_stream(
+                StreamId(stream_id),
+                AppName(app),
+                settings.node_id,
+                settings.node_group,
+                codecs,
+                self.lease_s,
+            ),
+            f"record the codecs of {stream_id}",
+        )
+
+    def stream_ended(self, stream_id: str) -> None:
+        if self._apps.pop(stream_id, None) is None:
+            return
+        self._publishers.pop(stream_id, None)
+        logger.info("stream %s ended: its publisher left", stream_id)
+        node_id = self._settings().node_id
+        self._spawn(self._registry.end_stream(StreamId(stream_id), node_id), f"end {stream_id}")
+
+    def session_ended(self, session_id: str) -> None:
+        """WHIP/WHEP sessions need no word when they end: the client sees its connection close."""
+
+    def viewers_changed(self, stream_id: str, viewers: int) -> None:
+        logger.debug("stream %s has %d viewers here", stream_id, viewers)
+
+    def upstream_lost(self, stream_id: str) -> None:
+        self.relays.upstream_lost(stream_id)
+
+    def _spawn(self, work: Coroutine[Any, Any, object], doing: str) -> None:
+        async def run() -> None:
+            try:
+                await work
+            except ClusterError as error:  # the registry is down, or the claim moved on
+                logger.error("could not %s: %s", doing, error)
+
+        task = asyncio.create_task(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _renew_leases(self) -> None:
+        while True:
+            settings = self._settings()
+            await asyncio.sleep(settings.heartbeat_interval_s)
+            for stream_id, session_id in list(self._publishers.items()):
+                try:
+                    kept = await self._registry.renew_stream(
+                        StreamId(stream_id),
+                        settings.node_id,
+                        self.lease_s,
+                        viewers=self.engine.viewers(stream_id),
+                    )
+                except RegistryUnavailable as error:
+                    logger.warning("could not renew the claim on %s: %s", stream_id, error)
+                    continue
+                if not kept and self._publishers.get(stream_id) == session_id:
+                    logger.error(
+                        "lost the claim on stream %s to another node; ending its publisher here",
+                        stream_id,
+                    )
+                    with contextlib.suppress(UnknownSession):
+                        await self.engine.close_session(session_id)

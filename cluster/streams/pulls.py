@@ -1,0 +1,393 @@
+"""Pulls: how a node comes to carry a stream published elsewhere, and keeps carrying it.
+
+One ``Relay`` per pulled stream, driven by one task. Each step reads the
+registry, asks ``placement`` where to pull from, claims the region's secondary
+origin when placement says so, pulls over internal WHEP with a cluster token,
+and records the pull edge with this node's player count. A step runs every
+heartbeat interval, and at once when the media plane reports the upstream lost
+or the node changes region.
+
+Players never see any of this: the media engine holds them while the relay
+re-plans and switches their source without renegotiation. They end only when
+the stream ends, when its main origin stays lost past ``cluster.originGraceMs``,
+or when nobody has watched for ``cluster.idlePullTimeoutMs``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+import httpx
+
+from cluster.errors import (
+    ClusterError,
+    NotFound,
+    RegistryUnavailable,
+    UpstreamFailed,
+    UpstreamTimeout,
+)
+from cluster.registry import Registry
+from cluster.routing.placement import ClaimSecondary, IsOrigin, Snapshot, Upstream, plan
+from cluster.settings import Settings
+from cluster.streams.whip_client import WhipClient
+from cluster.tokens import sign_pull_token
+from cluster.types import NodeId, NodeRecord, RegionalOrigin, StreamId, StreamRecord
+from media.engine import MediaEngine
+from media.errors import MediaError
+
+logger = logging.getLogger(__name__)
+
+FIRST_PULL_TIMEOUT_S = 10.0
+"""How long a first player waits for its node to start pulling before it gets 504."""
+
+RETRY_S = 0.25
+"""After a failed pull attempt, the next one comes this soon (the registry may have moved on)."""
+
+FIRST_PULL_ATTEMPTS = 3
+"""Failed attempts after which a first pull gives up; an established relay keeps trying."""
+
+CLOSE_TIMEOUT_S = 5.0
+
+
+def internal_pull_path(app: str, stream_id: str) -> str:
+    """Where a node serves pulls of a stream to other nodes (internal WHEP)."""
+    return f"/internal/v1/{app}/pull/{stream_id}"
+
+
+@dataclass(eq=False)
+class Relay:
+    """One stream this node pulls: where from, under which role, and its timers."""
+
+    app: str
+    stream_id: StreamId
+    upstream: NodeId | None = None
+    client: WhipClient | None = None
+    secondary: RegionalOrigin | None = None
+    """Our claim, while we are our region's secondary origin for the stream."""
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    failure: ClusterError | None = None
+    waiters: int = 0
+    failed_attempts: int = 0
+    idle_since: float | None = None
+    orphaned_since: float | None = None
+    task: asyncio.Task[None] | None = None
+
+
+class Relays:
+    """Every stream this node pulls, each with its supervising task."""
+
+    def __init__(
+        self, registry: Registry, settings: Callable[[], Settings], engine: MediaEngine
+    ) -> None:
+        self._registry = registry
+        self._settings = settings
+        self._engine = engine
+        self._relays: dict[str, Relay] = {}
+        self._closed = False
+
+    async def ensure(self, app: str, stream_id: str) -> None:
+        """Return once this node carries ``stream_id``, pulling it if needed.
+
+        Concurrent first plays of one stream share one relay. Raises
+        ``NotFound`` when the stream is not live in ``app`` anywhere, and
+        ``UpstreamTimeout`` when no pull could be started in time.
+        """
+        relay = self._relays.get(stream_id)
+        if relay is None:
+            stream = await self._registry.stream(StreamId(stream_id))
+            if stream is None or stream.state != "live" or stream.app != app:
+                raise NotFound(f"stream {stream_id} is not live in {app}")
+            relay = self._relays.get(stream_id)  # another play may have started it meanwhile
+            if relay is None:
+                relay = Relay(app, StreamId(stream_id))
+                self._relays[stream_id] = relay
+                relay.task = asyncio.create_task(self._supervise(relay), name=f"relay {stream_id}")
+        if relay.app != app:
+            raise NotFound(f"stream {stream_id} is not live in {app}")
+        relay.waiters += 1
+        try:
+            async with asyncio.timeout(FIRST_PULL_TIMEOUT_S):
+                await relay.ready.wait()
+        except TimeoutError:
+            raise UpstreamTimeout(
+                f"could not start pulling {stream_id} within {FIRST_PULL_TIMEOUT_S:.0f} s"
+            ) from None
+        finally:
+            relay.waiters -= 1
+        if relay.failure is not None:
+            raise relay.failure
+
+    def upstream_lost(self, stream_id: str) -> None:
+        """The media plane lost a pull's upstream: re-plan now."""
+        relay = self._relays.get(stream_id)
+        if relay is not None:
+            logger.info("lost the upstream %s of %s; re-planning", relay.upstream, stream_id)
+            relay.upstream = None
+            relay.wake.set()
+
+    def wake_all(self) -> None:
+        """Re-plan every relay now (the node changed region)."""
+        for relay in self._relays.values():
+            relay.wake.set()
+
+    async def close(self) -> None:
+        """Stop every relay: players end, pull edges and claims are given back.
+
+        Each loop is woken to finish on its own, so its clean-up runs while the
+        registry is still open; one that does not finish in time is cancelled.
+        """
+        self._closed = True
+        tasks = [r.task for r in self._relays.values() if r.task is not None]
+        self.wake_all()
+        _, late = await asyncio.wait(tasks, timeout=CLOSE_TIMEOUT_S) if tasks else ((), ())
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
+
+    # The supervising loop
+
+    async def _supervise(self, relay: Relay) -> None:
+        try:
+            while not self._closed:
+                relay.wake.clear()  # before the step: a wake-up during it triggers the next
+                try:
+                    if not await self._step(relay):
+                        break
+                except RegistryUnavailable as error:
+                    logger.warning("relay of %s: %s; retrying", relay.stream_id, error)
+                interval = self._settings().heartbeat_interval_s
+                if relay.upstream is None:
+                    interval = min(interval, RETRY_S)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(relay.wake.wait(), interval)
+        except Exception:
+            logger.exception("relay of %s failed", relay.stream_id)
+            relay.failure = relay.failure or NotFound(f"stream {relay.stream_id} could not relay")
+        finally:
+            self._relays.pop(relay.stream_id, None)
+            relay.failure = relay.failure or NotFound(f"stream {relay.stream_id} is not live")
+            relay.ready.set()
+            await self._stop(relay)
+
+    async def _step(self, relay: Relay) -> bool:
+        """One round of supervision; False when the relay should stop."""
+        settings = self._settings()
+        stream = await self._registry.stream(relay.stream_id)
+        alive = {n.id: n for n in await self._registry.live_nodes()}
+        if stream is None or stream.state == "ended":
+            if relay.ready.is_set():
+                logger.info("stream %s ended; ending its players here", relay.stream_id)
+            return False
+        if stream.state == "live" and stream.origin_node not in alive:
+            await self._registry.orphan_stream(relay.stream_id, stream.origin_node)
+            stream = replace(stream, state="orphaned")
+        if stream.state == "orphaned":
+            return self._hold_orphan(relay, settings)
+        relay.orphaned_since = None
+        await self._keep_secondary_role(relay, settings)
+        if self._idle(relay, settings):
+            return False
+        decision = await self._plan(relay, stream, alive, settings)
+        if decision is None:
+            if relay.upstream not in alive:
+                relay.upstream = None  # retry soon: the engine holds the players meanwhile
+            return True
+        if isinstance(decision, IsOrigin):
+            return False
+        target = decision.node
+        if relay.upstream is not None and self._keeps(relay.upstream, decision, alive, settings):
+            target = relay.upstream
+        if target != relay.upstream and not await self._pull_from(relay, alive[target]):
+            return relay.ready.is_set() or relay.failed_attempts < FIRST_PULL_ATTEMPTS
+        assert relay.upstream is not None
+        await self._registry.record_pull(
+            relay.stream_id,
+            settings.node_id,
+            relay.upstream,
+            viewers=self._engine.viewers(relay.stream_id),
+        )
+        return True
+
+    def _hold_orphan(self, relay: Relay, settings: Settings) -> bool:
+        """Hold the players of a stream whose main origin is lost, for the grace period."""
+        if not relay.ready.is_set():
+            relay.failure = NotFound(f"stream {relay.stream_id} lost its main origin")
+            return False
+        now = time.monotonic()
+        if relay.orphaned_since is None:
+            relay.orphaned_since = now
+            logger.warning(
+                "main origin of %s lost; holding its players for %.0f s",
+                relay.stream_id,
+                settings.origin_grace_s,
+            )
+        if now - relay.orphaned_since >= settings.origin_grace_s:
+            logger.info("stream %s was not published again; ending its players", relay.stream_id)
+            return False
+        return True
+
+    async def _keep_secondary_role(self, relay: Relay, settings: Settings) -> None:
+        """Renew our secondary-origin claim, or give it up if we left its region or lost it."""
+        held = relay.secondary
+        if held is None:
+            return
+        if held.node_group != settings.node_group:
+            await self._registry.release_regional_origin(
+                relay.stream_id, held.node_group, settings.node_id, held.epoch
+            )
+            logger.info(
+                "handed over the secondary origin of %s in %s (this node moved to %s)",
+                relay.stream_id,
+                held.node_group,
+                settings.node_group,
+            )
+            relay.secondary = None
+            return
+        renewed = await self._registry.renew_regional_origin(
+            relay.stream_id,
+            held.node_group,
+            settings.node_id,
+            held.epoch,
+            settings.node_dead_timeout_s,
+        )
+        if not renewed:
+            logger.warning(
+                "lost the secondary origin of %s in %s (epoch %d); re-planning",
+                relay.stream_id,
+                held.node_group,
+                held.epoch,
+            )
+            relay.secondary = None
+
+    def _idle(self, relay: Relay, settings: Settings) -> bool:
+        """True once nobody has played or pulled the stream here for the idle timeout."""
+        if not relay.ready.is_set() or relay.waiters:
+            return False
+        watched = self._engine.viewers(relay.stream_id) + self._engine.relays(relay.stream_id)
+        if watched:
+            relay.idle_since = None
+            return False
+        now = time.monotonic()
+        relay.idle_since = relay.idle_since or now
+        if now - relay.idle_since < settings.idle_pull_timeout_s:
+            return False
+        logger.info("nobody watches %s here; stopping its pull", relay.stream_id)
+        return True
+
+    async def _plan(
+        self,
+        relay: Relay,
+        stream: StreamRecord,
+        alive: dict[NodeId, NodeRecord],
+        settings: Settings,
+    ) -> Upstream | IsOrigin | None:
+        """Where to pull from now; None while nobody can hold the region's secondary origin.
+
+        That happens after a secondary origin dies and before its lease runs
+        out: the claim loses to the dead holder, which cannot be pulled from.
+        """
+        me, group = settings.node_id, settings.node_group
+        tree = await self._registry.relay_tree(relay.stream_id)
+        pulls = tree.pulls if tree is not None else ()
+        regional = next(
+            (o for o in (tree.regional_origins if tree else ()) if o.node_group == group), None
+        )
+        snapshot = Snapshot(stream, regional, pulls, alive)
+        decision = plan(me, group, snapshot, settings.max_downstreams)
+        if isinstance(decision, ClaimSecondary):
+            claim = await self._registry.claim_regional_origin(
+                relay.stream_id, group, me, settings.node_dead_timeout_s
+            )
+            if claim.won:
+                relay.secondary = claim.holder
+                logger.info(
+                    "claimed the secondary origin of %s in %s (epoch %d); pulling from %s",
+                    relay.stream_id,
+                    group,
+                    claim.holder.epoch,
+                    stream.origin_node,
+                )
+            decision = plan(
+                me, group, replace(snapshot, regional_origin=claim.holder), settings.max_downstreams
+            )
+            if isinstance(decision, ClaimSecondary):
+                logger.info(
+                    "the secondary origin of %s in %s is still leased to %s, which is gone; "
+                    "waiting for the lease to run out",
+                    relay.stream_id,
+                    group,
+                    claim.holder.node_id,
+                )
+                return None
+        return decision
+
+    @staticmethod
+    def _keeps(
+        current: NodeId, decision: Upstream, alive: dict[NodeId, NodeRecord], settings: Settings
+    ) -> bool:
+        """Stay on a working upstream rather than follow every change of the tree.
+
+        A secondary origin must pull from the main origin; any other node may
+        stay on a live node of its own region.
+        """
+        record = alive.get(current)
+        if record is None:
+            return False
+        if decision.secondary_origin:
+            return current == decision.node
+        return current == decision.node or (
+            record.node_group == settings.node_group and record.state == "serving"
+        )
+
+    async def _pull_from(self, relay: Relay, upstream: NodeRecord) -> bool:
+        """Pull from ``upstream``; False (and logged) when the attempt failed."""
+        settings = self._settings()
+        url = upstream.internal_url + internal_pull_path(relay.app, relay.stream_id)
+        client: WhipClient | None = None
+        try:
+            token = sign_pull_token(settings.cluster_secret, settings.node_id, relay.stream_id)
+            client = WhipClient(url, token)
+            await self._engine.pull(relay.stream_id, client.exchange)
+        except (ClusterError, MediaError, httpx.HTTPError) as error:
+            if client is not None:
+                await client.close()
+            relay.failed_attempts += 1
+            reason = str(error) or type(error).__name__
+            logger.warning("could not pull %s from %s: %s", relay.stream_id, upstream.id, reason)
+            relay.failure = UpstreamFailed(
+                f"could not pull {relay.stream_id} from {upstream.id}: {reason}"
+            )
+            return False
+        previous, relay.client = relay.client, client
+        if previous is not None:
+            await previous.close()
+        relay.upstream = upstream.id
+        relay.failed_attempts = 0
+        relay.failure = None
+        relay.ready.set()
+        logger.info("pulling %s from %s (%s)", relay.stream_id, upstream.id, upstream.node_group)
+        return True
+
+    async def _stop(self, relay: Relay) -> None:
+        """Give everything back: players, the upstream session, the pull edge, the claim."""
+        settings = self._settings()
+        with contextlib.suppress(MediaError):
+            if self._engine.has_stream(relay.stream_id):
+                await self._engine.end_stream(relay.stream_id)
+        if relay.client is not None:
+            await relay.client.close()
+        try:
+            await self._registry.remove_pull(relay.stream_id, settings.node_id)
+            if relay.secondary is not None:
+                await self._registry.release_regional_origin(
+                    relay.stream_id, relay.secondary.node_group, settings.node_id,
+                    relay.secondary.epoch,
+                )  # fmt: skip
+        except RegistryUnavailable as error:
+            logger.warning("could not clear the pull of %s: %s", relay.stream_id, error)

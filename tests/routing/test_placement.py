@@ -1,0 +1,123 @@
+"""Placement: which upstream a node pulls a stream from, decided from one registry snapshot."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime
+
+import pytest
+
+from cluster.routing.placement import ClaimSecondary, IsOrigin, Snapshot, Upstream, plan
+from cluster.types import (
+    AppName,
+    NodeCapacity,
+    NodeGroup,
+    NodeId,
+    NodeLoad,
+    NodeRecord,
+    PullEdge,
+    RegionalOrigin,
+    StreamId,
+    StreamRecord,
+)
+
+NOW = datetime(2026, 11, 21, tzinfo=UTC)
+S = StreamId("s1")
+
+
+def node(name: str) -> NodeRecord:
+    group = name.split("-")[0]
+    return NodeRecord(
+        id=NodeId(name), node_group=NodeGroup(group), public_url=f"http://{name}",
+        internal_url=f"http://{name}", state="serving", capacity=NodeCapacity(2, 1000, 10**6),
+        load=NodeLoad(), heartbeat_at=NOW, registered_at=NOW,
+    )  # fmt: skip
+
+
+def snapshot(
+    alive: list[str],
+    pulls: list[tuple[str, str]] = (),  # type: ignore[assignment]
+    secondary: str | None = None,
+    origin: str = "eu-1",
+) -> Snapshot:
+    stream = StreamRecord(
+        id=S, app=AppName("LiveApp"), origin_node=NodeId(origin),
+        origin_group=NodeGroup(origin.split("-")[0]), state="live", codecs=(), lease_expires_at=NOW,
+    )  # fmt: skip
+    regional = (
+        RegionalOrigin(S, NodeGroup(secondary.split("-")[0]), NodeId(secondary), 1, NOW)
+        if secondary
+        else None
+    )
+    edges = tuple(PullEdge(S, NodeId(down), NodeId(up), NOW) for down, up in pulls)
+    return Snapshot(stream, regional, edges, {NodeId(n): node(n) for n in alive})
+
+
+def decide(me: str, snap: Snapshot, max_downstreams: int = 8) -> object:
+    return plan(NodeId(me), NodeGroup(me.split("-")[0]), snap, max_downstreams)
+
+
+ALL = ["eu-1", "eu-2", "eu-3", "us-1", "us-2", "us-3", "ap-1"]
+
+
+@pytest.mark.parametrize(
+    ("me", "snap", "expected"),
+    [
+        pytest.param("eu-1", snapshot(ALL), IsOrigin(), id="the main origin serves its publisher"),
+        pytest.param(
+            "eu-2", snapshot(ALL), Upstream(NodeId("eu-1")),
+            id="an edge in the origin's region pulls from the origin",
+        ),
+        pytest.param(
+            "us-1", snapshot(ALL), ClaimSecondary(),
+            id="first node of another region claims the secondary origin",
+        ),
+        pytest.param(
+            "us-1", snapshot(ALL, secondary="us-1"), Upstream(NodeId("eu-1"), True),
+            id="the secondary origin pulls from the main origin",
+        ),
+        pytest.param(
+            "us-2", snapshot(ALL, [("us-1", "eu-1")], secondary="us-1"), Upstream(NodeId("us-1")),
+            id="second edge in region pulls from secondary",
+        ),
+        pytest.param(
+            "us-2", snapshot([n for n in ALL if n != "us-1"], [("us-1", "eu-1")], secondary="us-1"),
+            ClaimSecondary(), id="a dead secondary origin is claimed again",
+        ),
+    ],
+)  # fmt: skip
+def test_plan(me: str, snap: Snapshot, expected: object) -> None:
+    assert decide(me, snap) == expected
+
+
+def test_full_upstream_sends_the_pull_to_the_shallowest_carrier_with_room() -> None:
+    pulls = [("eu-2", "eu-1")]
+    assert decide("eu-3", snapshot(ALL, pulls), max_downstreams=1) == Upstream(NodeId("eu-2"))
+    deeper = [("eu-2", "eu-1"), ("eu-3", "eu-2")]
+    assert decide("eu-4", snapshot([*ALL, "eu-4"], deeper), max_downstreams=1) == Upstream(
+        NodeId("eu-3")
+    )
+
+
+def test_tree_below_a_secondary_origin_stays_in_its_region() -> None:
+    pulls = [("us-1", "eu-1"), ("eu-2", "eu-1"), ("us-2", "us-1")]
+    snap = snapshot(ALL, pulls, secondary="us-1")
+    assert decide("us-3", snap, max_downstreams=1) == Upstream(NodeId("us-2"))
+
+
+def test_when_no_carrier_has_room_the_root_takes_the_pull() -> None:
+    snap = snapshot(["eu-1", "eu-2", "eu-4"], [("eu-2", "eu-1")])
+    draining = replace(snap.alive[NodeId("eu-2")], state="draining")  # leaving: takes no pulls
+    snap = replace(snap, alive={**snap.alive, NodeId("eu-2"): draining})
+    assert decide("eu-4", snap, max_downstreams=1) == Upstream(NodeId("eu-1"))
+
+
+def test_a_node_never_plans_below_itself() -> None:
+    pulls = [("eu-2", "eu-1"), ("eu-3", "eu-2")]
+    assert decide("eu-2", snapshot(ALL, pulls), max_downstreams=1) == Upstream(NodeId("eu-1"))
+
+
+def test_pulls_of_dead_nodes_do_not_fill_their_upstream() -> None:
+    pulls = [("eu-2", "eu-1")]
+    snap = snapshot(["eu-1", "eu-3"], pulls)  # eu-2 died without removing its pull
+    assert decide("eu-3", snap, max_downstreams=1) == Upstream(NodeId("eu-1"))

@@ -1,0 +1,141 @@
+"""Real node processes for integration tests: each its own config file, port and log.
+
+A node is started as ``python -m cluster node --config <file>`` on 127.0.0.1 and
+stopped by its PID: SIGTERM and a bounded wait, SIGKILL after that. Every wait
+here is bounded.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.support import REPO
+from tests.support.postgres import free_port
+
+ADMIN_TOKEN = "test-admin-token"
+CLUSTER_SECRET = "test-cluster-secret-0123456789abcdef"
+
+
+class NodeProcess:
+    """One ``tierstream node`` process and the files it owns."""
+
+    def __init__(self, workdir: Path, name: str, group: str, registry_url: str, **extra: str):
+        self.name = name
+        self.port = free_port()
+        self.dir = workdir / name
+        (self.dir / "conf").mkdir(parents=True, exist_ok=True)
+        self.config = self.dir / "conf" / "red5.properties"
+        self.log = self.dir / "node.log"
+        lines = {
+            "nodeGroup": group,
+            "server.name": name,
+            "http.host": "127.0.0.1",
+            "http.port": str(self.port),
+            "server.adminToken": ADMIN_TOKEN,
+            "server.allowed_dashboard_CIDR": "127.0.0.0/8",
+            "clusterdb.url": registry_url,
+            "cluster.secret": CLUSTER_SECRET,
+            "webrtc.candidateAddresses": "127.0.0.1",
+            "webrtc.iceServers": "",
+            "cluster.heartbeatIntervalMs": "500",
+            "cluster.nodeDeadTimeoutMs": "2000",
+            **extra,
+        }
+        text = f"# node {name} for a test\n" + "".join(f"{k}={v}\n" for k, v in lines.items())
+        self.config.write_text(text, encoding="utf-8")
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout_s: float = 20.0) -> NodeProcess:
+        self.launch()
+        return self.wait_healthy(timeout_s)
+
+    def launch(self) -> None:
+        """Start the process without waiting for it (``start_all`` starts many at once)."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TIERSTREAM_")}
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "cluster", "node", "--config", str(self.config)],
+                cwd=REPO,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    def wait_healthy(self, timeout_s: float = 20.0) -> NodeProcess:
+        assert self.process is not None, "launch() first"
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"node {self.name} exited at start:\n{self.log_text()}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1.0).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        self.kill()
+        raise TimeoutError(f"node {self.name} not healthy in {timeout_s} s:\n{self.log_text()}")
+
+    def stop(self, timeout_s: float = 10.0) -> int:
+        """SIGTERM by PID, wait; SIGKILL if it has not exited in time. Returns the exit code."""
+        if self.process is None:
+            return 0
+        process, self.process = self.process, None
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                return process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
+                raise TimeoutError(
+                    f"node {self.name} ignored SIGTERM:\n{self.log_text()}"
+                ) from None
+        return process.returncode
+
+    def kill(self) -> None:
+        """SIGKILL by PID: a crash, as far as the cluster can tell."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(5)
+            self.process = None
+
+    def patch_config(self, **changes: str) -> None:
+        """Change keys of the node's properties file (before it starts)."""
+        lines = [
+            line
+            for line in self.config.read_text(encoding="utf-8").splitlines()
+            if line.split("=", 1)[0] not in changes
+        ]
+        lines += [f"{key}={value}" for key, value in changes.items()]
+        self.config.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    def log_text(self) -> str:
+        return self.log.read_text(encoding="utf-8", errors="replace") if self.log.exists() else ""
+
+    def get(self, path: str) -> httpx.Response:
+        return httpx.get(self.url + path, timeout=5.0)
+
+    def post(self, path: str, body: Any = None, token: str | None = ADMIN_TOKEN) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.post(self.url + path, json=body, headers=headers, timeout=5.0)
+
+
+def start_all(nodes: list[NodeProcess], timeout_s: float = 30.0) -> None:
+    """Launch every node, then wait for each: start-up costs overlap."""
+    for node in nodes:
+        node.launch()
+    for node in nodes:
+        node.wait_healthy(timeout_s)

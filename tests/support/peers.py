@@ -1,0 +1,79 @@
+"""Real aiortc publishers and players for node-process tests, behind real WHIP/WHEP clients.
+
+``Peers`` opens them and closes everything it opened, in reverse order. A
+publisher keeps every encoded video frame it sent, so players' frames can be
+compared byte for byte.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from cluster.streams.whip_client import WhipClient
+from media.contrib.client import Publisher, TrackReport, Viewer
+from media.contrib.synthetic import SyntheticAudioTrack, SyntheticVideoTrack, VideoSettings
+
+WAIT = 10.0
+
+
+@dataclass
+class Published:
+    publisher: Publisher
+    client: WhipClient
+    sent: list[bytes] = field(default_factory=list)
+
+
+@dataclass
+class Playing:
+    viewer: Viewer
+    client: WhipClient
+
+    async def frames(self, count: int, kind: str = "video", timeout_s: float = WAIT) -> TrackReport:
+        async with asyncio.timeout(timeout_s):
+            return await self.viewer.wait_for_frames(kind, count)
+
+    @property
+    def received(self) -> int:
+        return self.viewer.tracks.get("video", TrackReport()).frames
+
+
+class Peers:
+    def __init__(self) -> None:
+        self._opened: list[Any] = []
+
+    async def publish(
+        self, url: str, mime_type: str = "video/VP8", keyframe_interval_s: float = 1.0
+    ) -> Published:
+        sent: list[bytes] = []
+        video = SyntheticVideoTrack(
+            VideoSettings(mime_type=mime_type, keyframe_interval_s=keyframe_interval_s),
+            on_frame=sent.append,
+        )
+        publisher = Publisher([video, SyntheticAudioTrack()])
+        client = WhipClient(url)
+        self._opened += [publisher, client]
+        await publisher.start(client.exchange)
+        return Published(publisher, client, sent)
+
+    async def play(self, url: str, keep_frames: bool = False) -> Playing:
+        viewer = Viewer(keep_frames=keep_frames)
+        client = WhipClient(url)
+        self._opened += [viewer, client]
+        await viewer.play(client.exchange)
+        return Playing(viewer, client)
+
+    async def close(self) -> None:
+        for item in reversed(self._opened):
+            await item.close()
+
+
+@pytest.fixture
+async def peers() -> AsyncIterator[Peers]:
+    opened = Peers()
+    yield opened
+    await opened.close()

@@ -70,10 +70,10 @@ async def _first_frame_ms(peers: Peers, url: str) -> float:
     started = time.monotonic()
     playing = await peers.play(url)
     await playing.frames(1, timeout_s=15)
-    first = playing.viewer.tracks["video"].first_frame_at
+    first = playing.player.tracks["video"].first_frame_at
     assert first is not None
     await playing.client.close()
-    await playing.viewer.close()
+    await playing.player.close()
     return (first - started) * 1000
 
 
@@ -129,11 +129,11 @@ async def _measure(
     hops[2] = await peers.play(whep("us-2"))
     for playing in hops.values():
         await playing.frames(30)
-    marks = {hop: len(p.viewer.tracks["video"].latencies) for hop, p in hops.items()}
+    marks = {hop: len(p.player.tracks["video"].latencies) for hop, p in hops.items()}
     print(f"  measuring latency for {seconds:.0f} s", file=sys.stderr)
     await asyncio.sleep(seconds)
     latency = {
-        hop: [v * 1000 for v in p.viewer.tracks["video"].latencies[marks[hop] :]]
+        hop: [v * 1000 for v in p.player.tracks["video"].latencies[marks[hop] :]]
         for hop, p in hops.items()
     }
 

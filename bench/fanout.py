@@ -1,21 +1,21 @@
-"""Edge fan-out benchmark: viewers per core, tierstream's passthrough vs aiortc's MediaRelay.
+"""Edge fan-out benchmark: players per core, tierstream's passthrough vs aiortc's MediaRelay.
 
     python bench/fanout.py            # full run (a few minutes at most)
     python bench/fanout.py --quick    # short run
 
 One synthetic publisher (VP8, 640x360, 30 fps, ~1 Mbit/s, Opus) sends to a relay
-process pinned to one core. Viewers run in this (load) process, pinned to the
+process pinned to one core. Players run in this (load) process, pinned to the
 other cores when there are any; they do not decode, reassemble or even decrypt:
 they count RTP packets and frames (marker bits, in the clear RTP header), and
 decrypt only the first packet of each frame until their first keyframe.
-The number of viewers steps up until the slowest viewer falls below 28 fps, or
+The number of players steps up until the slowest player falls below 28 fps, or
 the fastest goes above 31 (a 30 fps source cannot be received faster: that is a
-saturated relay flushing a backlog after a stall), or the viewers' own process
+saturated relay flushing a backlog after a stall), or the players' own process
 saturates, or the time budget ends (at most about four minutes per relay). The
 same run measures aiortc's own ``MediaRelay``, which decodes once and encodes per
-viewer, as the baseline.
+player, as the baseline.
 
-Printed per relay: viewers per core (the most viewers served at >= 28 fps, and
+Printed per relay: players per core (the most players served at >= 28 fps, and
 the CPU-normalised estimate), CPU microseconds per forwarded packet, join ->
 first keyframe p50/p95, and the ratio to the baseline. ``--profile FILE`` writes
 a cProfile of the relay process. Everything started here is stopped by handle.
@@ -55,7 +55,7 @@ from media.engine import MediaEngine
 LOOPBACK = ("127.0.0.1",)
 MIN_FPS = 28.0
 MAX_FPS = 31.0
-LOAD_LIMIT = 0.9  # beyond this the viewers, not the relay, would be measured
+LOAD_LIMIT = 0.9  # beyond this the players, not the relay, would be measured
 RELAY_CORE = 0
 
 
@@ -67,7 +67,7 @@ class QuietListener:
     def stream_ended(self, stream_id: str) -> None: ...
     def upstream_lost(self, stream_id: str) -> None: ...
     def session_ended(self, session_id: str) -> None: ...
-    def viewers_changed(self, stream_id: str, viewers: int) -> None: ...
+    def players_changed(self, stream_id: str, players: int) -> None: ...
 
 
 class TierstreamRelay:
@@ -87,7 +87,7 @@ class TierstreamRelay:
 
 
 class MediaRelayBaseline:
-    """The baseline: aiortc's MediaRelay (decode once, encode per viewer)."""
+    """The baseline: aiortc's MediaRelay (decode once, encode per player)."""
 
     def __init__(self) -> None:
         self.relay = MediaRelay()
@@ -114,7 +114,7 @@ class MediaRelayBaseline:
             await pc.close()
 
 
-async def serve_relay(mode: str, port_out: Any) -> None:
+async def serve_downstream(mode: str, port_out: Any) -> None:
     relay: TierstreamRelay | MediaRelayBaseline = (
         TierstreamRelay() if mode == "tierstream" else MediaRelayBaseline()
     )
@@ -152,11 +152,11 @@ def relay_process(mode: str, port_out: Any, profile: str | None) -> None:
     if profile:
         profiler = cProfile.Profile()
         profiler.enable()
-        asyncio.run(serve_relay(mode, port_out))
+        asyncio.run(serve_downstream(mode, port_out))
         profiler.disable()
         profiler.dump_stats(profile)
     else:
-        asyncio.run(serve_relay(mode, port_out))
+        asyncio.run(serve_downstream(mode, port_out))
 
 
 class RelayClient:
@@ -183,7 +183,7 @@ class RelayClient:
 
 @dataclass
 class CountingViewer:
-    """A viewer that counts RTP packets and frames, and notes when its first keyframe came."""
+    """A player that counts RTP packets and frames, and notes when its first keyframe came."""
 
     joined_at: float = field(default_factory=time.monotonic)
     packets: int = 0
@@ -235,7 +235,7 @@ class CountingViewer:
 
 @dataclass(frozen=True)
 class Step:
-    viewers: int
+    players: int
     min_fps: float
     max_fps: float
     relay_cpu: float  # fraction of one core
@@ -262,7 +262,7 @@ class Result:
     @property
     def per_core_estimate(self) -> float:
         best = self.sustained
-        return best.viewers / max(best.relay_cpu, 1e-9) if best else 0.0
+        return best.players / max(best.relay_cpu, 1e-9) if best else 0.0
 
 
 def load_cpu() -> float:
@@ -278,7 +278,7 @@ async def run_relay(
     receive_port, send_port = ctx.Pipe(duplex=False)
     process = ctx.Process(target=relay_process, args=(mode, send_port, profile), daemon=True)
     process.start()
-    viewers: list[CountingViewer] = []
+    players: list[CountingViewer] = []
     publisher: Publisher | None = None
     client: RelayClient | None = None
     started = time.monotonic()
@@ -301,36 +301,36 @@ async def run_relay(
             if time.monotonic() - started > budget:
                 result.stopped_by = "time budget"
                 break
-            while len(viewers) < target:
-                batch = [CountingViewer() for _ in range(min(10, target - len(viewers)))]
-                viewers += batch
+            while len(players) < target:
+                batch = [CountingViewer() for _ in range(min(10, target - len(players)))]
+                players += batch
                 await asyncio.wait_for(asyncio.gather(*(v.play(play) for v in batch)), 60)
-            await settle(viewers)
-            step = await measure(relay, viewers, window)
+            await settle(players)
+            step = await measure(relay, players, window)
             result.steps.append(step)
             print(
-                f"  {mode:10} {step.viewers:4d} viewers"
+                f"  {mode:10} {step.players:4d} players"
                 f"  fps {step.min_fps:5.1f}-{step.max_fps:<5.1f}"
                 f" relay {step.relay_cpu * 100:5.1f}% cpu  load {step.load_cpu * 100:5.1f}% cpu  "
                 f"{step.us_per_packet:6.1f} us/packet",
                 flush=True,
             )
             if step.min_fps < MIN_FPS:
-                result.stopped_by = f"a viewer fell below {MIN_FPS:.0f} fps"
+                result.stopped_by = f"a player fell below {MIN_FPS:.0f} fps"
                 break
             if step.max_fps > MAX_FPS:
-                result.stopped_by = f"a viewer caught up above {MAX_FPS:.0f} fps (saturated)"
+                result.stopped_by = f"a player caught up above {MAX_FPS:.0f} fps (saturated)"
                 break
             if step.load_cpu > LOAD_LIMIT:
-                result.stopped_by = "viewer process saturated (a lower bound)"
+                result.stopped_by = "player process saturated (a lower bound)"
                 break
         result.joins = [
-            v.first_keyframe_at - v.joined_at for v in viewers if v.first_keyframe_at is not None
+            v.first_keyframe_at - v.joined_at for v in players if v.first_keyframe_at is not None
         ]
         await relay.call("quit")
     finally:
-        for viewer in viewers:
-            await viewer.close()
+        for player in players:
+            await player.close()
         if publisher is not None:
             await publisher.close()
         if client is not None:
@@ -342,35 +342,35 @@ async def run_relay(
     return result
 
 
-async def settle(viewers: list[CountingViewer], limit: float = 20.0) -> None:
-    """Wait until every viewer is receiving (has its first keyframe), then a second more.
+async def settle(players: list[CountingViewer], limit: float = 20.0) -> None:
+    """Wait until every player is receiving (has its first keyframe), then a second more.
 
     Joins end when signalling does; ICE and DTLS take longer on a busy relay, and a
-    viewer still handshaking would read as a slow one. A viewer that is not
+    player still handshaking would read as a slow one. A player that is not
     receiving after ``limit`` seconds is measured as it is.
     """
     for _ in range(round(limit / 0.1)):
-        if all(v.first_keyframe_at is not None for v in viewers):
+        if all(v.first_keyframe_at is not None for v in players):
             break
         await asyncio.sleep(0.1)
     await asyncio.sleep(1.0)
 
 
-async def measure(relay: RelayClient, viewers: list[CountingViewer], window: float) -> Step:
-    frames = [v.frames for v in viewers]
-    packets = sum(v.packets for v in viewers)
+async def measure(relay: RelayClient, players: list[CountingViewer], window: float) -> Step:
+    frames = [v.frames for v in players]
+    packets = sum(v.packets for v in players)
     cpu, own, at = (await relay.call("cpu"))["cpu"], load_cpu(), time.monotonic()
     await asyncio.sleep(window)
     cpu_end, own_end, end = (await relay.call("cpu"))["cpu"], load_cpu(), time.monotonic()
     elapsed = end - at
-    fps = [(v.frames - f) / elapsed for v, f in zip(viewers, frames, strict=True)]
+    fps = [(v.frames - f) / elapsed for v, f in zip(players, frames, strict=True)]
     return Step(
-        viewers=len(viewers),
+        players=len(players),
         min_fps=min(fps),
         max_fps=max(fps),
         relay_cpu=(cpu_end - cpu) / elapsed,
         load_cpu=(own_end - own) / elapsed,
-        packets_per_s=(sum(v.packets for v in viewers) - packets) / elapsed,
+        packets_per_s=(sum(v.packets for v in players) - packets) / elapsed,
     )
 
 
@@ -385,14 +385,14 @@ def table(results: list[Result]) -> str:
     baseline = next((r for r in results if r.mode == "mediarelay"), None)
     base = baseline.per_core_estimate if baseline else 0.0
     rows = [
-        "relay       viewers@28-31fps viewers/core(est)  us/packet  join->keyframe p50/p95 ms"
+        "relay       players@28-31fps players/core(est)  us/packet  join->keyframe p50/p95 ms"
         " (first 10)  vs baseline  stopped by",
     ]
     for r in results:
         best = r.sustained
         ratio = r.per_core_estimate / base if base else float("nan")
         rows.append(
-            f"{r.mode:11} {best.viewers if best else 0:15d}  {r.per_core_estimate:17.0f}"
+            f"{r.mode:11} {best.players if best else 0:15d}  {r.per_core_estimate:17.0f}"
             f"  {best.us_per_packet if best else float('nan'):9.1f}"
             f"  {percentile(r.joins, 0.5) * 1000:10.0f} / {percentile(r.joins, 0.95) * 1000:5.0f}"
             f" ({percentile(r.joins[:10], 0.5) * 1000:4.0f} / "

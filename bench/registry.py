@@ -62,7 +62,7 @@ def _nodes(count: int) -> list[NodeInfo]:
             node_group=GROUPS[i % len(GROUPS)],
             public_url=f"http://127.0.0.1:{20000 + i}",
             internal_url=f"http://127.0.0.1:{20000 + i}",
-            capacity=NodeCapacity(cores=8, max_viewers=2000, max_bitrate_kbps=1_000_000),
+            capacity=NodeCapacity(cores=8, max_players=2000, max_bitrate_kbps=1_000_000),
         )
         for i in range(count)
     ]
@@ -88,7 +88,7 @@ async def _measure(url: str, count: int, settings: Settings) -> Figures:
     try:
         await _bounded(settings.concurrency, [registry.register(n) for n in nodes])
 
-        load = NodeLoad(cpu=0.3, viewers=40, pulls=1, bitrate_out_kbps=80_000)
+        load = NodeLoad(cpu=0.3, players=40, pulls=1, bitrate_out_kbps=80_000)
         started = time.perf_counter()
         for _ in range(settings.rounds):
             await _bounded(
@@ -103,7 +103,7 @@ async def _measure(url: str, count: int, settings: Settings) -> Figures:
             await _bounded(
                 settings.concurrency,
                 [
-                    registry.claim_regional_origin(stream, n.node_group, n.id, LEASE_S)
+                    registry.claim_secondary_origin(stream, n.node_group, n.id, LEASE_S)
                     for n in nodes
                 ],
             )

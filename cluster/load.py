@@ -15,7 +15,7 @@ import psutil
 from cluster.types import NodeLoad
 
 MediaCounters = Callable[[], NodeLoad]
-"""Gives the media counters (viewers, publishers, pulls, bitrates); CPU and memory are ignored."""
+"""Gives the media counters (players, publishers, pulls, bitrates); CPU and memory are ignored."""
 
 
 def usable_cores() -> int:
@@ -42,7 +42,7 @@ class LoadSampler:
         self.last = NodeLoad(
             cpu=round(min(cpu, 1.0), 4),
             memory=round(memory, 4),
-            viewers=counters.viewers,
+            players=counters.players,
             publishers=counters.publishers,
             pulls=counters.pulls,
             bitrate_in_kbps=counters.bitrate_in_kbps,

@@ -79,7 +79,7 @@ class Node:
             internal_url=s.internal_url,
             capacity=NodeCapacity(
                 cores=usable_cores(),
-                max_viewers=s.max_viewers,
+                max_players=s.max_players,
                 max_bitrate_kbps=s.max_bitrate_kbps,
             ),
         )
@@ -118,7 +118,7 @@ class Node:
                 self._settings.node_group,
             )
             self.heartbeat.beat_now()
-            self.streams.relays.wake_all()
+            self.streams.pulls.wake_all()
         return self._settings
 
     async def drain(self) -> None:

@@ -57,7 +57,7 @@ class Settings:
     cpu_limit: int
     allowed_dashboard_cidr: tuple[IpNetwork, ...]
     admin_token: str
-    max_viewers: int
+    max_players: int
     max_bitrate_kbps: int
     data_dir: Path
     registry_url: str
@@ -269,7 +269,7 @@ KEYS: tuple[Key, ...] = (
     ),
     Key(
         "server.maxViewers",
-        "max_viewers",
+        "max_players",
         _integer(1, 1_000_000),
         "1000",
         "Players this node serves at most.",

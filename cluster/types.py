@@ -32,7 +32,7 @@ class NodeCapacity:
     """What a node may take on; the selector normalises load by it."""
 
     cores: int
-    max_viewers: int
+    max_players: int
     max_bitrate_kbps: int
 
 
@@ -42,7 +42,7 @@ class NodeLoad:
 
     cpu: float = 0.0
     memory: float = 0.0
-    viewers: int = 0
+    players: int = 0
     publishers: int = 0
     pulls: int = 0
     bitrate_in_kbps: int = 0
@@ -86,12 +86,12 @@ class StreamRecord:
     state: StreamState
     codecs: tuple[str, ...]
     lease_expires_at: datetime
-    origin_viewers: int = 0
+    origin_players: int = 0
     """Players on the main origin itself, as it last reported."""
 
 
 @dataclass(frozen=True, slots=True)
-class RegionalOrigin:
+class SecondaryOrigin:
     """Who holds a region's secondary origin for a stream, and under which epoch.
 
     The epoch grows by one each time the role changes hands; a holder that
@@ -110,7 +110,7 @@ class ClaimResult:
     """The outcome of a secondary-origin claim: ``won`` tells whether ``holder`` is the caller."""
 
     won: bool
-    holder: RegionalOrigin
+    holder: SecondaryOrigin
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +121,7 @@ class PullEdge:
     downstream: NodeId
     upstream: NodeId
     since: datetime
-    viewers: int = 0
+    players: int = 0
     """Players on ``downstream``, as it last reported."""
 
 
@@ -130,5 +130,5 @@ class RelayTree:
     """A stream's whole relay tree as the registry records it."""
 
     stream: StreamRecord
-    regional_origins: tuple[RegionalOrigin, ...] = field(default=())
+    secondary_origins: tuple[SecondaryOrigin, ...] = field(default=())
     pulls: tuple[PullEdge, ...] = field(default=())

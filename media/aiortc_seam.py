@@ -17,12 +17,12 @@ hook the narrowest places, all of them here, and nowhere else in tierstream:
 - **keyframe request upstream**: ``RTCRtpReceiver._send_rtcp_pli`` (and
   ``__rtx_ssrc`` to tell the media SSRC from the retransmission one).
 - **send**: ``RTCDtlsTransport._send_rtp`` takes a whole RTP packet, protects it
-  with SRTP and sends it on the nominated ICE pair, so each viewer's transport
+  with SRTP and sends it on the nominated ICE pair, so each player's transport
   (ICE, DTLS, SRTP) stays aiortc's own while the RTP stream is ours. Its fast
   path, ``RtpWriter``, does the same without five coroutine hops per packet:
   ``RTCDtlsTransport._state`` and ``_tx_srtp``, and aioice's
   ``Connection._nominated`` pair with its ``StunProtocol`` transport.
-- **viewer feedback**: ``RTCRtpSender._handle_rtcp_packet`` is wrapped per
+- **player feedback**: ``RTCRtpSender._handle_rtcp_packet`` is wrapped per
   instance to take PLI/FIR and NACK; receiver reports still reach aiortc.
 - **sender reports**: ``RTCRtpSender.__ntp_timestamp``, ``__rtp_timestamp``,
   ``__packet_count`` and ``__octet_count``, kept up to date so that aiortc's own
@@ -31,7 +31,7 @@ hook the narrowest places, all of them here, and nowhere else in tierstream:
   and ``H264Encoder._packetize``, pure functions, run once per frame per stream.
 - **ICE**: ``RTCIceGatherer._connection``, the aioice ``Connection`` behind a
   transport, so ``media.ice`` can name the host candidate addresses.
-- **counting receive** (benchmark viewers only): aioice's
+- **counting receive** (benchmark players only): aioice's
   ``Connection.data_received`` gets every non-STUN datagram; ``count_rtp`` takes
   the SRTP ones before DTLS does, and decrypts with ``RTCDtlsTransport._rx_srtp``.
 
@@ -234,11 +234,11 @@ class RtpWriter:
     def write(self, packet: bytes) -> None:
         pair = self._nominated.get(1)
         if self._dtls._state is not State.CONNECTED or pair is None:
-            raise ConnectionError("viewer transport is not connected")
+            raise ConnectionError("player transport is not connected")
         try:
             protected = self._srtp.protect(packet)
         except pylibsrtp.Error as exc:
-            raise ConnectionError(f"SRTP cannot protect for this viewer: {exc}") from exc
+            raise ConnectionError(f"SRTP cannot protect for this player: {exc}") from exc
         pair.protocol.transport.sendto(protected, pair.remote_addr)
 
 
@@ -305,11 +305,11 @@ def count_rtp(
 ) -> Callable[[bytes], bytes]:
     """Hand every SRTP packet of ``pc`` to ``on_packet`` as it leaves the socket.
 
-    For benchmark viewers that must cost as little as possible: SRTP leaves the
+    For benchmark players that must cost as little as possible: SRTP leaves the
     RTP header in clear (sequence number, timestamp, marker), so counting needs
     no decryption, no DTLS layer, no queue. DTLS, STUN and RTCP still take
     aiortc's path, and with ``consume=False`` the RTP does too (a test that reads
-    the headers a viewer receives while it also receives the frames). The
+    the headers a player receives while it also receives the frames). The
     returned function decrypts a packet when a payload must be read (once DTLS
     is up).
     """

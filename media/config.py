@@ -12,7 +12,7 @@ class MediaConfig:
     ``candidate_addresses`` are the only host ICE candidates the node advertises
     (the public IP behind a 1:1 NAT, or 127.0.0.1 in tests); ``ice_servers`` are
     STUN/TURN URLs, none by default so that nothing leaves the configured
-    addresses. Queue limits count encoded frames per viewer and per track. A
+    addresses. Queue limits count encoded frames per player and per track. A
     session that has not connected ``connect_timeout_s`` after its offer or
     answer (a WHIP client that never trickled its candidates, a player that
     vanished) ends, so that it cannot hold a stream id. A pull that hears nothing
@@ -25,7 +25,7 @@ class MediaConfig:
 
     candidate_addresses: tuple[str, ...]
     ice_servers: tuple[str, ...] = ()
-    viewer_queue_limit: int = 120
+    play_queue_limit: int = 120
     keyframe_request_interval_s: float = 0.25
     connect_timeout_s: float = 30.0
     upstream_silence_s: float = 2.0
@@ -33,8 +33,8 @@ class MediaConfig:
     def __post_init__(self) -> None:
         if not self.candidate_addresses:
             raise ValueError("candidate_addresses: name at least one address to advertise")
-        if self.viewer_queue_limit < 2:
-            raise ValueError(f"viewer_queue_limit: {self.viewer_queue_limit} is below 2")
+        if self.play_queue_limit < 2:
+            raise ValueError(f"play_queue_limit: {self.play_queue_limit} is below 2")
         if self.connect_timeout_s <= 0:
             raise ValueError(f"connect_timeout_s: {self.connect_timeout_s} is not positive")
         if self.upstream_silence_s <= 0:

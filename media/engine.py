@@ -5,7 +5,7 @@
     engine = MediaEngine(MediaConfig(candidate_addresses=("203.0.113.7",)), listener)
     answer = await engine.publish("s1", offer_sdp)          # WHIP
     answer = await engine.play("s1", offer_sdp)             # WHEP (client offer)
-    answer = await engine.play("s1", offer_sdp, relay=True) # a downstream node pulling
+    answer = await engine.play("s1", offer_sdp, downstream=True) # a downstream node pulling
     offer = await engine.offer_play("s1")                   # Ant Media WebSocket play
     await engine.accept_answer(offer.session_id, answer_sdp)
     session_id = await engine.pull("s1", exchange)          # from an upstream node
@@ -15,16 +15,16 @@
     await engine.close()
 
 Publishing and pulling are the same thing to the engine: an ingest session that
-feeds a stream's ``Source``. Viewers (players and relays) read from the source.
+feeds a stream's ``Source``. Players and downstreams read from the source.
 Every session is owned here and closed here; the ``StreamListener`` hears about
-streams starting and ending, sessions ending and viewer counts changing. Errors
+streams starting and ending, sessions ending and player counts changing. Errors
 are the named ones of ``media.errors``; nothing here knows about HTTP or the
 cluster.
 
 Failover: a stream outlives its pull. When a pull fails, is closed by its
-upstream or goes silent, the stream is *held*: its source and viewers stay,
+upstream or goes silent, the stream is *held*: its source and players stay,
 the listener hears ``upstream_lost``, and the next ``pull`` of that stream
-feeds the same source, so viewers continue without renegotiating (their
+feeds the same source, so players continue without renegotiating (their
 forwarders re-base RTP timestamps on the new upstream's epoch, and start again
 at its first keyframe). A publisher leaving still ends its stream.
 """
@@ -49,7 +49,7 @@ from media.errors import (
     UnknownStream,
 )
 from media.meter import Meter
-from media.sessions import IngestSession, Role, Session, ViewerRole, ViewerSession
+from media.sessions import IngestSession, PlayRole, PlaySession, Role, Session
 from media.source import Source
 from media.types import Exchange, MediaStats, SessionDescription, StreamListener
 
@@ -63,19 +63,19 @@ class _Stream:
     """One stream on this node: its source, who feeds it and who watches it.
 
     ``upstream`` is None while the stream is held (its pull was lost);
-    ``viewers`` holds players and relays alike, told apart by their role.
+    ``players`` holds players and downstreams alike, told apart by their role.
     """
 
     source: Source
     upstream: IngestSession | None = None
-    viewers: dict[str, ViewerSession] = field(default_factory=dict)
+    players: dict[str, PlaySession] = field(default_factory=dict)
 
     def count(self, role: Role) -> int:
-        return sum(1 for viewer in self.viewers.values() if viewer.role == role)
+        return sum(1 for player in self.players.values() if player.role == role)
 
 
 class MediaEngine:
-    """Ingests WebRTC streams and relays their encoded media to WebRTC viewers."""
+    """Ingests WebRTC streams and relays their encoded media to WebRTC players."""
 
     def __init__(self, config: MediaConfig, listener: StreamListener) -> None:
         aiortc_seam.check()
@@ -108,7 +108,7 @@ class MediaEngine:
         A new stream is reserved (``has_stream``) from the start, with no codecs
         until the upstream's answer names them; if the pull fails, the id is
         released. On a held stream (or one with a live pull, which is closed
-        first) the new pull feeds the viewers already there: its codecs must be
+        first) the new pull feeds the players already there: its codecs must be
         the held ones (else ``CodecMismatch``), and if it fails the stream stays
         held.
         """
@@ -147,46 +147,43 @@ class MediaEngine:
             raise
         if held:
             logger.info(
-                "%s pulls again (%s), %d viewers and %d relays continue",
+                "%s pulls again (%s), %d players and %d downstreams continue",
                 stream_id,
                 session.id,
-                stream.count("viewer"),
-                stream.count("relay"),
+                stream.count("player"),
+                stream.count("downstream"),
             )
         else:
             logger.info("pulling %s (%s) as %s", stream_id, _label(tracks), session.id)
         return session.id
 
     async def play(
-        self, stream_id: str, offer_sdp: str, *, relay: bool = False
+        self, stream_id: str, offer_sdp: str, *, downstream: bool = False
     ) -> SessionDescription:
-        """Add a viewer that sent an offer (WHEP); our answer out.
+        """Add a player that sent an offer (WHEP); our answer out.
 
-        ``relay``: the viewer is a downstream node pulling the stream, served the
-        same way but counted in ``relays``, not ``viewers``.
+        ``downstream``: the session is a downstream node pulling the stream, served the
+        same way but counted in ``downstreams``, not ``players``.
         """
         lines = sdp.parse(offer_sdp)
         stream = self._playable(stream_id)
-        role: ViewerRole = "relay" if relay else "viewer"
-        session = self._viewer(stream_id, stream, role, sdp.playable(lines, stream.source.codecs))
+        role: PlayRole = "downstream" if downstream else "player"
+        session = self._player(stream_id, stream, role, sdp.playable(lines, stream.source.codecs))
         answer = await self._negotiate(
             session, session.answer(offer_sdp, _names(stream.source.codecs))
         )
         return SessionDescription(session.id, answer)
 
     async def offer_play(self, stream_id: str) -> SessionDescription:
-        """Add a viewer that expects our offer (Ant Media WebSocket play)."""
+        """Add a player that expects our offer (Ant Media WebSocket play)."""
         stream = self._playable(stream_id)
-        session = self._viewer(stream_id, stream, "viewer", stream.source.codecs)
+        session = self._player(stream_id, stream, "player", stream.source.codecs)
         return SessionDescription(session.id, await self._negotiate(session, session.offer()))
 
     async def accept_answer(self, session_id: str, answer_sdp: str) -> None:
-        """Take a viewer's answer to ``offer_play``'s offer."""
+        """Take a player's answer to ``offer_play``'s offer."""
         session = self._session(session_id)
-        if (
-            not isinstance(session, ViewerSession)
-            or session.pc.signalingState != "have-local-offer"
-        ):
+        if not isinstance(session, PlaySession) or session.pc.signalingState != "have-local-offer":
             raise BadSdp(f"session {session_id} is not waiting for an answer")
         sdp.parse(answer_sdp)
         wanted = _names(self._stream(session.stream_id).source.codecs)
@@ -198,12 +195,12 @@ class MediaEngine:
 
     async def close_session(self, session_id: str) -> None:
         """End one session; ending a stream's ingest session (publisher or pull) ends the
-        stream and its viewers too (only a pull lost by itself leaves the stream held)."""
+        stream and its players too (only a pull lost by itself leaves the stream held)."""
         session = self._session(session_id)
         await self._finish(session)
 
     async def end_stream(self, stream_id: str) -> None:
-        """End a stream here, held or not: its ingest, every viewer and relay."""
+        """End a stream here, held or not: its ingest, every player and downstream."""
         await self._end_stream(self._stream(stream_id), "asked to end it")
 
     def has_stream(self, stream_id: str) -> bool:
@@ -212,28 +209,28 @@ class MediaEngine:
     def stream_codecs(self, stream_id: str) -> tuple[str, ...]:
         return _names(self._stream(stream_id).source.codecs)
 
-    def viewers(self, stream_id: str) -> int:
+    def players(self, stream_id: str) -> int:
         """Players of the stream here (0 if it is not here)."""
         stream = self._streams.get(stream_id)
-        return stream.count("viewer") if stream else 0
+        return stream.count("player") if stream else 0
 
-    def relays(self, stream_id: str) -> int:
+    def downstreams(self, stream_id: str) -> int:
         """Downstream nodes pulling the stream from here (0 if it is not here)."""
         stream = self._streams.get(stream_id)
-        return stream.count("relay") if stream else 0
+        return stream.count("downstream") if stream else 0
 
     def stats(self) -> MediaStats:
         self._meter.sample()
         roles = [s.role for s in self._sessions.values()]
         return MediaStats(
             publishers=roles.count("publisher"),
-            viewers=roles.count("viewer"),
+            players=roles.count("player"),
             pulls=roles.count("pull"),
-            relays=roles.count("relay"),
+            downstreams=roles.count("downstream"),
             bitrate_in_kbps=round(self._meter.kbps_in, 1),
             bitrate_out_kbps=round(self._meter.kbps_out, 1),
-            viewers_per_stream=tuple(
-                (stream_id, stream.count("viewer")) for stream_id, stream in self._streams.items()
+            players_per_stream=tuple(
+                (stream_id, stream.count("player")) for stream_id, stream in self._streams.items()
             ),
         )
 
@@ -259,19 +256,17 @@ class MediaEngine:
     def _source(self, stream_id: str, tracks: tuple[codecs.TrackCodec, ...]) -> Source:
         return Source(stream_id, tracks, self._config.keyframe_request_interval_s, self._meter)
 
-    def _viewer(
+    def _player(
         self,
         stream_id: str,
         stream: _Stream,
-        role: ViewerRole,
+        role: PlayRole,
         tracks: tuple[codecs.TrackCodec, ...],
-    ) -> ViewerSession:
+    ) -> PlaySession:
         self._check_open()
-        session = ViewerSession(
-            _new_id(), stream_id, role, self._config, self._ended, stream.source
-        )
+        session = PlaySession(_new_id(), stream_id, role, self._config, self._ended, stream.source)
         session.send(tracks)
-        stream.viewers[session.id] = session
+        stream.players[session.id] = session
         self._sessions[session.id] = session
         count = stream.count(role)
         logger.info(
@@ -283,8 +278,8 @@ class MediaEngine:
             count,
             role,
         )
-        if role == "viewer":
-            self._listener.viewers_changed(stream_id, count)
+        if role == "player":
+            self._listener.players_changed(stream_id, count)
         return session
 
     async def _negotiate(self, session: Session, step: Awaitable[T]) -> T:
@@ -319,42 +314,42 @@ class MediaEngine:
         elif lost and session.role == "pull" and stream.source.tracks and not self._closed:
             await self._detach(stream)
             logger.info(
-                "lost the upstream of %s (pull %s: %s); holding %d viewers and %d relays",
+                "lost the upstream of %s (pull %s: %s); holding %d players and %d downstreams",
                 session.stream_id,
                 session.id,
                 session.end_reason,
-                stream.count("viewer"),
-                stream.count("relay"),
+                stream.count("player"),
+                stream.count("downstream"),
             )
             self._listener.upstream_lost(session.stream_id)
         else:
             await self._end_stream(stream, f"{session.role} {session.id} gone")
 
     async def _detach(self, stream: _Stream) -> None:
-        """Close a stream's ingest session, keeping the stream, its source and viewers."""
+        """Close a stream's ingest session, keeping the stream, its source and players."""
         upstream, stream.upstream = stream.upstream, None
         if upstream is not None:
             await self._close(upstream)
 
     async def _end_stream(self, stream: _Stream, reason: str) -> None:
-        """Close the stream's viewers, then its ingest; ``stream_ended`` last."""
+        """Close the stream's players, then its ingest; ``stream_ended`` last."""
         stream_id = stream.source.stream_id
         if self._streams.get(stream_id) is not stream:
             return
         del self._streams[stream_id]
         stream.source.close()
-        for viewer in list(stream.viewers.values()):
-            await self._close(viewer)
+        for player in list(stream.players.values()):
+            await self._close(player)
         await self._detach(stream)
         logger.info("stream %s ended (%s)", stream_id, reason)
         self._listener.stream_ended(stream_id)
 
     async def _close(self, session: Session) -> None:
-        """Close one session and report it; a viewer leaves its stream's count."""
+        """Close one session and report it; a player leaves its stream's count."""
         if self._sessions.pop(session.id, None) is None:
             return
         stream = self._streams.get(session.stream_id)
-        if stream is not None and stream.viewers.pop(session.id, None) is not None:
+        if stream is not None and stream.players.pop(session.id, None) is not None:
             count = stream.count(session.role)
             logger.info(
                 "%s %s left %s, %d %ss here",
@@ -364,8 +359,8 @@ class MediaEngine:
                 count,
                 session.role,
             )
-            if session.role == "viewer":
-                self._listener.viewers_changed(session.stream_id, count)
+            if session.role == "player":
+                self._listener.players_changed(session.stream_id, count)
         await session.close()
         self._listener.session_ended(session.id)
 
@@ -376,7 +371,7 @@ class MediaEngine:
         return stream
 
     def _playable(self, stream_id: str) -> _Stream:
-        """A stream viewers can join: known, and its codecs known (a pull has its answer)."""
+        """A stream players can join: known, and its codecs known (a pull has its answer)."""
         stream = self._stream(stream_id)
         if not stream.source.tracks:
             raise UnknownStream(stream_id)
@@ -396,7 +391,7 @@ class MediaEngine:
 def _check_same_codecs(
     held: tuple[codecs.TrackCodec, ...], tracks: tuple[codecs.TrackCodec, ...]
 ) -> None:
-    """A held stream's viewers negotiated its codecs: a new upstream must send exactly those."""
+    """A held stream's players negotiated its codecs: a new upstream must send exactly those."""
     if {c.kind: c for c in held} != {c.kind: c for c in tracks}:
         raise CodecMismatch(_names(held), _names(tracks))
 

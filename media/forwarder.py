@@ -1,27 +1,27 @@
-"""One track of one viewer: frames from an outlet out as that viewer's RTP stream.
+"""One track of one player: frames from an outlet out as that player's RTP stream.
 
-The payloads were built once per stream (``TrackSource.push``); per viewer we
+The payloads were built once per stream (``TrackSource.push``); per player we
 only write a 12-byte header plus the MID extension (SSRC, payload type, sequence
-number, timestamp), SRTP-protect the packet with the viewer's aiortc session and
-hand it to the socket (``aiortc_seam.RtpWriter``). aiortc's own per-viewer
+number, timestamp), SRTP-protect the packet with the player's aiortc session and
+hand it to the socket (``aiortc_seam.RtpWriter``). aiortc's own per-player
 encode/packetise loop never runs. That per-packet work is the part to move into
 native code next: header rewrite, SRTP and ``sendto`` take bytes in and out.
 
 Sending to a UDP socket never waits, so a forwarder normally sends as soon as
 its outlet gets a frame, inside the source's fan-out loop: no task wake-up per
-frame and viewer. Where a viewer's packets can back up is the socket's send
-buffer: past ``CONGESTED`` bytes the viewer drops to the next keyframe, like an
-overflowing outlet. A viewer reached through a TURN relay (whose send path
+frame and player. Where a player's packets can back up is the socket's send
+buffer: past ``CONGESTED`` bytes the player drops to the next keyframe, like an
+overflowing outlet. A player reached through a TURN relay (whose send path
 awaits) gets its own task reading the outlet instead.
 
 aiortc's RTCP stays in charge of the rest: receiver reports reach its sender,
 sender reports count what we forwarded (updated at most every 100 ms), and PLI,
 FIR and NACK come here (keyframe request upstream, retransmission from a short
-per-viewer history of shared payloads).
+per-player history of shared payloads).
 
-Sequence numbers are the viewer's own counter and timestamps are the upstream's
-plus a per-viewer offset, re-based whenever the upstream changes (a new
-``EncodedFrame.epoch``, when a re-pull feeds the stream's source): a viewer sees
+Sequence numbers are the player's own counter and timestamps are the upstream's
+plus a per-player offset, re-based whenever the upstream changes (a new
+``EncodedFrame.epoch``, when a re-pull feeds the stream's source): a player sees
 one continuous RTP stream across publisher reconnects and pull failovers.
 """
 
@@ -44,9 +44,9 @@ from media.source import TrackSource
 logger = logging.getLogger(__name__)
 
 _HEADER = struct.Struct("!BBHII")
-_HISTORY = 256  # packets per viewer track remembered for NACK retransmission (~2 s of video)
+_HISTORY = 256  # packets per player track remembered for NACK retransmission (~2 s of video)
 _COUNTERS_EVERY = 0.1  # seconds between updates of aiortc's sender-report counters
-CONGESTED = 256 * 1024  # bytes waiting in a viewer's socket buffer before it skips ahead
+CONGESTED = 256 * 1024  # bytes waiting in a player's socket buffer before it skips ahead
 
 Spawn = Callable[[Coroutine[Any, Any, None]], None]
 
@@ -62,7 +62,7 @@ def mid_extension(extension_id: int | None, mid: str | None) -> bytes:
 
 
 class Forwarder:
-    """Writes one viewer track; owns the RTP sequence and timestamp spaces it sends."""
+    """Writes one player track; owns the RTP sequence and timestamp spaces it sends."""
 
     def __init__(
         self,
@@ -91,7 +91,7 @@ class Forwarder:
         self._last_sent = 0.0
         self._counted_at = 0.0
         # (sequence number, marker+payload type, timestamp, shared payload): the
-        # payload is the stream's own bytes object, so a viewer's history is small.
+        # payload is the stream's own bytes object, so a player's history is small.
         self._history: list[tuple[int, int, int, bytes] | None] = [None] * _HISTORY
         self.packets = 0
         self.octets = 0
@@ -134,7 +134,7 @@ class Forwarder:
                 self._send_frame(frame)
         except ConnectionError:
             self._closed = True
-            logger.debug("viewer transport closed while forwarding %s", self.track.codec.kind)
+            logger.debug("player transport closed while forwarding %s", self.track.codec.kind)
             return
         self._count_sent()
 
@@ -153,7 +153,7 @@ class Forwarder:
                         await aiortc_seam.send_rtp(self.sender, packet)
                 self._count_sent()
         except ConnectionError:
-            logger.debug("viewer transport closed while forwarding %s", self.track.codec.kind)
+            logger.debug("player transport closed while forwarding %s", self.track.codec.kind)
 
     def _go_async(self) -> None:
         self._direct = False
@@ -167,7 +167,7 @@ class Forwarder:
             write(packet)
 
     def _packets(self, frame: EncodedFrame) -> list[bytes]:
-        """The viewer's RTP packets for one frame, kept for retransmission."""
+        """The player's RTP packets for one frame, kept for retransmission."""
         if frame.epoch != self._epoch:
             self._rebase(frame)
         timestamp = (frame.timestamp + self._offset) & 0xFFFFFFFF
@@ -228,4 +228,4 @@ class Forwarder:
                 else:
                     await aiortc_seam.send_rtp(self.sender, packet)
         except ConnectionError:
-            logger.debug("viewer transport closed before a retransmission")
+            logger.debug("player transport closed before a retransmission")

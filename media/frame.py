@@ -11,8 +11,8 @@ class EncodedFrame:
 
     ``timestamp`` is in the codec's RTP clock, counted from the upstream's first
     frame; ``epoch`` names that upstream (a new publisher or pull gets a new
-    one), so a viewer's sender knows when to re-base its RTP timestamps.
-    ``payloads`` are the RTP payloads, built once for every viewer of the stream.
+    one), so a player's sender knows when to re-base its RTP timestamps.
+    ``payloads`` are the RTP payloads, built once for every player of the stream.
     """
 
     data: bytes

@@ -1,4 +1,4 @@
-"""Coalescing keyframe requests: many viewers' asks become one PLI upstream."""
+"""Coalescing keyframe requests: many players' asks become one PLI upstream."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ logger = logging.getLogger(__name__)
 class KeyframeRequests:
     """Sends at most one keyframe request per ``interval`` seconds, never losing one.
 
-    A viewer joining, a viewer's PLI/FIR and a viewer's queue overflowing all ask
-    for a keyframe; a burst of them (a hundred viewers joining at once) must reach
+    A player joining, a player's PLI/FIR and a player's queue overflowing all ask
+    for a keyframe; a burst of them (a hundred players joining at once) must reach
     the publisher as one request, and a request inside the quiet interval is sent
     when the interval ends rather than dropped.
     """

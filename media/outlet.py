@@ -1,4 +1,4 @@
-"""One viewer's bounded queue of one track's frames."""
+"""One player's bounded queue of one track's frames."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from media.frame import EncodedFrame
 
 
 class Outlet:
-    """Frames on their way to one viewer's track, at most ``limit`` of them.
+    """Frames on their way to one player's track, at most ``limit`` of them.
 
-    A viewer starts at a keyframe. When its queue overflows (it could not keep
-    up), it loses the queue, the source is asked for a keyframe, and the viewer
+    A player starts at a keyframe. When its queue overflows (it could not keep
+    up), it loses the queue, the source is asked for a keyframe, and the player
     resumes at the next one: it sees a short freeze, nobody else sees anything.
 
     Frames are delivered one of two ways: a consumer that sends synchronously

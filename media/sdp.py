@@ -104,9 +104,9 @@ def ingestable(lines: tuple[MediaLine, ...]) -> tuple[TrackCodec, ...]:
 def playable(
     lines: tuple[MediaLine, ...], codecs: tuple[TrackCodec, ...]
 ) -> tuple[TrackCodec, ...]:
-    """The stream's tracks a viewer's offer can receive; ``CodecMismatch`` if it cannot.
+    """The stream's tracks a player's offer can receive; ``CodecMismatch`` if it cannot.
 
-    A viewer may leave out a kind (no audio m-line: video only), but an m-line of
+    A player may leave out a kind (no audio m-line: video only), but an m-line of
     a kind we send must accept exactly the stream's codec: we never transcode.
     """
     chosen = []

@@ -2,8 +2,8 @@
 
 An ``IngestSession`` receives a stream (from a publisher, or pulled from an
 upstream node: the same code) and feeds its encoded frames, never decoded, into
-a ``Source``. A ``ViewerSession`` sends a source's tracks to one viewer (a
-player, or a downstream node's pull: a relay) through ``Forwarder``s. Both
+a ``Source``. A ``PlaySession`` sends a source's tracks to one player (a
+player, or a downstream node pulling from us) through ``Forwarder``s. Both
 report their end (the peer left, ICE or DTLS failed, a pull's upstream went
 silent) once, with the reason, to a callback of the engine, which owns every
 session and closes it.
@@ -30,8 +30,8 @@ from media.source import Source, TrackSource, new_epoch
 
 logger = logging.getLogger(__name__)
 
-ViewerRole = Literal["viewer", "relay"]  # a player, or a downstream node pulling from us
-Role = Literal["publisher", "pull"] | ViewerRole
+PlayRole = Literal["player", "downstream"]  # a player, or a downstream node pulling from us
+Role = Literal["publisher", "pull"] | PlayRole
 
 
 class Session:
@@ -227,7 +227,7 @@ class ForwardedTrack(MediaStreamTrack):
     """The track aiortc's sender believes it sends.
 
     Our ``Forwarder`` writes the RTP itself, so ``recv`` never yields a frame: it
-    waits until the track stops, which keeps aiortc's per-viewer encode loop
+    waits until the track stops, which keeps aiortc's per-player encode loop
     asleep instead of polling.
     """
 
@@ -245,14 +245,14 @@ class ForwardedTrack(MediaStreamTrack):
         self._stopped.set()
 
 
-class ViewerSession(Session):
-    """Sends a source's tracks to one viewer: a player, or a downstream node (a relay)."""
+class PlaySession(Session):
+    """Sends a source's tracks to one player or one downstream node pulling from us."""
 
     def __init__(
         self,
         session_id: str,
         stream_id: str,
-        role: ViewerRole,
+        role: PlayRole,
         config: MediaConfig,
         on_end: Callable[[Session], None],
         source: Source,
@@ -288,7 +288,7 @@ class ViewerSession(Session):
             forwarder = Forwarder(
                 transceiver.sender,
                 track,
-                track.subscribe(self.config.viewer_queue_limit),
+                track.subscribe(self.config.play_queue_limit),
                 line.payload_types[0],
                 mid_extension(line.mid_extension, line.mid),
             )

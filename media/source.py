@@ -1,11 +1,11 @@
-"""The per-stream fan-out: frames in from one upstream, out to many viewers.
+"""The per-stream fan-out: frames in from one upstream, out to many players.
 
 A ``Source`` holds one ``TrackSource`` per track (video, audio). Each track keeps
-the frames since its last keyframe (the GOP) so that a joining viewer starts at
-a keyframe, and hands every frame to every viewer's ``Outlet``: a bounded queue
-per viewer and track. A viewer whose queue overflows loses its queue and waits
+the frames since its last keyframe (the GOP) so that a joining player starts at
+a keyframe, and hands every frame to every player's ``Outlet``: a bounded queue
+per player and track. A player whose queue overflows loses its queue and waits
 for the next keyframe (and asks for one); nobody else notices, because pushing a
-frame never waits for any viewer.
+frame never waits for any player.
 """
 
 from __future__ import annotations
@@ -47,13 +47,13 @@ class TrackSource:
         self._epoch = 0
 
     @property
-    def viewers(self) -> int:
+    def players(self) -> int:
         return len(self._outlets)
 
     def push(self, data: bytes, timestamp: int, epoch: int) -> None:
-        """Take one encoded frame from the upstream and hand it to every viewer.
+        """Take one encoded frame from the upstream and hand it to every player.
 
-        Viewers that send directly do so inside this loop; one viewer's failure
+        Players that send directly do so inside this loop; one player's failure
         is logged and contained, it must not cost the others this frame.
         """
         mime = self.codec.mime_type
@@ -81,14 +81,14 @@ class TrackSource:
             try:
                 outlet.put(frame)
             except Exception:
-                logger.exception("a viewer failed to take a %s frame; it skips to a keyframe", mime)
+                logger.exception("a player failed to take a %s frame; it skips to a keyframe", mime)
                 outlet.skip_to_keyframe()
 
     def _new_upstream(self, frame: EncodedFrame) -> None:
         """A new upstream's first frame (a re-pull after failover).
 
         Its frames cannot follow the old upstream's in a decoder, so the cached
-        GOP goes and every viewer resumes at the new upstream's first keyframe,
+        GOP goes and every player resumes at the new upstream's first keyframe,
         which is asked for at once if this frame is not one.
         """
         if self._epoch:
@@ -103,7 +103,7 @@ class TrackSource:
         self._keyframes.request()
 
     def subscribe(self, limit: int) -> Outlet:
-        """A new viewer's outlet, started at the cached keyframe when it fits."""
+        """A new player's outlet, started at the cached keyframe when it fits."""
         outlet = Outlet(limit, self._keyframes.request)
         if self._gop and len(self._gop) <= limit:
             for frame in self._gop:
@@ -125,7 +125,7 @@ class TrackSource:
 
 
 class Source:
-    """Everything a stream's viewers read from, whoever feeds it."""
+    """Everything a stream's players read from, whoever feeds it."""
 
     def __init__(
         self,

@@ -24,18 +24,18 @@ class StreamListener(Protocol):
         """The stream ended here: its publisher left, or ``end_stream``, or the engine closed."""
 
     def upstream_lost(self, stream_id: str) -> None:
-        """A stream's pull failed or went silent; its viewers are held until a new ``pull``.
+        """A stream's pull failed or went silent; its players are held until a new ``pull``.
 
-        The stream stays on this node (``has_stream``) with its viewers and relay
-        viewers connected; the control plane pulls it again from another
+        The stream stays on this node (``has_stream``) with its players and downstream
+        players connected; the control plane pulls it again from another
         upstream, or calls ``end_stream``.
         """
 
     def session_ended(self, session_id: str) -> None:
         """A session closed, for whatever reason; signalling layers tell their client."""
 
-    def viewers_changed(self, stream_id: str, viewers: int) -> None:
-        """The number of players of a stream on this node changed (relay viewers not counted)."""
+    def players_changed(self, stream_id: str, players: int) -> None:
+        """The number of players of a stream on this node changed (downstreams not counted)."""
 
 
 @dataclass(frozen=True)
@@ -50,15 +50,15 @@ class SessionDescription:
 class MediaStats:
     """A snapshot of the engine's load, for heartbeats and /metrics.
 
-    ``viewers`` and ``viewers_per_stream`` count players only; ``relays`` counts
-    the sessions of downstream nodes pulling from us (``play(..., relay=True)``),
+    ``players`` and ``players_per_stream`` count players only; ``downstreams`` counts
+    the sessions of downstream nodes pulling from us (``play(..., downstream=True)``),
     which cost the same to serve but are not audience.
     """
 
     publishers: int
-    viewers: int
+    players: int
     pulls: int
-    relays: int
+    downstreams: int
     bitrate_in_kbps: float
     bitrate_out_kbps: float
-    viewers_per_stream: tuple[tuple[str, int], ...]
+    players_per_stream: tuple[tuple[str, int], ...]

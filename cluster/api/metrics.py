@@ -41,8 +41,8 @@ class NodeCollector(Collector):
             "cpu_ratio": ("CPU of the node process, share of its cores (last sample).", load.cpu),
             "memory_ratio": ("Resident memory, share of the machine's.", load.memory),
             "publishers": ("Publishers connected to this node.", stats.publishers),
-            "players": ("Players connected to this node.", stats.viewers),
-            "relay_sessions": ("Other nodes pulling streams from this node.", stats.relays),
+            "players": ("Players connected to this node.", stats.players),
+            "downstreams": ("Other nodes pulling streams from this node.", stats.downstreams),
             "pulls": ("Streams this node pulls from other nodes.", stats.pulls),
             "bitrate_in_kbps": ("Media received, kbit/s.", stats.bitrate_in_kbps),
             "bitrate_out_kbps": ("Media sent, kbit/s.", stats.bitrate_out_kbps),
@@ -52,7 +52,7 @@ class NodeCollector(Collector):
         per_stream = GaugeMetricFamily(
             "tierstream_stream_players", "Players of each stream on this node.", labels=["stream"]
         )
-        for stream_id, players in stats.viewers_per_stream:
+        for stream_id, players in stats.players_per_stream:
             per_stream.add_metric([stream_id], players)
         yield per_stream
 

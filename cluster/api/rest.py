@@ -51,7 +51,7 @@ def settings_json(node: Node) -> dict[str, Any]:
         "hostAddress": urlsplit(s.public_url).hostname,
         "defaultHttpPort": s.http_port,
         "allowedDashboardCIDR": ",".join(str(n) for n in s.allowed_dashboard_cidr),
-        "maxViewers": s.max_viewers,
+        "maxViewers": s.max_players,
         "nodeId": s.node_id,
         "publicUrl": s.public_url,
         "internalUrl": s.internal_url,
@@ -110,11 +110,11 @@ def node_json(record: NodeRecord) -> dict[str, Any]:
         "internalUrl": record.internal_url,
         "capacity": {
             "cores": record.capacity.cores,
-            "maxViewers": record.capacity.max_viewers,
+            "maxViewers": record.capacity.max_players,
             "maxBitrateKbps": record.capacity.max_bitrate_kbps,
         },
         "load": {
-            "viewers": load.viewers,
+            "players": load.players,
             "publishers": load.publishers,
             "pulls": load.pulls,
             "bitrateInKbps": load.bitrate_in_kbps,

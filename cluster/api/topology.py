@@ -17,12 +17,12 @@ from cluster.types import NodeId, NodeRecord, RelayTree
 def topology(tree: RelayTree, alive: Mapping[NodeId, NodeRecord]) -> dict[str, Any]:
     stream = tree.stream
     live = stream.state != "ended"
-    secondary = {o.node_id: o for o in tree.regional_origins if o.node_id in alive}
+    secondary = {o.node_id: o for o in tree.secondary_origins if o.node_id in alive}
     nodes: list[dict[str, Any]] = []
     if live and stream.origin_node in alive:
         nodes.append(
             {"node": stream.origin_node, "nodeGroup": stream.origin_group, "role": "main-origin",
-             "upstream": None, "players": stream.origin_viewers}
+             "upstream": None, "players": stream.origin_players}
         )  # fmt: skip
     for edge in tree.pulls:
         record = alive.get(edge.downstream)
@@ -31,7 +31,7 @@ def topology(tree: RelayTree, alive: Mapping[NodeId, NodeRecord]) -> dict[str, A
         role = "secondary-origin" if edge.downstream in secondary else "edge"
         nodes.append(
             {"node": edge.downstream, "nodeGroup": record.node_group, "role": role,
-             "upstream": edge.upstream, "players": edge.viewers}
+             "upstream": edge.upstream, "players": edge.players}
         )  # fmt: skip
     regions: dict[str, dict[str, int]] = {}
     for entry in nodes:

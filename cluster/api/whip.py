@@ -120,7 +120,7 @@ async def play(request: Request) -> Response:
     return await _create(request, "whep")
 
 
-async def relay(request: Request) -> Response:
+async def serve_downstream(request: Request) -> Response:
     """Internal WHEP: another node pulls a stream, proving it is a node with a cluster token."""
     app, stream_id = _names(request)
     streams = _streams(request)
@@ -130,7 +130,7 @@ async def relay(request: Request) -> Response:
         stream_id,
     )
     offer = await _offer(request)
-    answer = await streams.serve_relay(app, stream_id, offer, downstream)
+    answer = await streams.serve_downstream(app, stream_id, offer, downstream)
     return _created(answer, internal_pull_path(app, stream_id))
 
 
@@ -165,6 +165,6 @@ routes = [
     Route("/{app}/whep/{stream}/{session}", delete, methods=["DELETE"]),
     Route("/{app}/whip/{stream}/{session}", options, methods=["OPTIONS"]),
     Route("/{app}/whep/{stream}/{session}", options, methods=["OPTIONS"]),
-    Route(internal_pull_path("{app}", "{stream}"), relay, methods=["POST"]),
+    Route(internal_pull_path("{app}", "{stream}"), serve_downstream, methods=["POST"]),
     Route(internal_pull_path("{app}", "{stream}") + "/{session}", delete, methods=["DELETE"]),
 ]

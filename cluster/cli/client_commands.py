@@ -14,7 +14,7 @@ import time
 from dataclasses import replace
 
 from cluster.streams.whip_client import WhipClient
-from media.contrib.client import Publisher, TrackReport, Viewer
+from media.contrib.client import Player, Publisher, TrackReport
 from media.contrib.synthetic import SyntheticAudioTrack, SyntheticVideoTrack, VideoSettings
 
 CODECS = {"vp8": "video/VP8", "h264": "video/H264"}
@@ -51,25 +51,25 @@ async def publish(
 async def play(
     url: str, seconds: float | None, token: str | None, candidates: tuple[str, ...]
 ) -> None:
-    viewer = Viewer(candidate_addresses=candidates)
+    player = Player(candidate_addresses=candidates)
     client = WhipClient(url, token)
     try:
-        await viewer.play(client.exchange)
+        await player.play(client.exchange)
         print(f"playing {client.location}", flush=True)
         started = time.monotonic()
         seen = TrackReport()
         while seconds is None or time.monotonic() - started < seconds:
             try:
-                await asyncio.wait_for(viewer.ended.wait(), 1.0)
+                await asyncio.wait_for(player.ended.wait(), 1.0)
                 raise SystemExit("the stream ended")
             except TimeoutError:
                 pass
-            video = viewer.tracks.get("video", TrackReport())
+            video = player.tracks.get("video", TrackReport())
             print(f"{time.monotonic() - started:6.1f} s  {_interval(seen, video)}", flush=True)
             seen = replace(video, latencies=list(video.latencies))
     finally:
         await client.close()
-        await viewer.close()
+        await player.close()
 
 
 def _interval(before: TrackReport, now: TrackReport) -> str:

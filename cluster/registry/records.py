@@ -19,7 +19,7 @@ from cluster.types import (
     NodeRecord,
     NodeState,
     PullEdge,
-    RegionalOrigin,
+    SecondaryOrigin,
     StreamId,
     StreamRecord,
     StreamState,
@@ -30,7 +30,7 @@ def load_values(load: NodeLoad) -> dict[str, Any]:
     return {
         "cpu": load.cpu,
         "memory": load.memory,
-        "viewers": load.viewers,
+        "players": load.players,
         "publishers": load.publishers,
         "pulls": load.pulls,
         "bitrate_in_kbps": load.bitrate_in_kbps,
@@ -47,12 +47,12 @@ def node_record(row: Row[Any]) -> NodeRecord:
         internal_url=row.internal_url,
         state=state,
         capacity=NodeCapacity(
-            cores=row.cores, max_viewers=row.max_viewers, max_bitrate_kbps=row.max_bitrate_kbps
+            cores=row.cores, max_players=row.max_players, max_bitrate_kbps=row.max_bitrate_kbps
         ),
         load=NodeLoad(
             cpu=float(row.cpu),
             memory=float(row.memory),
-            viewers=row.viewers,
+            players=row.players,
             publishers=row.publishers,
             pulls=row.pulls,
             bitrate_in_kbps=row.bitrate_in_kbps,
@@ -73,12 +73,12 @@ def stream_record(row: Row[Any]) -> StreamRecord:
         state=state,
         codecs=tuple(row.codecs.split(",")) if row.codecs else (),
         lease_expires_at=row.lease_expires_at,
-        origin_viewers=row.origin_viewers,
+        origin_players=row.origin_players,
     )
 
 
-def regional_origin_record(row: Row[Any]) -> RegionalOrigin:
-    return RegionalOrigin(
+def secondary_origin_record(row: Row[Any]) -> SecondaryOrigin:
+    return SecondaryOrigin(
         stream_id=StreamId(row.stream_id),
         node_group=NodeGroup(row.node_group),
         node_id=NodeId(row.node_id),
@@ -93,5 +93,5 @@ def pull_edge(row: Row[Any]) -> PullEdge:
         downstream=NodeId(row.downstream),
         upstream=NodeId(row.upstream),
         since=row.since,
-        viewers=row.viewers,
+        players=row.players,
     )

@@ -41,10 +41,10 @@ from cluster.registry.records import (
     load_values,
     node_record,
     pull_edge,
-    regional_origin_record,
+    secondary_origin_record,
     stream_record,
 )
-from cluster.registry.schema import db_now, node, pull, regional_origin, stream
+from cluster.registry.schema import db_now, node, pull, secondary_origin, stream
 from cluster.types import (
     AppName,
     ClaimResult,
@@ -53,8 +53,8 @@ from cluster.types import (
     NodeInfo,
     NodeLoad,
     NodeRecord,
-    RegionalOrigin,
     RelayTree,
+    SecondaryOrigin,
     StreamId,
     StreamRecord,
 )
@@ -142,7 +142,7 @@ class Registry:
             "internal_url": info.internal_url,
             "state": "serving",
             "cores": info.capacity.cores,
-            "max_viewers": info.capacity.max_viewers,
+            "max_players": info.capacity.max_players,
             "max_bitrate_kbps": info.capacity.max_bitrate_kbps,
             **load_values(NodeLoad()),
             "heartbeat_at": db_now(),
@@ -255,7 +255,7 @@ class Registry:
         raise StreamBusy(f"stream {stream_id} is live on {busy_on}")
 
     async def renew_stream(
-        self, stream_id: StreamId, node_id: NodeId, lease_s: float, viewers: int = 0
+        self, stream_id: StreamId, node_id: NodeId, lease_s: float, players: int = 0
     ) -> bool:
         """Extend the main origin's lease and record its players.
 
@@ -265,12 +265,12 @@ class Registry:
             update(stream)
             .where(stream.c.id == stream_id, stream.c.origin_node == node_id)
             .where(stream.c.state == "live")
-            .values(lease_expires_at=db_now(lease_s), updated_at=db_now(), origin_viewers=viewers)
+            .values(lease_expires_at=db_now(lease_s), updated_at=db_now(), origin_players=players)
         )
         return await self._changed(f"renew stream {stream_id}", statement)
 
     async def end_stream(self, stream_id: StreamId, node_id: NodeId) -> None:
-        """End the stream if ``node_id`` is its main origin, with its pulls and regional origins.
+        """End the stream if ``node_id`` is its main origin, with its pulls and secondary origins.
 
         One transaction: nobody sees an ended stream that still has a relay tree.
         """
@@ -285,7 +285,7 @@ class Registry:
                 return
             await connection.execute(delete(pull).where(pull.c.stream_id == stream_id))
             await connection.execute(
-                delete(regional_origin).where(regional_origin.c.stream_id == stream_id)
+                delete(secondary_origin).where(secondary_origin.c.stream_id == stream_id)
             )
         logger.info("stream %s ended on %s", stream_id, node_id)
 
@@ -313,9 +313,9 @@ class Registry:
         )
         return stream_record(rows[0]) if rows else None
 
-    # Regional (secondary) origins
+    # Secondary origins
 
-    async def claim_regional_origin(
+    async def claim_secondary_origin(
         self, stream_id: StreamId, node_group: NodeGroup, node_id: NodeId, lease_s: float
     ) -> ClaimResult:
         """Try to become the secondary origin of ``stream_id`` in ``node_group``.
@@ -325,8 +325,8 @@ class Registry:
         (even by its old holder) under epoch + 1, which fences out the previous
         term. Otherwise the claim is lost and the result names the holder.
         """
-        held = regional_origin.c
-        inserting = self._insert(regional_origin).values(
+        held = secondary_origin.c
+        inserting = self._insert(secondary_origin).values(
             stream_id=stream_id,
             node_group=node_group,
             node_id=node_id,
@@ -345,31 +345,31 @@ class Registry:
                 "lease_expires_at": inserting.excluded.lease_expires_at,
             },
             where=or_(ours, held.lease_expires_at <= db_now()),
-        ).returning(*regional_origin.c)
+        ).returning(*secondary_origin.c)
         doing = f"claim the secondary origin of {stream_id} in {node_group}"
         for _ in range(_CLAIM_ATTEMPTS):
             rows = await self._rows(doing, statement)
             if rows:
-                holder = regional_origin_record(rows[0])
+                holder = secondary_origin_record(rows[0])
                 logger.info(
                     "node %s holds the secondary origin of %s in %s (epoch %d)",
                     node_id, stream_id, node_group, holder.epoch,
                 )  # fmt: skip
                 return ClaimResult(won=True, holder=holder)
             current = await self._rows(
-                doing, select(regional_origin).where(self._slot(stream_id, node_group))
+                doing, select(secondary_origin).where(self._slot(stream_id, node_group))
             )
             if current:
-                return ClaimResult(won=False, holder=regional_origin_record(current[0]))
+                return ClaimResult(won=False, holder=secondary_origin_record(current[0]))
         raise RegistryUnavailable(f"registry could not {doing}: the slot kept changing hands")
 
     @staticmethod
     def _slot(stream_id: StreamId, node_group: NodeGroup) -> ColumnElement[bool]:
         return and_(
-            regional_origin.c.stream_id == stream_id, regional_origin.c.node_group == node_group
+            secondary_origin.c.stream_id == stream_id, secondary_origin.c.node_group == node_group
         )
 
-    async def renew_regional_origin(
+    async def renew_secondary_origin(
         self,
         stream_id: StreamId,
         node_group: NodeGroup,
@@ -379,42 +379,42 @@ class Registry:
     ) -> bool:
         """Extend the holder's lease; False when fenced out (another holder or a newer epoch)."""
         statement = (
-            update(regional_origin)
+            update(secondary_origin)
             .where(self._slot(stream_id, node_group))
-            .where(regional_origin.c.node_id == node_id, regional_origin.c.epoch == epoch)
+            .where(secondary_origin.c.node_id == node_id, secondary_origin.c.epoch == epoch)
             .values(lease_expires_at=db_now(lease_s))
         )
         return await self._changed(f"renew the secondary origin of {stream_id}", statement)
 
-    async def release_regional_origin(
+    async def release_secondary_origin(
         self, stream_id: StreamId, node_group: NodeGroup, node_id: NodeId, epoch: int
     ) -> None:
         """Give the role up now (a hand-off): the lease expires, the next claim gets epoch + 1."""
         statement = (
-            update(regional_origin)
+            update(secondary_origin)
             .where(self._slot(stream_id, node_group))
-            .where(regional_origin.c.node_id == node_id, regional_origin.c.epoch == epoch)
-            .where(regional_origin.c.lease_expires_at > db_now())
+            .where(secondary_origin.c.node_id == node_id, secondary_origin.c.epoch == epoch)
+            .where(secondary_origin.c.lease_expires_at > db_now())
             .values(lease_expires_at=db_now())
         )
         await self._changed(f"release the secondary origin of {stream_id}", statement)
 
-    async def regional_origin(
+    async def secondary_origin(
         self, stream_id: StreamId, node_group: NodeGroup
-    ) -> RegionalOrigin | None:
+    ) -> SecondaryOrigin | None:
         """The region's current secondary origin; None when nobody holds a running lease."""
         statement = (
-            select(regional_origin)
+            select(secondary_origin)
             .where(self._slot(stream_id, node_group))
-            .where(regional_origin.c.lease_expires_at > db_now())
+            .where(secondary_origin.c.lease_expires_at > db_now())
         )
         rows = await self._rows(f"read the secondary origin of {stream_id}", statement)
-        return regional_origin_record(rows[0]) if rows else None
+        return secondary_origin_record(rows[0]) if rows else None
 
     # Pulls: the relay tree's edges
 
     async def record_pull(
-        self, stream_id: StreamId, downstream: NodeId, upstream: NodeId, viewers: int = 0
+        self, stream_id: StreamId, downstream: NodeId, upstream: NodeId, players: int = 0
     ) -> None:
         """Record that ``downstream`` pulls the stream from ``upstream``, with its players.
 
@@ -425,13 +425,13 @@ class Registry:
             downstream=downstream,
             upstream=upstream,
             since=db_now(),
-            viewers=viewers,
+            players=players,
         )
         statement = inserting.on_conflict_do_update(
             index_elements=[pull.c.stream_id, pull.c.downstream],
             set_={
                 "upstream": inserting.excluded.upstream,
-                "viewers": inserting.excluded.viewers,
+                "players": inserting.excluded.players,
                 "since": case(
                     (pull.c.upstream == inserting.excluded.upstream, pull.c.since),
                     else_=inserting.excluded.since,
@@ -453,10 +453,10 @@ class Registry:
         Read from one snapshot, so the three parts agree with each other.
         """
         origins = (
-            select(regional_origin)
-            .where(regional_origin.c.stream_id == stream_id)
-            .where(regional_origin.c.lease_expires_at > db_now())
-            .order_by(regional_origin.c.node_group)
+            select(secondary_origin)
+            .where(secondary_origin.c.stream_id == stream_id)
+            .where(secondary_origin.c.lease_expires_at > db_now())
+            .order_by(secondary_origin.c.node_group)
         )
         pulls = (
             select(pull)
@@ -475,6 +475,6 @@ class Registry:
             pull_rows = (await connection.execute(pulls)).all()
         return RelayTree(
             stream=stream_record(stream_row),
-            regional_origins=tuple(regional_origin_record(row) for row in origin_rows),
+            secondary_origins=tuple(secondary_origin_record(row) for row in origin_rows),
             pulls=tuple(pull_edge(row) for row in pull_rows),
         )

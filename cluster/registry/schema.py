@@ -115,11 +115,11 @@ node = Table(
     Column("internal_url", Text, nullable=False),
     Column("state", Text, nullable=False),
     Column("cores", Integer, nullable=False),
-    Column("max_viewers", Integer, nullable=False),
+    Column("max_players", Integer, nullable=False),
     Column("max_bitrate_kbps", Integer, nullable=False),
     Column("cpu", Float, nullable=False),
     Column("memory", Float, nullable=False),
-    Column("viewers", Integer, nullable=False),
+    Column("players", Integer, nullable=False),
     Column("publishers", Integer, nullable=False),
     Column("pulls", Integer, nullable=False),
     Column("bitrate_in_kbps", Integer, nullable=False),
@@ -141,11 +141,11 @@ stream = Table(
     Column("codecs", Text, nullable=False),
     Column("lease_expires_at", RegistryTime, nullable=False),
     Column("updated_at", RegistryTime, nullable=False),
-    Column("origin_viewers", Integer, nullable=False, server_default="0"),
+    Column("origin_players", Integer, nullable=False, server_default="0"),
     CheckConstraint("state IN ('live', 'ended', 'orphaned')", name="stream_state"),
 )
 
-regional_origin = Table(
+secondary_origin = Table(  # the table keeps its first name: it holds secondary origins
     "regional_origin",
     metadata,
     Column("stream_id", Text, primary_key=True),
@@ -162,6 +162,6 @@ pull = Table(
     Column("downstream", Text, primary_key=True),
     Column("upstream", Text, nullable=False),
     Column("since", RegistryTime, nullable=False),
-    Column("viewers", Integer, nullable=False, server_default="0"),
+    Column("players", Integer, nullable=False, server_default="0"),
     Index("pull_upstream", "upstream"),
 )

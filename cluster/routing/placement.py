@@ -25,7 +25,7 @@ from collections import Counter, deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from cluster.types import NodeGroup, NodeId, NodeRecord, PullEdge, RegionalOrigin, StreamRecord
+from cluster.types import NodeGroup, NodeId, NodeRecord, PullEdge, SecondaryOrigin, StreamRecord
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +54,7 @@ class Snapshot:
     """What ``plan`` decides from: one read of the registry."""
 
     stream: StreamRecord
-    regional_origin: RegionalOrigin | None
+    secondary_origin: SecondaryOrigin | None
     pulls: tuple[PullEdge, ...]
     alive: Mapping[NodeId, NodeRecord]
 
@@ -65,7 +65,7 @@ def plan(me: NodeId, group: NodeGroup, snapshot: Snapshot, max_downstreams: int)
         return IsOrigin()
     if stream.origin_group == group:
         return _with_room(stream.origin_node, me, group, snapshot, max_downstreams)
-    holder = snapshot.regional_origin
+    holder = snapshot.secondary_origin
     if holder is None or holder.node_id not in snapshot.alive:
         return ClaimSecondary()
     if holder.node_id == me:

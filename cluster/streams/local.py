@@ -6,9 +6,9 @@ with a lease while the publisher stays, and ends it when the publisher leaves.
 A node that finds its claim taken (its lease lapsed while it was cut off) ends
 its publisher rather than serve a stream the cluster believes is elsewhere.
 
-Playing a stream this node does not carry starts a relay (``cluster.streams.pulls``)
+Playing a stream this node does not carry starts a pull (``cluster.streams.pulls``)
 that pulls it from the cluster; other nodes pull from this one through
-``serve_relay``.
+``serve_downstream``.
 
 This class is also the media engine's ``StreamListener``: media events arrive
 here as plain calls and become registry writes on tasks it owns.
@@ -25,7 +25,7 @@ from typing import Any
 from cluster.errors import ClusterError, NotFound, Overloaded, RegistryUnavailable, StreamBusy
 from cluster.registry import Registry
 from cluster.settings import Settings
-from cluster.streams.pulls import Relays
+from cluster.streams.pulls import Pulls
 from cluster.types import AppName, NodeId, NodeLoad, StreamId
 from media.config import MediaConfig
 from media.engine import MediaEngine
@@ -55,7 +55,7 @@ class LocalStreams:
             ),
             self,
         )
-        self.relays = Relays(registry, settings, self.engine)
+        self.pulls = Pulls(registry, settings, self.engine)
         self._apps: dict[str, str] = {}
         """Streams published here → their app; reserved before the first await."""
         self._publishers: dict[str, str] = {}
@@ -106,18 +106,18 @@ class LocalStreams:
     async def play(self, app: str, stream_id: str, offer_sdp: str) -> SessionDescription:
         """Add a player (WHEP), pulling the stream from the cluster first if this node lacks it."""
         if not self.engine.has_stream(stream_id):
-            await self.relays.ensure(app, stream_id)
+            await self.pulls.ensure(app, stream_id)
         self._check_playable(app, stream_id)
         return await self.engine.play(stream_id, offer_sdp)
 
-    async def serve_relay(
+    async def serve_downstream(
         self, app: str, stream_id: str, offer_sdp: str, downstream: NodeId
     ) -> SessionDescription:
         """Let another node pull a stream this node carries (internal WHEP); never pulls itself."""
         published_in = self._apps.get(stream_id)
         if not self.engine.has_stream(stream_id) or published_in not in (None, app):
             raise NotFound(f"stream {stream_id} is not on this node")
-        answer = await self.engine.play(stream_id, offer_sdp, relay=True)
+        answer = await self.engine.play(stream_id, offer_sdp, downstream=True)
         logger.info("node %s pulls %s from here", downstream, stream_id)
         return answer
 
@@ -128,8 +128,8 @@ class LocalStreams:
         self._check_cpu()
         settings = self._settings()
         stats = self.engine.stats()
-        if stats.viewers >= settings.max_viewers:
-            raise Overloaded(f"this node serves its limit of {settings.max_viewers} viewers")
+        if stats.players >= settings.max_players:
+            raise Overloaded(f"this node serves its limit of {settings.max_players} players")
         if stats.bitrate_out_kbps >= settings.max_bitrate_kbps:
             raise Overloaded(
                 f"this node sends {stats.bitrate_out_kbps:.0f} kbit/s, its limit "
@@ -147,7 +147,7 @@ class LocalStreams:
         """The media plane's part of the node's load, for heartbeats."""
         stats = self.engine.stats()
         return NodeLoad(
-            viewers=stats.viewers,
+            players=stats.players,
             publishers=stats.publishers,
             pulls=stats.pulls,
             bitrate_in_kbps=round(stats.bitrate_in_kbps),
@@ -161,7 +161,7 @@ class LocalStreams:
             renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await renewer
-        await self.relays.close()
+        await self.pulls.close()
         await self.engine.close()
         while self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -197,11 +197,11 @@ class LocalStreams:
     def session_ended(self, session_id: str) -> None:
         """WHIP/WHEP sessions need no word when they end: the client sees its connection close."""
 
-    def viewers_changed(self, stream_id: str, viewers: int) -> None:
-        logger.debug("stream %s has %d viewers here", stream_id, viewers)
+    def players_changed(self, stream_id: str, players: int) -> None:
+        logger.debug("stream %s has %d players here", stream_id, players)
 
     def upstream_lost(self, stream_id: str) -> None:
-        self.relays.upstream_lost(stream_id)
+        self.pulls.upstream_lost(stream_id)
 
     def _spawn(self, work: Coroutine[Any, Any, object], doing: str) -> None:
         async def run() -> None:
@@ -224,7 +224,7 @@ class LocalStreams:
                         StreamId(stream_id),
                         settings.node_id,
                         self.lease_s,
-                        viewers=self.engine.viewers(stream_id),
+                        players=self.engine.players(stream_id),
                     )
                 except RegistryUnavailable as error:
                     logger.warning("could not renew the claim on %s: %s", stream_id, error)

@@ -1,13 +1,13 @@
 """Pulls: how a node comes to carry a stream published elsewhere, and keeps carrying it.
 
-One ``Relay`` per pulled stream, driven by one task. Each step reads the
+One ``Pull`` per pulled stream, driven by one task. Each step reads the
 registry, asks ``placement`` where to pull from, claims the region's secondary
 origin when placement says so, pulls over internal WHEP with a cluster token,
 and records the pull edge with this node's player count. A step runs every
 heartbeat interval, and at once when the media plane reports the upstream lost
 or the node changes region.
 
-Players never see any of this: the media engine holds them while the relay
+Players never see any of this: the media engine holds them while the pull
 re-plans and switches their source without renegotiation. They end only when
 the stream ends, when its main origin stays lost past ``cluster.originGraceMs``,
 or when nobody has watched for ``cluster.idlePullTimeoutMs``.
@@ -36,7 +36,7 @@ from cluster.routing.placement import ClaimSecondary, IsOrigin, Snapshot, Upstre
 from cluster.settings import Settings
 from cluster.streams.whip_client import WhipClient
 from cluster.tokens import sign_pull_token
-from cluster.types import NodeId, NodeRecord, RegionalOrigin, StreamId, StreamRecord
+from cluster.types import NodeId, NodeRecord, SecondaryOrigin, StreamId, StreamRecord
 from media.engine import MediaEngine
 from media.errors import MediaError
 
@@ -49,7 +49,7 @@ RETRY_S = 0.25
 """After a failed pull attempt, the next one comes this soon (the registry may have moved on)."""
 
 FIRST_PULL_ATTEMPTS = 3
-"""Failed attempts after which a first pull gives up; an established relay keeps trying."""
+"""Failed attempts after which a first pull gives up; an established pull keeps trying."""
 
 CLOSE_TIMEOUT_S = 5.0
 
@@ -60,14 +60,14 @@ def internal_pull_path(app: str, stream_id: str) -> str:
 
 
 @dataclass(eq=False)
-class Relay:
+class Pull:
     """One stream this node pulls: where from, under which role, and its timers."""
 
     app: str
     stream_id: StreamId
     upstream: NodeId | None = None
     client: WhipClient | None = None
-    secondary: RegionalOrigin | None = None
+    secondary: SecondaryOrigin | None = None
     """Our claim, while we are our region's secondary origin for the stream."""
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
@@ -79,7 +79,7 @@ class Relay:
     task: asyncio.Task[None] | None = None
 
 
-class Relays:
+class Pulls:
     """Every stream this node pulls, each with its supervising task."""
 
     def __init__(
@@ -88,62 +88,62 @@ class Relays:
         self._registry = registry
         self._settings = settings
         self._engine = engine
-        self._relays: dict[str, Relay] = {}
+        self._pulls: dict[str, Pull] = {}
         self._closed = False
 
     async def ensure(self, app: str, stream_id: str) -> None:
         """Return once this node carries ``stream_id``, pulling it if needed.
 
-        Concurrent first plays of one stream share one relay. Raises
+        Concurrent first plays of one stream share one pull. Raises
         ``NotFound`` when the stream is not live in ``app`` anywhere, and
         ``UpstreamTimeout`` when no pull could be started in time.
         """
-        relay = self._relays.get(stream_id)
-        if relay is None:
+        pull = self._pulls.get(stream_id)
+        if pull is None:
             stream = await self._registry.stream(StreamId(stream_id))
             if stream is None or stream.state != "live" or stream.app != app:
                 raise NotFound(f"stream {stream_id} is not live in {app}")
-            relay = self._relays.get(stream_id)  # another play may have started it meanwhile
-            if relay is None:
-                relay = Relay(app, StreamId(stream_id))
-                self._relays[stream_id] = relay
-                relay.task = asyncio.create_task(self._supervise(relay), name=f"relay {stream_id}")
-        if relay.app != app:
+            pull = self._pulls.get(stream_id)  # another play may have started it meanwhile
+            if pull is None:
+                pull = Pull(app, StreamId(stream_id))
+                self._pulls[stream_id] = pull
+                pull.task = asyncio.create_task(self._supervise(pull), name=f"pull {stream_id}")
+        if pull.app != app:
             raise NotFound(f"stream {stream_id} is not live in {app}")
-        relay.waiters += 1
+        pull.waiters += 1
         try:
             async with asyncio.timeout(FIRST_PULL_TIMEOUT_S):
-                await relay.ready.wait()
+                await pull.ready.wait()
         except TimeoutError:
             raise UpstreamTimeout(
                 f"could not start pulling {stream_id} within {FIRST_PULL_TIMEOUT_S:.0f} s"
             ) from None
         finally:
-            relay.waiters -= 1
-        if relay.failure is not None:
-            raise relay.failure
+            pull.waiters -= 1
+        if pull.failure is not None:
+            raise pull.failure
 
     def upstream_lost(self, stream_id: str) -> None:
         """The media plane lost a pull's upstream: re-plan now."""
-        relay = self._relays.get(stream_id)
-        if relay is not None:
-            logger.info("lost the upstream %s of %s; re-planning", relay.upstream, stream_id)
-            relay.upstream = None
-            relay.wake.set()
+        pull = self._pulls.get(stream_id)
+        if pull is not None:
+            logger.info("lost the upstream %s of %s; re-planning", pull.upstream, stream_id)
+            pull.upstream = None
+            pull.wake.set()
 
     def wake_all(self) -> None:
-        """Re-plan every relay now (the node changed region)."""
-        for relay in self._relays.values():
-            relay.wake.set()
+        """Re-plan every pull now (the node changed region)."""
+        for pull in self._pulls.values():
+            pull.wake.set()
 
     async def close(self) -> None:
-        """Stop every relay: players end, pull edges and claims are given back.
+        """Stop every pull: players end, pull edges and claims are given back.
 
         Each loop is woken to finish on its own, so its clean-up runs while the
         registry is still open; one that does not finish in time is cancelled.
         """
         self._closed = True
-        tasks = [r.task for r in self._relays.values() if r.task is not None]
+        tasks = [r.task for r in self._pulls.values() if r.task is not None]
         self.wake_all()
         _, late = await asyncio.wait(tasks, timeout=CLOSE_TIMEOUT_S) if tasks else ((), ())
         for task in late:
@@ -152,105 +152,105 @@ class Relays:
 
     # The supervising loop
 
-    async def _supervise(self, relay: Relay) -> None:
+    async def _supervise(self, pull: Pull) -> None:
         try:
             while not self._closed:
-                relay.wake.clear()  # before the step: a wake-up during it triggers the next
+                pull.wake.clear()  # before the step: a wake-up during it triggers the next
                 try:
-                    if not await self._step(relay):
+                    if not await self._step(pull):
                         break
                 except RegistryUnavailable as error:
-                    logger.warning("relay of %s: %s; retrying", relay.stream_id, error)
+                    logger.warning("pull of %s: %s; retrying", pull.stream_id, error)
                 interval = self._settings().heartbeat_interval_s
-                if relay.upstream is None:
+                if pull.upstream is None:
                     interval = min(interval, RETRY_S)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(relay.wake.wait(), interval)
+                    await asyncio.wait_for(pull.wake.wait(), interval)
         except Exception:
-            logger.exception("relay of %s failed", relay.stream_id)
-            relay.failure = relay.failure or NotFound(f"stream {relay.stream_id} could not relay")
+            logger.exception("pull of %s failed", pull.stream_id)
+            pull.failure = pull.failure or NotFound(f"stream {pull.stream_id} could not pull")
         finally:
-            self._relays.pop(relay.stream_id, None)
-            relay.failure = relay.failure or NotFound(f"stream {relay.stream_id} is not live")
-            relay.ready.set()
-            await self._stop(relay)
+            self._pulls.pop(pull.stream_id, None)
+            pull.failure = pull.failure or NotFound(f"stream {pull.stream_id} is not live")
+            pull.ready.set()
+            await self._stop(pull)
 
-    async def _step(self, relay: Relay) -> bool:
-        """One round of supervision; False when the relay should stop."""
+    async def _step(self, pull: Pull) -> bool:
+        """One round of supervision; False when the pull should stop."""
         settings = self._settings()
-        stream = await self._registry.stream(relay.stream_id)
+        stream = await self._registry.stream(pull.stream_id)
         alive = {n.id: n for n in await self._registry.live_nodes()}
         if stream is None or stream.state == "ended":
-            if relay.ready.is_set():
-                logger.info("stream %s ended; ending its players here", relay.stream_id)
+            if pull.ready.is_set():
+                logger.info("stream %s ended; ending its players here", pull.stream_id)
             return False
         if stream.state == "live" and stream.origin_node not in alive:
-            await self._registry.orphan_stream(relay.stream_id, stream.origin_node)
+            await self._registry.orphan_stream(pull.stream_id, stream.origin_node)
             stream = replace(stream, state="orphaned")
         if stream.state == "orphaned":
-            return self._hold_orphan(relay, settings)
-        relay.orphaned_since = None
-        await self._keep_secondary_role(relay, settings)
-        if self._idle(relay, settings):
+            return self._hold_orphan(pull, settings)
+        pull.orphaned_since = None
+        await self._keep_secondary_role(pull, settings)
+        if self._idle(pull, settings):
             return False
-        decision = await self._plan(relay, stream, alive, settings)
+        decision = await self._plan(pull, stream, alive, settings)
         if decision is None:
-            if relay.upstream not in alive:
-                relay.upstream = None  # retry soon: the engine holds the players meanwhile
+            if pull.upstream not in alive:
+                pull.upstream = None  # retry soon: the engine holds the players meanwhile
             return True
         if isinstance(decision, IsOrigin):
             return False
         target = decision.node
-        if relay.upstream is not None and self._keeps(relay.upstream, decision, alive, settings):
-            target = relay.upstream
-        if target != relay.upstream and not await self._pull_from(relay, alive[target]):
-            return relay.ready.is_set() or relay.failed_attempts < FIRST_PULL_ATTEMPTS
-        assert relay.upstream is not None
+        if pull.upstream is not None and self._keeps(pull.upstream, decision, alive, settings):
+            target = pull.upstream
+        if target != pull.upstream and not await self._pull_from(pull, alive[target]):
+            return pull.ready.is_set() or pull.failed_attempts < FIRST_PULL_ATTEMPTS
+        assert pull.upstream is not None
         await self._registry.record_pull(
-            relay.stream_id,
+            pull.stream_id,
             settings.node_id,
-            relay.upstream,
-            viewers=self._engine.viewers(relay.stream_id),
+            pull.upstream,
+            players=self._engine.players(pull.stream_id),
         )
         return True
 
-    def _hold_orphan(self, relay: Relay, settings: Settings) -> bool:
+    def _hold_orphan(self, pull: Pull, settings: Settings) -> bool:
         """Hold the players of a stream whose main origin is lost, for the grace period."""
-        if not relay.ready.is_set():
-            relay.failure = NotFound(f"stream {relay.stream_id} lost its main origin")
+        if not pull.ready.is_set():
+            pull.failure = NotFound(f"stream {pull.stream_id} lost its main origin")
             return False
         now = time.monotonic()
-        if relay.orphaned_since is None:
-            relay.orphaned_since = now
+        if pull.orphaned_since is None:
+            pull.orphaned_since = now
             logger.warning(
                 "main origin of %s lost; holding its players for %.0f s",
-                relay.stream_id,
+                pull.stream_id,
                 settings.origin_grace_s,
             )
-        if now - relay.orphaned_since >= settings.origin_grace_s:
-            logger.info("stream %s was not published again; ending its players", relay.stream_id)
+        if now - pull.orphaned_since >= settings.origin_grace_s:
+            logger.info("stream %s was not published again; ending its players", pull.stream_id)
             return False
         return True
 
-    async def _keep_secondary_role(self, relay: Relay, settings: Settings) -> None:
+    async def _keep_secondary_role(self, pull: Pull, settings: Settings) -> None:
         """Renew our secondary-origin claim, or give it up if we left its region or lost it."""
-        held = relay.secondary
+        held = pull.secondary
         if held is None:
             return
         if held.node_group != settings.node_group:
-            await self._registry.release_regional_origin(
-                relay.stream_id, held.node_group, settings.node_id, held.epoch
+            await self._registry.release_secondary_origin(
+                pull.stream_id, held.node_group, settings.node_id, held.epoch
             )
             logger.info(
                 "handed over the secondary origin of %s in %s (this node moved to %s)",
-                relay.stream_id,
+                pull.stream_id,
                 held.node_group,
                 settings.node_group,
             )
-            relay.secondary = None
+            pull.secondary = None
             return
-        renewed = await self._registry.renew_regional_origin(
-            relay.stream_id,
+        renewed = await self._registry.renew_secondary_origin(
+            pull.stream_id,
             held.node_group,
             settings.node_id,
             held.epoch,
@@ -259,30 +259,30 @@ class Relays:
         if not renewed:
             logger.warning(
                 "lost the secondary origin of %s in %s (epoch %d); re-planning",
-                relay.stream_id,
+                pull.stream_id,
                 held.node_group,
                 held.epoch,
             )
-            relay.secondary = None
+            pull.secondary = None
 
-    def _idle(self, relay: Relay, settings: Settings) -> bool:
+    def _idle(self, pull: Pull, settings: Settings) -> bool:
         """True once nobody has played or pulled the stream here for the idle timeout."""
-        if not relay.ready.is_set() or relay.waiters:
+        if not pull.ready.is_set() or pull.waiters:
             return False
-        watched = self._engine.viewers(relay.stream_id) + self._engine.relays(relay.stream_id)
+        watched = self._engine.players(pull.stream_id) + self._engine.downstreams(pull.stream_id)
         if watched:
-            relay.idle_since = None
+            pull.idle_since = None
             return False
         now = time.monotonic()
-        relay.idle_since = relay.idle_since or now
-        if now - relay.idle_since < settings.idle_pull_timeout_s:
+        pull.idle_since = pull.idle_since or now
+        if now - pull.idle_since < settings.idle_pull_timeout_s:
             return False
-        logger.info("nobody watches %s here; stopping its pull", relay.stream_id)
+        logger.info("nobody watches %s here; stopping its pull", pull.stream_id)
         return True
 
     async def _plan(
         self,
-        relay: Relay,
+        pull: Pull,
         stream: StreamRecord,
         alive: dict[NodeId, NodeRecord],
         settings: Settings,
@@ -293,34 +293,37 @@ class Relays:
         out: the claim loses to the dead holder, which cannot be pulled from.
         """
         me, group = settings.node_id, settings.node_group
-        tree = await self._registry.relay_tree(relay.stream_id)
+        tree = await self._registry.relay_tree(pull.stream_id)
         pulls = tree.pulls if tree is not None else ()
-        regional = next(
-            (o for o in (tree.regional_origins if tree else ()) if o.node_group == group), None
+        secondary = next(
+            (o for o in (tree.secondary_origins if tree else ()) if o.node_group == group), None
         )
-        snapshot = Snapshot(stream, regional, pulls, alive)
+        snapshot = Snapshot(stream, secondary, pulls, alive)
         decision = plan(me, group, snapshot, settings.max_downstreams)
         if isinstance(decision, ClaimSecondary):
-            claim = await self._registry.claim_regional_origin(
-                relay.stream_id, group, me, settings.node_dead_timeout_s
+            claim = await self._registry.claim_secondary_origin(
+                pull.stream_id, group, me, settings.node_dead_timeout_s
             )
             if claim.won:
-                relay.secondary = claim.holder
+                pull.secondary = claim.holder
                 logger.info(
                     "claimed the secondary origin of %s in %s (epoch %d); pulling from %s",
-                    relay.stream_id,
+                    pull.stream_id,
                     group,
                     claim.holder.epoch,
                     stream.origin_node,
                 )
             decision = plan(
-                me, group, replace(snapshot, regional_origin=claim.holder), settings.max_downstreams
+                me,
+                group,
+                replace(snapshot, secondary_origin=claim.holder),
+                settings.max_downstreams,
             )
             if isinstance(decision, ClaimSecondary):
                 logger.info(
                     "the secondary origin of %s in %s is still leased to %s, which is gone; "
                     "waiting for the lease to run out",
-                    relay.stream_id,
+                    pull.stream_id,
                     group,
                     claim.holder.node_id,
                 )
@@ -345,49 +348,49 @@ class Relays:
             record.node_group == settings.node_group and record.state == "serving"
         )
 
-    async def _pull_from(self, relay: Relay, upstream: NodeRecord) -> bool:
+    async def _pull_from(self, pull: Pull, upstream: NodeRecord) -> bool:
         """Pull from ``upstream``; False (and logged) when the attempt failed."""
         settings = self._settings()
-        url = upstream.internal_url + internal_pull_path(relay.app, relay.stream_id)
+        url = upstream.internal_url + internal_pull_path(pull.app, pull.stream_id)
         client: WhipClient | None = None
         try:
-            token = sign_pull_token(settings.cluster_secret, settings.node_id, relay.stream_id)
+            token = sign_pull_token(settings.cluster_secret, settings.node_id, pull.stream_id)
             client = WhipClient(url, token)
-            await self._engine.pull(relay.stream_id, client.exchange)
+            await self._engine.pull(pull.stream_id, client.exchange)
         except (ClusterError, MediaError, httpx.HTTPError) as error:
             if client is not None:
                 await client.close()
-            relay.failed_attempts += 1
+            pull.failed_attempts += 1
             reason = str(error) or type(error).__name__
-            logger.warning("could not pull %s from %s: %s", relay.stream_id, upstream.id, reason)
-            relay.failure = UpstreamFailed(
-                f"could not pull {relay.stream_id} from {upstream.id}: {reason}"
+            logger.warning("could not pull %s from %s: %s", pull.stream_id, upstream.id, reason)
+            pull.failure = UpstreamFailed(
+                f"could not pull {pull.stream_id} from {upstream.id}: {reason}"
             )
             return False
-        previous, relay.client = relay.client, client
+        previous, pull.client = pull.client, client
         if previous is not None:
             await previous.close()
-        relay.upstream = upstream.id
-        relay.failed_attempts = 0
-        relay.failure = None
-        relay.ready.set()
-        logger.info("pulling %s from %s (%s)", relay.stream_id, upstream.id, upstream.node_group)
+        pull.upstream = upstream.id
+        pull.failed_attempts = 0
+        pull.failure = None
+        pull.ready.set()
+        logger.info("pulling %s from %s (%s)", pull.stream_id, upstream.id, upstream.node_group)
         return True
 
-    async def _stop(self, relay: Relay) -> None:
+    async def _stop(self, pull: Pull) -> None:
         """Give everything back: players, the upstream session, the pull edge, the claim."""
         settings = self._settings()
         with contextlib.suppress(MediaError):
-            if self._engine.has_stream(relay.stream_id):
-                await self._engine.end_stream(relay.stream_id)
-        if relay.client is not None:
-            await relay.client.close()
+            if self._engine.has_stream(pull.stream_id):
+                await self._engine.end_stream(pull.stream_id)
+        if pull.client is not None:
+            await pull.client.close()
         try:
-            await self._registry.remove_pull(relay.stream_id, settings.node_id)
-            if relay.secondary is not None:
-                await self._registry.release_regional_origin(
-                    relay.stream_id, relay.secondary.node_group, settings.node_id,
-                    relay.secondary.epoch,
+            await self._registry.remove_pull(pull.stream_id, settings.node_id)
+            if pull.secondary is not None:
+                await self._registry.release_secondary_origin(
+                    pull.stream_id, pull.secondary.node_group, settings.node_id,
+                    pull.secondary.epoch,
                 )  # fmt: skip
         except RegistryUnavailable as error:
-            logger.warning("could not clear the pull of %s: %s", relay.stream_id, error)
+            logger.warning("could not clear the pull of %s: %s", pull.stream_id, error)

@@ -1,7 +1,7 @@
 """WebRTC client peers for tests, benchmarks, the demo and the CLI: no HTTP here.
 
 ``Publisher`` sends tracks (usually the synthetic ones) to a WHIP-like
-``exchange(offer) -> answer`` callable. ``Viewer`` receives a stream, through the
+``exchange(offer) -> answer`` callable. ``Player`` receives a stream, through the
 same receive seam as the engine, so it never decodes: it counts frames, bytes
 and keyframes, reads each frame's stamp for latency, and can keep the frames
 for byte-for-byte comparison. The HTTP layer (``tierstream publish --whip``,
@@ -68,7 +68,7 @@ class Publisher:
 
 @dataclass
 class TrackReport:
-    """What a viewer received on one track."""
+    """What a player received on one track."""
 
     frames: int = 0
     size: int = 0
@@ -81,14 +81,14 @@ class TrackReport:
 
 
 @dataclass(frozen=True)
-class ViewerSummary:
+class PlayerSummary:
     fps: float
     kbps: float
     keyframes: int
     latency_p50_ms: float | None
 
 
-class Viewer:
+class Player:
     """Receives a stream without decoding it and reports what arrived."""
 
     def __init__(
@@ -131,11 +131,11 @@ class Viewer:
             await self._arrived.wait()
         return self.tracks[kind]
 
-    def summary(self, kind: str = "video") -> ViewerSummary:
+    def summary(self, kind: str = "video") -> PlayerSummary:
         report = self.tracks.get(kind, TrackReport())
         elapsed = time.monotonic() - (report.first_frame_at or time.monotonic())
         latency = statistics.median(report.latencies) * 1000 if report.latencies else None
-        return ViewerSummary(
+        return PlayerSummary(
             fps=report.frames / elapsed if elapsed > 0 else 0.0,
             kbps=report.size * 8 / 1000 / elapsed if elapsed > 0 else 0.0,
             keyframes=report.keyframes,

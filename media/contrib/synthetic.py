@@ -69,7 +69,7 @@ class SyntheticVideoTrack(MediaStreamTrack):
         return self.settings.mime_type
 
     def request_keyframe(self) -> None:
-        """Make the next frame a keyframe (a viewer asked, through the relay)."""
+        """Make the next frame a keyframe (a player asked, through the relay)."""
         self._keyframe_wanted = True
 
     async def recv(self) -> av.Packet[Any]:

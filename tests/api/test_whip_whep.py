@@ -22,7 +22,7 @@ from cluster.registry.migrate import migrate
 from cluster.streams.whip_client import SignallingFailed, WhipClient
 from cluster.types import StreamId
 from media import codecs, ice
-from media.contrib.client import Publisher, Viewer
+from media.contrib.client import Player, Publisher
 from media.contrib.synthetic import SyntheticAudioTrack, SyntheticVideoTrack, VideoSettings
 from tests.support.nodes import NodeProcess
 from tests.support.peers import Peers
@@ -75,21 +75,21 @@ async def wait_for_load(node: NodeProcess, **expected: int) -> None:
             await asyncio.sleep(0.2)
 
 
-async def test_published_stream_plays_to_several_viewers_and_ends_with_its_publisher(
+async def test_published_stream_plays_to_several_player_and_ends_with_its_publisher(
     nodes: dict[str, NodeProcess], peers: Peers, registry: Registry
 ) -> None:
     a = nodes["a"]
     publishing = (await peers.publish(f"{a.url}/LiveApp/whip/lifecycle")).client
     assert publishing.location is not None and "/LiveApp/whip/lifecycle/" in publishing.location
     first_playing = await peers.play(f"{a.url}/LiveApp/whep/lifecycle")
-    first, first_session = first_playing.viewer, first_playing.client
-    second = (await peers.play(f"{a.url}/LiveApp/whep/lifecycle")).viewer
+    first, first_session = first_playing.player, first_playing.client
+    second = (await peers.play(f"{a.url}/LiveApp/whep/lifecycle")).player
     async with asyncio.timeout(WAIT):
-        for viewer in (first, second):
-            video = await viewer.wait_for_frames("video", 30)
-            await viewer.wait_for_frames("audio", 20)
+        for player in (first, second):
+            video = await player.wait_for_frames("video", 30)
+            await player.wait_for_frames("audio", 20)
             assert video.keyframes >= 1
-    await wait_for_load(a, publishers=1, viewers=2)
+    await wait_for_load(a, publishers=1, players=2)
     metrics = (await asyncio.to_thread(a.get, "/metrics")).text
     for line in ("tierstream_publishers 1.0", "tierstream_players 2.0",
                  'tierstream_stream_players{stream="lifecycle"} 2.0'):  # fmt: skip
@@ -98,8 +98,8 @@ async def test_published_stream_plays_to_several_viewers_and_ends_with_its_publi
     assert stream is not None and (stream.origin_node, stream.state) == ("a", "live")
     assert "video/VP8" in stream.codecs
 
-    await first_session.close()  # DELETE ends that viewer only
-    await wait_for_load(a, publishers=1, viewers=1)
+    await first_session.close()  # DELETE ends that player only
+    await wait_for_load(a, publishers=1, players=1)
     frames = second.tracks["video"].frames
     async with asyncio.timeout(WAIT):
         await second.wait_for_frames("video", frames + 15)
@@ -107,7 +107,7 @@ async def test_published_stream_plays_to_several_viewers_and_ends_with_its_publi
     await publishing.close()  # the publisher leaves
     async with asyncio.timeout(2.0):
         await second.ended.wait()
-    await wait_for_load(a, publishers=0, viewers=0)
+    await wait_for_load(a, publishers=0, players=0)
     ended = await registry.stream(StreamId("lifecycle"))
     assert ended is not None and ended.state == "ended"
 
@@ -225,14 +225,14 @@ async def test_bad_requests_get_a_clear_status_and_the_node_keeps_serving(
 
 
 async def test_unknown_stream_is_404(nodes: dict[str, NodeProcess]) -> None:
-    viewer = Viewer()
+    player = Player()
     client = WhipClient(f"{nodes['a'].url}/LiveApp/whep/nobody-here")
     try:
         with pytest.raises(SignallingFailed) as missing:
-            await viewer.play(client.exchange)
+            await player.play(client.exchange)
     finally:
         await client.close()
-        await viewer.close()
+        await player.close()
     assert missing.value.status == 404
     assert "nobody-here" in str(missing.value)
 

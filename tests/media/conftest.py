@@ -11,7 +11,7 @@ from aiortc import RTCPeerConnection
 
 from media import codecs, ice
 from media.config import MediaConfig
-from media.contrib.client import Publisher, TrackReport, Viewer
+from media.contrib.client import Player, Publisher, TrackReport
 from media.contrib.synthetic import SyntheticAudioTrack, SyntheticVideoTrack, VideoSettings
 from media.engine import MediaEngine
 
@@ -37,8 +37,8 @@ class Events:
     def session_ended(self, session_id: str) -> None:
         self._add("session_ended", session_id)
 
-    def viewers_changed(self, stream_id: str, viewers: int) -> None:
-        self._add("viewers_changed", stream_id, viewers)
+    def players_changed(self, stream_id: str, players: int) -> None:
+        self._add("players_changed", stream_id, players)
 
     async def wait_for(self, *event: object) -> None:
         async with asyncio.timeout(WAIT):
@@ -91,11 +91,11 @@ class Published:
 
 @dataclass
 class Watching:
-    viewer: Viewer
+    player: Player
     session_id: str
 
     async def frames(self, kind: str, count: int) -> TrackReport:
-        return await asyncio.wait_for(self.viewer.wait_for_frames(kind, count), WAIT)
+        return await asyncio.wait_for(self.player.wait_for_frames(kind, count), WAIT)
 
 
 Publish = Callable[..., Awaitable[Published]]
@@ -138,28 +138,28 @@ async def publish() -> AsyncIterator[Publish]:
 
 @pytest.fixture
 async def watch() -> AsyncIterator[Watch]:
-    """Plays a stream from an engine with a client offer (WHEP), as a player or a relay
+    """Plays a stream from an engine with a client offer (WHEP), as a player or a downstream
     (a downstream node's pull); closed at teardown."""
-    viewers: list[Viewer] = []
+    players: list[Player] = []
 
     async def start(
-        engine: MediaEngine, stream_id: str = "s1", relay: bool = False, **options: object
+        engine: MediaEngine, stream_id: str = "s1", downstream: bool = False, **options: object
     ) -> Watching:
-        viewer = Viewer(**options)
-        viewers.append(viewer)
+        player = Player(**options)
+        players.append(player)
         session_ids: list[str] = []
 
         async def exchange(offer: str) -> str:
-            answer = await engine.play(stream_id, offer, relay=relay)
+            answer = await engine.play(stream_id, offer, downstream=downstream)
             session_ids.append(answer.session_id)
             return answer.sdp
 
-        await asyncio.wait_for(viewer.play(exchange), WAIT)
-        return Watching(viewer, session_ids[0])
+        await asyncio.wait_for(player.play(exchange), WAIT)
+        return Watching(player, session_ids[0])
 
     yield start
-    for viewer in viewers:
-        await viewer.close()
+    for player in players:
+        await player.close()
 
 
 OfferFactory = Callable[..., Awaitable[str]]

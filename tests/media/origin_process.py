@@ -35,7 +35,7 @@ async def main() -> None:
         await events.wait_for("stream_started", "s1", ("video/VP8", "audio/opus"))
         print(json.dumps({"ready": True}), flush=True)
         while line := await stdin.readline():
-            answer = await engine.play("s1", json.loads(line)["offer"], relay=True)
+            answer = await engine.play("s1", json.loads(line)["offer"], downstream=True)
             print(json.dumps({"answer": answer.sdp}), flush=True)
 
 

@@ -19,7 +19,7 @@ from tests.media.conftest import OfferFactory, Publish
 
 def assert_nothing_left(engine: MediaEngine) -> None:
     stats = engine.stats()
-    assert (stats.viewers, stats.publishers, stats.pulls) == (0, 0, 0)
+    assert (stats.players, stats.publishers, stats.pulls) == (0, 0, 0)
 
 
 async def test_playing_an_unknown_stream(engine: MediaEngine, offer: OfferFactory) -> None:
@@ -81,7 +81,7 @@ async def test_publisher_codec_we_do_not_relay(engine: MediaEngine, offer: Offer
     assert not engine.has_stream("s1")
 
 
-async def test_viewer_that_cannot_take_the_stream_codec(
+async def test_player_that_cannot_take_the_stream_codec(
     engine: MediaEngine, publish: Publish, offer: OfferFactory
 ) -> None:
     await publish(engine, mime_type="video/VP8")
@@ -89,7 +89,7 @@ async def test_viewer_that_cannot_take_the_stream_codec(
         await engine.play("s1", await offer(video="video/H264"))
     assert raised.value.wanted == ("video/VP8", "audio/opus")
     assert "video/H264" in raised.value.offered
-    assert engine.stats().viewers == 0
+    assert engine.stats().players == 0
 
 
 async def test_publishing_a_stream_twice(engine: MediaEngine, offer: OfferFactory) -> None:

@@ -1,4 +1,4 @@
-"""Node-to-node relays and failover: a lost upstream costs players a short gap, nothing more.
+"""Node-to-node pulls and failover: a lost upstream costs players a short gap, nothing more.
 
 Continuity rule checked across a switch of upstream, per track, on the RTP
 headers the player receives: the first packet after the switch has the next
@@ -73,35 +73,35 @@ def assert_continuous(
     return advance
 
 
-def relay_to(engine: MediaEngine, stream_id: str, relay_ids: list[str]) -> Exchange:
-    """An in-process internal WHEP exchange: a relay session on ``engine``, its id kept."""
+def downstream_to(engine: MediaEngine, stream_id: str, downstream_ids: list[str]) -> Exchange:
+    """An in-process internal WHEP exchange: a downstream session on ``engine``, its id kept."""
 
     async def exchange(offer: str) -> str:
-        answer = await engine.play(stream_id, offer, relay=True)
-        relay_ids.append(answer.session_id)
+        answer = await engine.play(stream_id, offer, downstream=True)
+        downstream_ids.append(answer.session_id)
         return answer.sdp
 
     return exchange
 
 
-async def test_a_relay_viewer_is_counted_as_a_relay_not_a_viewer(
+async def test_a_downstream_is_counted_as_a_downstream_not_a_player(
     make_engine: EngineFactory, events: Events, publish: Publish, watch: Watch
 ) -> None:
     engine = make_engine()
     await publish(engine)
-    player, relay = await watch(engine), await watch(engine, relay=True)
+    player, downstream = await watch(engine), await watch(engine, downstream=True)
     await player.frames("video", 5)
-    await relay.frames("video", 5)
+    await downstream.frames("video", 5)
 
     stats = engine.stats()
-    assert (stats.viewers, stats.relays, stats.viewers_per_stream) == (1, 1, (("s1", 1),))
-    assert (engine.viewers("s1"), engine.relays("s1")) == (1, 1)
-    assert (engine.viewers("nope"), engine.relays("nope")) == (0, 0)
+    assert (stats.players, stats.downstreams, stats.players_per_stream) == (1, 1, (("s1", 1),))
+    assert (engine.players("s1"), engine.downstreams("s1")) == (1, 1)
+    assert (engine.players("nope"), engine.downstreams("nope")) == (0, 0)
 
-    await engine.close_session(relay.session_id)
-    assert (engine.viewers("s1"), engine.relays("s1"), engine.stats().relays) == (1, 0, 0)
-    changes = [event for event in events.history if event[0] == "viewers_changed"]
-    assert changes == [("viewers_changed", "s1", 1)], "relays do not change the player count"
+    await engine.close_session(downstream.session_id)
+    assert (engine.players("s1"), engine.downstreams("s1"), engine.stats().downstreams) == (1, 0, 0)
+    changes = [event for event in events.history if event[0] == "players_changed"]
+    assert changes == [("players_changed", "s1", 1)], "downstreams do not change the player count"
 
 
 async def test_a_lost_pull_holds_the_player_and_a_new_pull_continues_its_rtp(
@@ -110,29 +110,31 @@ async def test_a_lost_pull_holds_the_player_and_a_new_pull_continues_its_rtp(
     origin, middle, edge_events = make_engine(), make_engine(), Events()
     edge = make_engine(edge_events)
     await publish(origin)
-    relays_on_origin: list[str] = []
+    downstreams_on_origin: list[str] = []
     first_pull = await asyncio.wait_for(
-        edge.pull("s1", relay_to(origin, "s1", relays_on_origin)), WAIT
+        edge.pull("s1", downstream_to(origin, "s1", downstreams_on_origin)), WAIT
     )
     watching = await watch(edge, keep_frames=True)
-    pc = watching.viewer.pc
+    pc = watching.player.pc
     packets = record_rtp(pc)
     await watching.frames("video", 20)
     negotiated = pc.remoteDescription.sdp
 
-    await origin.close_session(relays_on_origin[0])  # the upstream drops us
+    await origin.close_session(downstreams_on_origin[0])  # the upstream drops us
     await edge_events.wait_for("upstream_lost", "s1")
     await asyncio.sleep(0.5)
-    assert pc.connectionState == "connected" and not watching.viewer.ended.is_set()
-    assert edge.has_stream("s1") and edge.viewers("s1") == 1 and edge.stats().pulls == 0
-    frames = watching.viewer.tracks["video"].frames
+    assert pc.connectionState == "connected" and not watching.player.ended.is_set()
+    assert edge.has_stream("s1") and edge.players("s1") == 1 and edge.stats().pulls == 0
+    frames = watching.player.tracks["video"].frames
     switched_at = time.monotonic()
 
     # the new upstream is a node that itself pulls from the origin
-    await asyncio.wait_for(middle.pull("s1", relay_to(origin, "s1", relays_on_origin)), WAIT)
-    second_pull = await asyncio.wait_for(edge.pull("s1", relay_to(middle, "s1", [])), WAIT)
+    await asyncio.wait_for(
+        middle.pull("s1", downstream_to(origin, "s1", downstreams_on_origin)), WAIT
+    )
+    second_pull = await asyncio.wait_for(edge.pull("s1", downstream_to(middle, "s1", [])), WAIT)
     video = await watching.frames("video", frames + 20)
-    await watching.frames("audio", watching.viewer.tracks["audio"].frames + 10)
+    await watching.frames("audio", watching.player.tracks["audio"].frames + 10)
 
     assert pc.remoteDescription.sdp == negotiated and pc.signalingState == "stable"
     advance = assert_continuous(pc, packets, switched_at, "video", 90_000)
@@ -143,7 +145,7 @@ async def test_a_lost_pull_holds_the_player_and_a_new_pull_continues_its_rtp(
     assert codecs.is_keyframe("video/VP8", video.kept[steps.index(advance) + 1])
     started = ("stream_started", "s1", ("video/VP8", "audio/opus"))
     assert sorted(map(str, edge_events.history[:2])) == sorted(
-        map(str, [started, ("viewers_changed", "s1", 1)])
+        map(str, [started, ("players_changed", "s1", 1)])
     )
     assert edge_events.history[2:] == [
         ("session_ended", first_pull),
@@ -159,16 +161,16 @@ async def test_pulling_a_stream_that_has_a_live_pull_replaces_it_quietly(
     origin, edge_events = make_engine(), Events()
     edge = make_engine(edge_events)
     await publish(origin)
-    first_pull = await asyncio.wait_for(edge.pull("s1", relay_to(origin, "s1", [])), WAIT)
+    first_pull = await asyncio.wait_for(edge.pull("s1", downstream_to(origin, "s1", [])), WAIT)
     watching = await watch(edge)
     await watching.frames("video", 10)
 
-    await asyncio.wait_for(edge.pull("s1", relay_to(origin, "s1", [])), WAIT)
-    await watching.frames("video", watching.viewer.tracks["video"].frames + 20)
+    await asyncio.wait_for(edge.pull("s1", downstream_to(origin, "s1", [])), WAIT)
+    await watching.frames("video", watching.player.tracks["video"].frames + 20)
 
     assert ("session_ended", first_pull) in edge_events.history
     assert ("upstream_lost", "s1") not in edge_events.history
-    assert edge.stats().pulls == 1 and origin.stats().relays == 1
+    assert edge.stats().pulls == 1 and origin.stats().downstreams == 1
 
 
 async def test_a_frozen_upstream_is_lost_after_the_silence_interval(
@@ -208,8 +210,8 @@ async def test_a_frozen_upstream_is_lost_after_the_silence_interval(
 
     assert 0.9 <= waited <= 1.0 + 1.0, f"lost after {waited:.2f} s of silence"
     assert ("session_ended", pull_id) in edge_events.history
-    assert edge.has_stream("s1") and edge.viewers("s1") == 1
-    assert watching.viewer.pc.connectionState == "connected"
+    assert edge.has_stream("s1") and edge.players("s1") == 1
+    assert watching.player.pc.connectionState == "connected"
 
 
 async def test_a_held_upstream_keeps_its_downstream_nodes_waiting_quietly(
@@ -218,47 +220,51 @@ async def test_a_held_upstream_keeps_its_downstream_nodes_waiting_quietly(
     origin, middle_events, edge_events = make_engine(), Events(), Events()
     middle, edge = make_engine(middle_events), make_engine(edge_events)  # 2 s of silence
     await publish(origin)
-    relays_on_origin: list[str] = []
-    await asyncio.wait_for(middle.pull("s1", relay_to(origin, "s1", relays_on_origin)), WAIT)
-    await asyncio.wait_for(edge.pull("s1", relay_to(middle, "s1", [])), WAIT)
+    downstreams_on_origin: list[str] = []
+    await asyncio.wait_for(
+        middle.pull("s1", downstream_to(origin, "s1", downstreams_on_origin)), WAIT
+    )
+    await asyncio.wait_for(edge.pull("s1", downstream_to(middle, "s1", [])), WAIT)
     watching = await watch(edge)
     await watching.frames("video", 5)
 
-    await origin.close_session(relays_on_origin[0])
+    await origin.close_session(downstreams_on_origin[0])
     await middle_events.wait_for("upstream_lost", "s1")
     await asyncio.sleep(2.5)  # past the edge's silence interval, without media
 
     assert ("upstream_lost", "s1") not in edge_events.history, "its sender reports still come"
-    await asyncio.wait_for(middle.pull("s1", relay_to(origin, "s1", [])), WAIT)
-    await watching.frames("video", watching.viewer.tracks["video"].frames + 10)
-    assert edge.stats().pulls == 1 and middle.relays("s1") == 1
+    await asyncio.wait_for(middle.pull("s1", downstream_to(origin, "s1", [])), WAIT)
+    await watching.frames("video", watching.player.tracks["video"].frames + 10)
+    assert edge.stats().pulls == 1 and middle.downstreams("s1") == 1
 
 
-async def test_ending_a_held_stream_ends_its_players_and_relays(
+async def test_ending_a_held_stream_ends_its_players_and_downstreams(
     make_engine: EngineFactory, publish: Publish, watch: Watch
 ) -> None:
     origin, edge_events = make_engine(), Events()
     edge = make_engine(edge_events)
     await publish(origin)
-    relays_on_origin: list[str] = []
-    await asyncio.wait_for(edge.pull("s1", relay_to(origin, "s1", relays_on_origin)), WAIT)
-    player, relay = await watch(edge), await watch(edge, relay=True)
+    downstreams_on_origin: list[str] = []
+    await asyncio.wait_for(
+        edge.pull("s1", downstream_to(origin, "s1", downstreams_on_origin)), WAIT
+    )
+    player, downstream = await watch(edge), await watch(edge, downstream=True)
     await player.frames("video", 5)
-    await origin.close_session(relays_on_origin[0])
+    await origin.close_session(downstreams_on_origin[0])
     await edge_events.wait_for("upstream_lost", "s1")
 
     await edge.end_stream("s1")
 
     assert edge_events.history[-3:] == [
         ("session_ended", player.session_id),
-        ("session_ended", relay.session_id),
+        ("session_ended", downstream.session_id),
         ("stream_ended", "s1"),
     ]
     assert not edge.has_stream("s1")
     stats = edge.stats()
-    assert (stats.viewers, stats.relays, stats.pulls) == (0, 0, 0)
-    for watching in (player, relay):
-        await asyncio.wait_for(watching.viewer.ended.wait(), WAIT)
+    assert (stats.players, stats.downstreams, stats.pulls) == (0, 0, 0)
+    for watching in (player, downstream):
+        await asyncio.wait_for(watching.player.ended.wait(), WAIT)
     with pytest.raises(UnknownStream):
         await edge.end_stream("s1")
 
@@ -270,21 +276,25 @@ async def test_a_new_upstream_with_other_codecs_is_refused_and_the_stream_stays_
     edge = make_engine(edge_events)
     await publish(origin, "s1", mime_type="video/VP8")
     await publish(origin, "s2", mime_type="video/H264")
-    relays_on_origin: list[str] = []
-    await asyncio.wait_for(edge.pull("s1", relay_to(origin, "s1", relays_on_origin)), WAIT)
+    downstreams_on_origin: list[str] = []
+    await asyncio.wait_for(
+        edge.pull("s1", downstream_to(origin, "s1", downstreams_on_origin)), WAIT
+    )
     watching = await watch(edge)
     await watching.frames("video", 5)
-    await origin.close_session(relays_on_origin[0])
+    await origin.close_session(downstreams_on_origin[0])
     await edge_events.wait_for("upstream_lost", "s1")
 
     with pytest.raises(CodecMismatch) as raised:
-        await asyncio.wait_for(edge.pull("s1", relay_to(origin, "s2", relays_on_origin)), WAIT)
+        await asyncio.wait_for(
+            edge.pull("s1", downstream_to(origin, "s2", downstreams_on_origin)), WAIT
+        )
     with pytest.raises(StreamAlreadyPublished):
         await edge.publish("s1", await offer(direction="sendonly"))
 
     assert raised.value.wanted == ("video/VP8", "audio/opus")
     assert raised.value.offered == ("video/H264", "audio/opus")
     assert edge.has_stream("s1") and edge.stream_codecs("s1") == ("video/VP8", "audio/opus")
-    assert edge.viewers("s1") == 1 and edge.stats().pulls == 0
+    assert edge.players("s1") == 1 and edge.stats().pulls == 0
     assert edge_events.history.count(("upstream_lost", "s1")) == 1
-    assert watching.viewer.pc.connectionState == "connected"
+    assert watching.player.pc.connectionState == "connected"

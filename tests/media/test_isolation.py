@@ -1,4 +1,4 @@
-"""One viewer's trouble is its own: stalls and upstream switches stay invisible to others."""
+"""One player's trouble is its own: stalls and upstream switches stay invisible to others."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from tests.media.conftest import WAIT, Publish, Watch
 from tests.support import REPO
 
 
-async def test_a_viewer_that_stops_reading_does_not_slow_another(
+async def test_a_player_that_stops_reading_does_not_slow_another(
     engine: MediaEngine, publish: Publish, watch: Watch
 ) -> None:
     published = await publish(engine)
@@ -21,7 +21,7 @@ async def test_a_viewer_that_stops_reading_does_not_slow_another(
     stalled = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "tests.media.stalled_viewer",
+        "tests.media.stalled_player",
         cwd=REPO,
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
@@ -36,14 +36,14 @@ async def test_a_viewer_that_stops_reading_does_not_slow_another(
 
         os.kill(stalled.pid, signal.SIGSTOP)
         sent_before = len(published.sent)
-        got_before = healthy.viewer.tracks["video"].frames
+        got_before = healthy.player.tracks["video"].frames
         await asyncio.sleep(2.0)
         sent = len(published.sent) - sent_before
-        got = healthy.viewer.tracks["video"].frames - got_before
+        got = healthy.player.tracks["video"].frames - got_before
     finally:
         stalled.kill()
         await asyncio.wait_for(stalled.wait(), WAIT)
 
-    assert engine.stats().viewers == 2, "the stalled viewer is still a viewer"
+    assert engine.stats().players == 2, "the stalled player is still a player"
     assert sent >= 10, "the publisher kept sending during the stall"
-    assert got >= sent - 2, f"the healthy viewer got {got} of {sent} frames"
+    assert got >= sent - 2, f"the healthy player got {got} of {sent} frames"

@@ -1,4 +1,4 @@
-"""Relay, never transcode: what viewers receive is what the publisher sent."""
+"""Relay, never transcode: what players receive is what the publisher sent."""
 
 from __future__ import annotations
 
@@ -22,11 +22,11 @@ def contiguous_run(sent: list[bytes], received: list[bytes]) -> list[bytes]:
     "mime_type",
     ["video/VP8", "video/H264"],
     ids=[
-        "VP8 frames reach every viewer byte for byte",
-        "H.264 frames reach every viewer byte for byte",
+        "VP8 frames reach every player byte for byte",
+        "H.264 frames reach every player byte for byte",
     ],
 )
-async def test_every_viewer_receives_the_published_frames(
+async def test_every_player_receives_the_published_frames(
     make_engine: EngineFactory, publish: Publish, watch: Watch, mime_type: str
 ) -> None:
     engine = make_engine()
@@ -42,7 +42,7 @@ async def test_every_viewer_receives_the_published_frames(
     assert engine.stream_codecs("s1") == (mime_type, "audio/opus")
 
 
-async def test_late_viewer_starts_at_the_cached_keyframe(
+async def test_late_player_starts_at_the_cached_keyframe(
     make_engine: EngineFactory, publish: Publish, watch: Watch
 ) -> None:
     engine = make_engine()
@@ -57,16 +57,16 @@ async def test_late_viewer_starts_at_the_cached_keyframe(
     newest = stamp.read(published.sent[-1])
     assert start is not None and newest is not None
     assert codecs.is_keyframe("video/VP8", video.kept[0])
-    assert start.seq < newest.seq - 10, "a late viewer starts from the cache, not the live edge"
+    assert start.seq < newest.seq - 10, "a late player starts from the cache, not the live edge"
 
 
-async def test_late_viewer_gets_a_keyframe_within_a_second_despite_a_long_interval(
+async def test_late_player_gets_a_keyframe_within_a_second_despite_a_long_interval(
     make_engine: EngineFactory, publish: Publish, watch: Watch
 ) -> None:
-    engine = make_engine(viewer_queue_limit=30)
+    engine = make_engine(play_queue_limit=30)
     published = await publish(engine, keyframe_interval_s=10)
     first = await watch(engine)
-    await first.frames("video", 60)  # the cached GOP has outgrown a viewer's queue
+    await first.frames("video", 60)  # the cached GOP has outgrown a player's queue
     keyframes_before = published.video.keyframes
 
     joined = time.monotonic()

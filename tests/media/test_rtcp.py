@@ -24,7 +24,7 @@ async def until(condition: Callable[[], bool], changed: asyncio.Event) -> None:
             await changed.wait()
 
 
-async def test_a_viewer_pli_reaches_the_publisher_as_a_keyframe_request(
+async def test_a_player_pli_reaches_the_publisher_as_a_keyframe_request(
     engine: MediaEngine, publish: Publish, watch: Watch
 ) -> None:
     published = await publish(engine, keyframe_interval_s=10)
@@ -32,13 +32,13 @@ async def test_a_viewer_pli_reaches_the_publisher_as_a_keyframe_request(
     await watching.frames("video", 10)
     await asyncio.sleep(0.3)  # past the join's own keyframe request
     before = published.video.keyframes
-    seen = watching.viewer.tracks["video"].keyframes
+    seen = watching.player.tracks["video"].keyframes
 
-    await aiortc_seam.request_keyframe(video_receiver(watching.viewer.pc))
+    await aiortc_seam.request_keyframe(video_receiver(watching.player.pc))
 
-    await watching.frames("video", watching.viewer.tracks["video"].frames + 20)
+    await watching.frames("video", watching.player.tracks["video"].frames + 20)
     assert published.video.keyframes > before
-    assert watching.viewer.tracks["video"].keyframes > seen
+    assert watching.player.tracks["video"].keyframes > seen
 
 
 async def test_a_nacked_packet_is_sent_again(engine: MediaEngine, publish: Publish) -> None:
@@ -75,7 +75,7 @@ async def test_sender_reports_count_the_forwarded_packets(
     await publish(engine)
     watching = await watch(engine)
     await watching.frames("video", 5)
-    receiver = video_receiver(watching.viewer.pc)
+    receiver = video_receiver(watching.player.pc)
 
     async with asyncio.timeout(WAIT):
         reports: list[object] = []

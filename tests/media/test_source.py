@@ -25,7 +25,7 @@ def push_gop(track: TrackSource, deltas: int, start: int = 0) -> None:
         track.push(DELTA, (start + n) * 3000, epoch=1)
 
 
-async def test_a_viewer_that_stops_reading_drops_to_the_next_keyframe_alone() -> None:
+async def test_a_player_that_stops_reading_drops_to_the_next_keyframe_alone() -> None:
     requests: list[str] = []
     track = video_track(requests)
     stalled, reading = track.subscribe(limit=10), track.subscribe(limit=10)
@@ -36,7 +36,7 @@ async def test_a_viewer_that_stops_reading_drops_to_the_next_keyframe_alone() ->
         track.push(DELTA, n * 3000, epoch=1)
         received += await reading.take()
 
-    assert len(received) == 30, "the reading viewer got every frame"
+    assert len(received) == 30, "the reading player got every frame"
     assert stalled.overflows == 1 and stalled.waiting_for_keyframe
     push_gop(track, deltas=2, start=30)
     frames = await stalled.take()
@@ -44,7 +44,7 @@ async def test_a_viewer_that_stops_reading_drops_to_the_next_keyframe_alone() ->
     assert requests == ["pli"], "one request for both joins and the overflow, then quiet"
 
 
-async def test_a_joining_viewer_starts_at_the_cached_keyframe_when_it_fits() -> None:
+async def test_a_joining_player_starts_at_the_cached_keyframe_when_it_fits() -> None:
     track = video_track([])
     push_gop(track, deltas=4)
 
@@ -55,7 +55,7 @@ async def test_a_joining_viewer_starts_at_the_cached_keyframe_when_it_fits() -> 
     assert too_small.waiting_for_keyframe
 
 
-async def test_frames_are_packetised_once_for_every_viewer() -> None:
+async def test_frames_are_packetised_once_for_every_player() -> None:
     track = video_track([])
     first, second = track.subscribe(limit=10), track.subscribe(limit=10)
     push_gop(track, deltas=1)
@@ -80,22 +80,22 @@ async def test_keyframe_requests_are_coalesced_but_never_lost() -> None:
     assert sent[1] - sent[0] >= 0.09
 
 
-async def test_a_new_upstream_starts_every_viewer_at_its_first_keyframe() -> None:
+async def test_a_new_upstream_starts_every_player_at_its_first_keyframe() -> None:
     requests: list[str] = []
     track = video_track(requests, interval=0.01)
-    viewer = track.subscribe(limit=10)
+    player = track.subscribe(limit=10)
     push_gop(track, deltas=2)
-    assert len(await viewer.take()) == 3
+    assert len(await player.take()) == 3
     await asyncio.sleep(0.02)  # past the join's request
     requests.clear()
 
     track.push(DELTA, 0, epoch=2)  # a re-pull whose first frame cannot start a decoder
     track.push(DELTA, 3000, epoch=2)
-    assert viewer.waiting_for_keyframe and requests == ["pli"], "asked at once"
+    assert player.waiting_for_keyframe and requests == ["pli"], "asked at once"
     late = track.subscribe(limit=10)
     track.push(KEY, 6000, epoch=2)
     track.push(DELTA, 9000, epoch=2)
 
-    for outlet in (viewer, late):
+    for outlet in (player, late):
         frames = await outlet.take()
         assert [(f.keyframe, f.epoch) for f in frames] == [(True, 2), (False, 2)]

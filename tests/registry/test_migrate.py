@@ -27,7 +27,7 @@ MIGRATE_SCRIPT = (
     "asyncio.run(migrate(sys.argv[1]))"
 )
 TABLES = {"alembic_version", "node", "pull", "regional_origin", "stream"}
-HEAD = "0002"
+HEAD = "0003"
 
 
 def _same_time_type(

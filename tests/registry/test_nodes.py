@@ -13,7 +13,7 @@ from cluster.registry import Registry
 from cluster.types import NodeGroup, NodeId, NodeLoad
 from tests.support.factories import node_info
 
-BUSY = NodeLoad(cpu=0.25, memory=0.5, viewers=12, publishers=1, pulls=2,
+BUSY = NodeLoad(cpu=0.25, memory=0.5, players=12, publishers=1, pulls=2,
                 bitrate_in_kbps=2500, bitrate_out_kbps=30_000)  # fmt: skip
 
 

@@ -106,7 +106,7 @@ async def test_end_by_another_node_changes_nothing(registry: Registry) -> None:
 
 async def test_end_removes_the_relay_tree(registry: Registry) -> None:
     await registry.claim_stream(S1, LIVE, A, EU, CODECS, lease_s=10)
-    await registry.claim_regional_origin(S1, US, C, lease_s=10)
+    await registry.claim_secondary_origin(S1, US, C, lease_s=10)
     await registry.record_pull(S1, C, A)
     await registry.record_pull(S1, D, C)
 
@@ -115,15 +115,15 @@ async def test_end_removes_the_relay_tree(registry: Registry) -> None:
     tree = await registry.relay_tree(S1)
     assert tree is not None
     assert tree.stream.state == "ended"
-    assert (tree.regional_origins, tree.pulls) == ((), ())
-    assert await registry.regional_origin(S1, US) is None
+    assert (tree.secondary_origins, tree.pulls) == ((), ())
+    assert await registry.secondary_origin(S1, US) is None
 
 
 async def test_relay_tree_holds_every_pull_and_running_secondary_origin(
     registry: Registry,
 ) -> None:
     await registry.claim_stream(S1, LIVE, A, EU, CODECS, lease_s=10)
-    secondary = await registry.claim_regional_origin(S1, US, C, lease_s=10)
+    secondary = await registry.claim_secondary_origin(S1, US, C, lease_s=10)
     await registry.record_pull(S1, B, A)
     await registry.record_pull(S1, C, A)
     await registry.record_pull(S1, D, C)
@@ -132,7 +132,7 @@ async def test_relay_tree_holds_every_pull_and_running_secondary_origin(
 
     assert tree is not None
     assert tree.stream.origin_node == A
-    assert tree.regional_origins == (secondary.holder,)
+    assert tree.secondary_origins == (secondary.holder,)
     assert [(p.upstream, p.downstream) for p in tree.pulls] == [(A, B), (A, C), (C, D)]
     assert {p.stream_id for p in tree.pulls} == {S1}
 
@@ -202,12 +202,12 @@ async def test_players_per_node_are_reported_with_the_lease_and_the_pull(
     registry: Registry,
 ) -> None:
     await registry.claim_stream(S1, LIVE, A, EU, CODECS, lease_s=10)
-    assert await registry.renew_stream(S1, A, lease_s=10, viewers=7)
-    await registry.record_pull(S1, B, A, viewers=3)
-    await registry.record_pull(S1, B, A, viewers=5)
+    assert await registry.renew_stream(S1, A, lease_s=10, players=7)
+    await registry.record_pull(S1, B, A, players=3)
+    await registry.record_pull(S1, B, A, players=5)
 
     tree = await registry.relay_tree(S1)
 
     assert tree is not None
-    assert tree.stream.origin_viewers == 7
-    assert [(e.downstream, e.viewers) for e in tree.pulls] == [(B, 5)]
+    assert tree.stream.origin_players == 7
+    assert [(e.downstream, e.players) for e in tree.pulls] == [(B, 5)]

@@ -16,7 +16,7 @@ from cluster.types import (
     NodeLoad,
     NodeRecord,
     PullEdge,
-    RegionalOrigin,
+    SecondaryOrigin,
     StreamId,
     StreamRecord,
 )
@@ -44,13 +44,13 @@ def snapshot(
         id=S, app=AppName("LiveApp"), origin_node=NodeId(origin),
         origin_group=NodeGroup(origin.split("-")[0]), state="live", codecs=(), lease_expires_at=NOW,
     )  # fmt: skip
-    regional = (
-        RegionalOrigin(S, NodeGroup(secondary.split("-")[0]), NodeId(secondary), 1, NOW)
+    secondary = (
+        SecondaryOrigin(S, NodeGroup(secondary.split("-")[0]), NodeId(secondary), 1, NOW)
         if secondary
         else None
     )
     edges = tuple(PullEdge(S, NodeId(down), NodeId(up), NOW) for down, up in pulls)
-    return Snapshot(stream, regional, edges, {NodeId(n): node(n) for n in alive})
+    return Snapshot(stream, secondary, edges, {NodeId(n): node(n) for n in alive})
 
 
 def decide(me: str, snap: Snapshot, max_downstreams: int = 8) -> object:

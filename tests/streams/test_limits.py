@@ -20,7 +20,7 @@ from cluster.registry.migrate import migrate
 from cluster.settings import Settings, load_settings
 from cluster.streams.local import LocalStreams
 from cluster.types import NodeLoad, StreamId
-from media.contrib.client import Publisher, Viewer
+from media.contrib.client import Player, Publisher
 from media.contrib.synthetic import SyntheticAudioTrack, SyntheticVideoTrack
 from media.types import Exchange, SessionDescription
 
@@ -72,7 +72,7 @@ async def test_over_the_cpu_limit_a_publisher_is_refused_before_any_claim(
 @pytest.mark.parametrize(
     ("limits", "message"),
     [
-        pytest.param({"max_viewers": 1}, "its limit of 1 viewers", id="viewer limit"),
+        pytest.param({"max_players": 1}, "its limit of 1 players", id="player limit"),
         pytest.param({"max_bitrate_kbps": 1}, "server.maxBitrateKbps", id="bitrate limit"),
     ],
 )
@@ -81,7 +81,7 @@ async def test_at_a_limit_a_further_player_is_refused_and_the_first_keeps_playin
 ) -> None:
     streams = make_streams(**limits)
     publisher = Publisher([SyntheticVideoTrack(), SyntheticAudioTrack()])
-    first, second = Viewer(), Viewer()
+    first, second = Player(), Player()
     play = answering(lambda offer: streams.play("LiveApp", "s1", offer))
     try:
         await publisher.start(answering(lambda offer: streams.publish("LiveApp", "s1", offer)))

@@ -109,7 +109,7 @@ async def test_stream_crosses_each_region_once_and_survives_its_secondary_origin
     pulls = edges(tree)
     assert {("eu-2", "eu-1"), ("us-1", "eu-1"), ("us-2", "us-1")} <= pulls
     assert tree is not None
-    secondaries = {o.node_group: o.node_id for o in tree.regional_origins}
+    secondaries = {o.node_group: o.node_id for o in tree.secondary_origins}
     assert secondaries["us"] == "us-1"
     ap_origin = secondaries["ap"]
     ap_edge = "ap-2" if ap_origin == "ap-1" else "ap-1"
@@ -119,7 +119,7 @@ async def test_stream_crosses_each_region_once_and_survives_its_secondary_origin
         if down.split("-")[0] != up.split("-")[0]:
             assert secondaries[down.split("-")[0]] == down, f"{down} pulls across regions"
 
-    video = us2.viewer.tracks["video"]
+    video = us2.player.tracks["video"]
     assert codecs.is_keyframe("video/VP8", video.kept[0])
     assert video.kept == contiguous_run(published.sent, video.kept), "second-level edge bytes"
 
@@ -142,8 +142,8 @@ async def test_stream_crosses_each_region_once_and_survives_its_secondary_origin
     killed_at = time.monotonic()
     await us2.frames(received + 30, timeout_s=5.0)
     assert time.monotonic() - killed_at < 5.0
-    assert us2.viewer.pc.connectionState == "connected", "no renegotiation"
-    holder = await registry.regional_origin(S1, NodeGroup("us"))
+    assert us2.player.pc.connectionState == "connected", "no renegotiation"
+    holder = await registry.secondary_origin(S1, NodeGroup("us"))
     assert holder is not None and (holder.node_id, holder.epoch) == ("us-2", 2)
 
     # The publisher leaves: every remaining player's session ends within 2 s.
@@ -153,7 +153,7 @@ async def test_stream_crosses_each_region_once_and_survives_its_secondary_origin
     async with asyncio.timeout(2.0):
         for name, playing in players.items():
             if name != "us-1":
-                await playing.viewer.ended.wait()
+                await playing.player.ended.wait()
     assert time.monotonic() - left_at < 2.0
 
     async def ended_without_pulls() -> bool:
@@ -178,7 +178,7 @@ async def test_full_upstreams_deepen_the_tree_and_idle_pulls_stop(
     async def eu2_reports_its_players() -> dict[str, int] | None:
         listed = await get_json(f"{nodes['eu-2'].url}/rest/v2/cluster/nodes/0/10")
         load: dict[str, int] = {n["id"]: n["load"] for n in listed}["eu-2"]
-        return load if load["viewers"] == 3 else None
+        return load if load["players"] == 3 else None
 
     load = await eventually(eu2_reports_its_players, "eu-2 reporting its 3 players")
     assert load["pulls"] == 1, "concurrent first plays on one node share one pull"
@@ -209,14 +209,14 @@ async def test_an_idle_secondary_origin_stops_pulling_and_releases_its_claim(
     await peers.publish(whip(nodes["eu-1"]))
     playing = await peers.play(whep(nodes["us-1"]))
     await playing.frames(10)
-    holder = await registry.regional_origin(S1, NodeGroup("us"))
+    holder = await registry.secondary_origin(S1, NodeGroup("us"))
     assert holder is not None and holder.node_id == "us-1"
 
     await playing.client.close()
 
     async def released() -> bool:
         tree = await registry.relay_tree(S1)
-        return not edges(tree) and await registry.regional_origin(S1, NodeGroup("us")) is None
+        return not edges(tree) and await registry.secondary_origin(S1, NodeGroup("us")) is None
 
     await eventually(released, "us-1 stopping its idle pull and releasing the us claim")
 
@@ -238,7 +238,7 @@ async def test_region_change_hands_the_secondary_origin_over_without_dropping_pl
     assert reply.json()["success"] is True
 
     async def us2_is_the_us_secondary_origin() -> bool:
-        holder = await registry.regional_origin(S1, NodeGroup("us"))
+        holder = await registry.secondary_origin(S1, NodeGroup("us"))
         tree = await registry.relay_tree(S1)
         return holder is not None and holder.node_id == "us-2" and ("us-2", "eu-1") in edges(tree)
 
@@ -246,8 +246,8 @@ async def test_region_change_hands_the_secondary_origin_over_without_dropping_pl
     for playing in (on_us1, on_us2):
         frames = playing.received
         await playing.frames(frames + 30)
-        assert playing.viewer.pc.connectionState == "connected"
-    holder = await registry.regional_origin(S1, NodeGroup("ap"))
+        assert playing.player.pc.connectionState == "connected"
+    holder = await registry.secondary_origin(S1, NodeGroup("ap"))
     assert holder is not None and holder.node_id == NodeId("us-1"), "us-1 now serves ap"
 
 
@@ -269,11 +269,11 @@ async def test_players_wait_for_a_lost_origin_and_resume_when_the_stream_returns
     with pytest.raises(SignallingFailed) as refused:
         await peers.publish(whip(nodes["eu-2"]))  # eu-2 holds the stream for its players
     assert refused.value.status == 409
-    assert not playing.viewer.ended.is_set()
+    assert not playing.player.ended.is_set()
     frames = playing.received
     await peers.publish(whip(nodes["eu-3"]))  # published again, on another node
     await playing.frames(frames + 30)
-    assert playing.viewer.pc.connectionState == "connected"
+    assert playing.player.pc.connectionState == "connected"
     assert ("eu-2", "eu-3") in edges(await registry.relay_tree(S1))
 
 

@@ -24,7 +24,7 @@ async def main(url: str, prefix: str, start_at: float) -> None:
         await asyncio.sleep(min(max(0.0, start_at - time.time()), 10.0))
         results = await asyncio.gather(
             *(
-                registry.claim_regional_origin(
+                registry.claim_secondary_origin(
                     StreamId("s1"), NodeGroup("us"), NodeId(f"{prefix}-{i}"), lease_s=30
                 )
                 for i in range(CLAIMS)

@@ -12,5 +12,5 @@ def node_info(name: str, group: str = "eu", *, cores: int = 4) -> NodeInfo:
         node_group=NodeGroup(group),
         public_url=f"http://127.0.0.1:5080/{name}",
         internal_url=f"http://127.0.0.1:5081/{name}",
-        capacity=NodeCapacity(cores=cores, max_viewers=1000, max_bitrate_kbps=100_000),
+        capacity=NodeCapacity(cores=cores, max_players=1000, max_bitrate_kbps=100_000),
     )

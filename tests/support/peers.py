@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from cluster.streams.whip_client import WhipClient
-from media.contrib.client import Publisher, TrackReport, Viewer
+from media.contrib.client import Player, Publisher, TrackReport
 from media.contrib.synthetic import SyntheticAudioTrack, SyntheticVideoTrack, VideoSettings
 
 WAIT = 10.0
@@ -30,16 +30,16 @@ class Published:
 
 @dataclass
 class Playing:
-    viewer: Viewer
+    player: Player
     client: WhipClient
 
     async def frames(self, count: int, kind: str = "video", timeout_s: float = WAIT) -> TrackReport:
         async with asyncio.timeout(timeout_s):
-            return await self.viewer.wait_for_frames(kind, count)
+            return await self.player.wait_for_frames(kind, count)
 
     @property
     def received(self) -> int:
-        return self.viewer.tracks.get("video", TrackReport()).frames
+        return self.player.tracks.get("video", TrackReport()).frames
 
 
 class Peers:
@@ -61,11 +61,11 @@ class Peers:
         return Published(publisher, client, sent)
 
     async def play(self, url: str, keep_frames: bool = False) -> Playing:
-        viewer = Viewer(keep_frames=keep_frames)
+        player = Player(keep_frames=keep_frames)
         client = WhipClient(url)
-        self._opened += [viewer, client]
-        await viewer.play(client.exchange)
-        return Playing(viewer, client)
+        self._opened += [player, client]
+        await player.play(client.exchange)
+        return Playing(player, client)
 
     async def close(self) -> None:
         for item in reversed(self._opened):

@@ -1,4 +1,4 @@
-"""A viewer in its own process, for a test that freezes it (SIGSTOP) mid-stream.
+"""A player in its own process, for a test that freezes it (SIGSTOP) mid-stream.
 
 Signalling runs over stdin/stdout, one JSON object per line: it prints
 ``{"offer": sdp}``, reads ``{"answer": sdp}``, prints ``{"receiving": true}``
@@ -11,11 +11,11 @@ import asyncio
 import json
 import sys
 
-from media.contrib.client import Viewer
+from media.contrib.client import Player
 
 
 async def main() -> None:
-    viewer = Viewer()
+    player = Player()
     loop = asyncio.get_running_loop()
 
     async def exchange(offer: str) -> str:
@@ -23,8 +23,8 @@ async def main() -> None:
         line = await loop.run_in_executor(None, sys.stdin.readline)
         return str(json.loads(line)["answer"])
 
-    await viewer.play(exchange)
-    await asyncio.wait_for(viewer.wait_for_frames("video", 10), 10)
+    await player.play(exchange)
+    await asyncio.wait_for(player.wait_for_frames("video", 10), 10)
     print(json.dumps({"receiving": True}), flush=True)
     await asyncio.sleep(60)
 

@@ -17,8 +17,7 @@ import javaproperties
 
 def read_properties(path: Path) -> dict[str, str]:
     """Every key of the file with its value, as written (no defaults, no environment)."""
-    with path.open(encoding="utf-8") as f:
-        return dict(javaproperties.PropertiesFile.load(f))
+    return dict(_load(path))
 
 
 def update_properties(path: Path, changes: Mapping[str, str]) -> None:
@@ -28,11 +27,53 @@ def update_properties(path: Path, changes: Mapping[str, str]) -> None:
     to disk and renamed over it, so a crash leaves either the old file or the
     new one, never a torn one.
     """
-    with path.open(encoding="utf-8") as f:
-        document = javaproperties.PropertiesFile.load(f)
+    document = _load(path)
     for key, value in changes.items():
         document[key] = value
-    mode = path.stat().st_mode & 0o777
+    _replace(path, document, path.stat().st_mode & 0o777)
+
+
+APPLIED_SUFFIX = ".applied"
+
+
+def apply_rendered(rendered: Path, path: Path) -> dict[str, str]:
+    """Bring the node's file ``path`` to ``rendered``, keeping the runtime changes made since.
+
+    A deployment (the Helm chart) renders the file anew at every upgrade, while
+    the node rewrites its own copy at runtime (``changeServerSettings``); both
+    must win where they are the newer word. The rendering as last applied is
+    kept beside ``path`` (``<name>.applied``), and per key: a value the new
+    rendering changed since then is taken (the operator's upgrade wins); an
+    unchanged one keeps what ``path`` holds (a runtime change survives the
+    restart); a key the rendering dropped goes; a key only the node wrote stays.
+    The result has the rendering's comments and order. Returns the runtime
+    values kept that differ from the rendering, by key.
+    """
+    document = _load(rendered)
+    applied_path = path.with_name(path.name + APPLIED_SUFFIX)
+    current = read_properties(path) if path.exists() else {}
+    applied = read_properties(applied_path) if applied_path.exists() else {}
+    kept: dict[str, str] = {}
+    for key, value in current.items():
+        if key in document:
+            keep = document[key] == applied.get(key)
+        else:
+            keep = key not in applied
+        if keep and document.get(key) != value:
+            kept[key] = value
+            document[key] = value
+    _replace(path, document, 0o644)
+    _replace(applied_path, _load(rendered), 0o644)
+    return kept
+
+
+def _load(path: Path) -> javaproperties.PropertiesFile:
+    with path.open(encoding="utf-8") as f:
+        return javaproperties.PropertiesFile.load(f)
+
+
+def _replace(path: Path, document: javaproperties.PropertiesFile, mode: int) -> None:
+    """Write ``document`` over ``path`` atomically: temporary file, fsync, rename."""
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as tmp:

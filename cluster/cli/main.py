@@ -17,6 +17,7 @@ from pathlib import Path
 from cluster.cli import client_commands
 from cluster.errors import ClusterError, ConfigError
 from cluster.logs import configure_logging
+from cluster.properties import apply_rendered
 from cluster.registry.migrate import migrate
 from cluster.server import run_node
 from cluster.settings import Settings, load_settings
@@ -34,6 +35,13 @@ def _parser() -> argparse.ArgumentParser:
     for name, text in (("node", "run one node"), ("migrate", "apply the registry's migrations")):
         command = commands.add_parser(name, help=text)
         command.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="properties file")
+
+    apply = commands.add_parser(
+        "apply-config",
+        help="bring a node's properties file to a deployment's rendering, keeping runtime changes",
+    )
+    apply.add_argument("--from", dest="rendered", type=Path, required=True, help="rendered file")
+    apply.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="the node's file")
 
     publish = commands.add_parser("publish", help="publish the synthetic test stream over WHIP")
     publish.add_argument("--whip", required=True, help="e.g. http://127.0.0.1:5080/LiveApp/whip/s1")
@@ -61,10 +69,25 @@ def _settings(config: Path) -> Settings:
         sys.exit(2)
 
 
+def _apply_config(rendered: Path, config: Path) -> None:
+    """The Helm chart's init step: the rendering of this release over the pod's own file."""
+    try:
+        kept = apply_rendered(rendered, config)
+    except OSError as error:
+        print(f"tierstream: cannot apply {rendered} to {config}: {error}", file=sys.stderr)
+        sys.exit(2)
+    for key, value in kept.items():
+        logger.info("%s: kept the runtime value %s=%s", config, key, value)
+    logger.info("%s: brought to %s (%d runtime values kept)", config, rendered, len(kept))
+
+
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     try:
-        if args.command in ("node", "migrate"):
+        if args.command == "apply-config":
+            configure_logging("INFO")
+            _apply_config(args.rendered, args.config)
+        elif args.command in ("node", "migrate"):
             settings = _settings(args.config)
             configure_logging(settings.log_level)
             if args.command == "node":

@@ -55,10 +55,8 @@ def apply_rendered(rendered: Path, path: Path) -> dict[str, str]:
     applied = read_properties(applied_path) if applied_path.exists() else {}
     kept: dict[str, str] = {}
     for key, value in current.items():
-        if key in document:
-            keep = document[key] == applied.get(key)
-        else:
-            keep = key not in applied
+        # Unchanged by the rendering since last applied, or written by the node alone.
+        keep = document[key] == applied.get(key) if key in document else key not in applied
         if keep and document.get(key) != value:
             kept[key] = value
             document[key] = value

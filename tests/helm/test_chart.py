@@ -1,0 +1,279 @@
+"""The chart as helm renders it: lint, Kubernetes API schemas, and what each object tells a node.
+
+The rendered objects are checked through the node's own code where one exists: the properties
+file a pod gets and its environment are loaded with ``load_settings``, the init step is the
+real ``tierstream apply-config``.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import javaproperties
+import kubernetes_validate
+import pytest
+
+from cluster.cli.main import main
+from cluster.properties import update_properties
+from cluster.settings import KEYS, Settings, load_settings
+from tests.helm.conftest import ValueSet
+from tests.support.helm import (
+    CHART,
+    CLUSTER_SECRET,
+    EXAMPLES,
+    REGISTRY_URL,
+    REQUIRED_SECRETS,
+    Manifest,
+    Pod,
+    configmap_file,
+    container,
+    container_env,
+    find,
+    helm,
+    render,
+    schema,
+    secret_data,
+    values_args,
+    walk,
+)
+
+OLDEST_KUBERNETES = "1.30.0"
+"""The chart's kubeVersion floor (Chart.yaml); validated with the newest bundled schemas too."""
+
+SECRET_KEYS = {"cluster.secret", "server.adminToken", "clusterdb.url", "clusterdb.password"}
+CUSTOM_RESOURCES = {("monitoring.coreos.com/v1", "ServiceMonitor")}
+"""Kinds outside the Kubernetes API; their fields are checked by the tests below instead."""
+
+
+def statefulset(manifests: list[Manifest]) -> Manifest:
+    return find(manifests, "StatefulSet")
+
+
+def pod_secrets(manifests: list[Manifest], value_set: ValueSet) -> dict[str, dict[str, str]]:
+    rendered = {
+        m["metadata"]["name"]: secret_data(manifests, m["metadata"]["name"])
+        for m in manifests
+        if m["kind"] == "Secret"
+    }
+    return {**rendered, **{name: dict(data) for name, data in value_set.existing_secrets.items()}}
+
+
+def mounted(container_spec: Manifest, path: str, volumes: dict[str, Path]) -> Path:
+    """Where ``path`` inside the container is on this machine, through its volume mounts."""
+    for mount in sorted(container_spec["volumeMounts"], key=lambda m: -len(m["mountPath"])):
+        if path.startswith(mount["mountPath"] + "/"):
+            return volumes[mount["name"]] / path.removeprefix(mount["mountPath"] + "/")
+    raise AssertionError(f"{path} is on no volume of {container_spec['name']}")
+
+
+def node_config_path(node: Manifest) -> str:
+    args: list[str] = node.get("args") or node["command"][-1].split()
+    return args[args.index("--config") + 1]
+
+
+def start_pod(
+    manifests: list[Manifest], value_set: ValueSet, ordinal: int, workdir: Path
+) -> Settings:
+    """Do what the kubelet and the image do for pod ``ordinal`` up to the node's settings:
+    the ConfigMap as a volume, the init step (the real ``tierstream apply-config``), then the
+    node's properties file and environment loaded by the node's own loader."""
+    sts = statefulset(manifests)
+    pod = Pod(
+        name=f"{sts['metadata']['name']}-{ordinal}",
+        pod_ip="127.0.0.1",
+        host_ip="127.0.0.1",
+        node_name="ip-10-30-1-17.ec2.internal",
+        secrets=pod_secrets(manifests, value_set),
+    )
+    (config_volume,) = [
+        v for v in sts["spec"]["template"]["spec"]["volumes"] if v["name"] == "chart-config"
+    ]
+    volumes = {
+        "chart-config": configmap_file(
+            manifests, config_volume["configMap"]["name"], "red5.properties", workdir / "cm"
+        ).parent,
+        "data": workdir / "data",
+    }
+    volumes["data"].mkdir(parents=True, exist_ok=True)
+    init = container(sts, "apply-config", init=True)
+    args = list(init["args"])
+    for flag in ("--from", "--config"):
+        args[args.index(flag) + 1] = str(mounted(init, args[args.index(flag) + 1], volumes))
+    main(args)
+    node = container(sts, "node")
+    env = container_env(node, pod)
+    if "command" in node:  # ice.address=external: the address for this Kubernetes node
+        addresses = find(manifests, "ConfigMap", f"{sts['metadata']['name']}-addresses")
+        env["TIERSTREAM_WEBRTC_CANDIDATEADDRESSES"] = addresses["data"][pod.node_name]
+    return load_settings(mounted(node, node_config_path(node), volumes), env)
+
+
+def test_helm_lint_strict_passes(value_set: ValueSet, helm_home: Path) -> None:
+    result = helm(
+        "lint", "--strict", str(CHART), *values_args(value_set.values, helm_home), home=helm_home
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 chart(s) failed" in result.stdout
+
+
+@pytest.mark.parametrize("version", [OLDEST_KUBERNETES, kubernetes_validate.latest_version()])
+def test_every_manifest_validates_against_the_kubernetes_api(
+    manifests: list[Manifest], version: str
+) -> None:
+    validated = 0
+    for manifest in manifests:
+        if (manifest["apiVersion"], manifest["kind"]) in CUSTOM_RESOURCES:
+            continue
+        try:
+            kubernetes_validate.validate(manifest, version, strict=True)
+        except kubernetes_validate.ValidationError as error:
+            where = ".".join(str(p) for p in error.path)
+            pytest.fail(f"{manifest['kind']}/{manifest['metadata']['name']}: {where}: {error}")
+        validated += 1
+    assert validated >= 8
+
+
+def test_the_node_group_reaches_every_nodes_configuration(
+    manifests: list[Manifest], value_set: ValueSet, tmp_path: Path
+) -> None:
+    settings = start_pod(manifests, value_set, 0, tmp_path)
+    assert settings.node_group == value_set.node_group
+    assert settings.cluster_secret == CLUSTER_SECRET
+    assert settings.registry_url.startswith("postgresql+asyncpg://tierstream:")
+    assert settings.http_host == "0.0.0.0"
+    assert not settings.embedded_registry
+
+
+def test_statefulset_pod_names_are_the_nodes_server_names(
+    manifests: list[Manifest], value_set: ValueSet, tmp_path: Path
+) -> None:
+    sts = statefulset(manifests)
+    replicas = sts["spec"].get("replicas", 2)
+    for ordinal in range(replicas):
+        settings = start_pod(manifests, value_set, ordinal, tmp_path / str(ordinal))
+        assert settings.node_id == f"{sts['metadata']['name']}-{ordinal}"
+    headless = find(manifests, "Service", sts["spec"]["serviceName"])
+    assert headless["spec"]["clusterIP"] == "None"
+    assert (
+        headless["spec"]["selector"].items()
+        <= sts["spec"]["template"]["metadata"]["labels"].items()
+    )
+
+
+def test_a_runtime_change_on_the_pods_volume_survives_a_restart(
+    manifests: list[Manifest], value_set: ValueSet, tmp_path: Path
+) -> None:
+    sts = statefulset(manifests)
+    node = container(sts, "node")
+    config = mounted(node, node_config_path(node), {"data": tmp_path / "data"})
+    start_pod(manifests, value_set, 0, tmp_path)
+    update_properties(config, {"nodeGroup": "ap"})  # what changeServerSettings does
+    assert start_pod(manifests, value_set, 0, tmp_path).node_group == "ap"
+    templates = sts["spec"].get("volumeClaimTemplates", [])
+    assert [t["metadata"]["name"] for t in templates] == ["data"]
+
+
+def test_secrets_never_reach_a_configmap(manifests: list[Manifest], value_set: ValueSet) -> None:
+    secret_values = {
+        value for data in pod_secrets(manifests, value_set).values() for value in data.values()
+    }
+    assert CLUSTER_SECRET in secret_values
+    for configmap in (m for m in manifests if m["kind"] == "ConfigMap"):
+        for text in (configmap.get("data") or {}).values():
+            assert not any(secret in text for secret in secret_values), configmap["metadata"]
+        if "red5.properties" in configmap.get("data", {}):
+            keys = set(javaproperties.loads(configmap["data"]["red5.properties"]))
+            assert not keys & SECRET_KEYS, configmap["metadata"]["name"]
+    for manifest in manifests:
+        if manifest["kind"] != "Secret":
+            rendered = str(manifest)
+            assert CLUSTER_SECRET not in rendered and REGISTRY_URL not in rendered
+
+
+def test_the_migrate_job_is_a_hook_running_tierstream_migrate(
+    manifests: list[Manifest], value_set: ValueSet
+) -> None:
+    job = find(manifests, "Job")
+    annotations = job["metadata"]["annotations"]
+    assert sorted(annotations["helm.sh/hook"].split(",")) == ["pre-install", "pre-upgrade"]
+    migrate = container(job, "migrate")
+    assert migrate["args"][:1] == ["migrate"]
+    assert migrate["image"] == container(statefulset(manifests), "node")["image"]
+    # What it reads exists when it runs: an existing Secret, or hook objects created before it.
+    spec = job["spec"]["template"]["spec"]
+    used = {("ConfigMap", v["configMap"]["name"]) for v in spec["volumes"]}
+    used |= {
+        ("Secret", ref["secretKeyRef"]["name"])
+        for ref in walk(job)
+        if isinstance(ref, dict)
+        and "secretKeyRef" in ref
+        and ref["secretKeyRef"]["name"] not in value_set.existing_secrets
+    }
+    for kind, name in used:
+        hook = find(manifests, kind, name)["metadata"]["annotations"]
+        assert hook["helm.sh/hook"] == annotations["helm.sh/hook"], name
+        assert int(hook["helm.sh/hook-weight"]) < int(annotations["helm.sh/hook-weight"]), name
+
+
+def test_every_configuration_key_has_its_place_in_the_chart() -> None:
+    """Each key the node declares is settable under ``config`` or set by the chart itself
+    (``false`` in the schema: per pod, or from the Secret): adding a key means adding it here."""
+    config = schema()["properties"]["config"]
+    for key in KEYS:
+        node: Any = config
+        for part in key.name.split("."):
+            assert part in node.get("properties", {}), (
+                f"{key.name} is declared by the node but has no place in "
+                f"helm/tierstream/values.schema.json under config"
+            )
+            node = node["properties"][part]
+        assert node is False or "type" in node or "enum" in node or "oneOf" in node, key.name
+
+
+def test_the_properties_renderer_keeps_awkward_values_intact(helm_home: Path) -> None:
+    values = {
+        "secrets": {"values": REQUIRED_SECRETS},
+        "config": {"server": {"maxViewers": 1000000, "allowed_dashboard_CIDR": ["10.0.0.0/8"]}},
+    }
+    rendered = render("eu", [values], helm_home)
+    text = find(rendered, "ConfigMap", "eu-tierstream-config")["data"]["red5.properties"]
+    keys = javaproperties.loads(text)
+    assert keys["server.maxViewers"] == "1000000"  # not 1e+06
+    assert keys["server.allowed_dashboard_CIDR"] == "10.0.0.0/8"
+
+
+def test_servicemonitor_scrapes_the_per_node_service(helm_home: Path) -> None:
+    rendered = render("eu", [EXAMPLES / "eu.yaml"], helm_home)
+    monitor = find(rendered, "ServiceMonitor")
+    selected = [
+        s
+        for s in rendered
+        if s["kind"] == "Service"
+        and monitor["spec"]["selector"]["matchLabels"].items() <= s["metadata"]["labels"].items()
+    ]
+    assert [s["spec"].get("clusterIP") for s in selected] == ["None"]
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["port"] in {p["name"] for p in selected[0]["spec"]["ports"]}
+    assert endpoint["path"] == "/metrics"
+
+
+def test_nodes_stop_with_a_clear_message_on_a_node_missing_from_external_addresses(
+    tmp_path: Path, helm_home: Path
+) -> None:
+    rendered = render(
+        "us", [EXAMPLES / "us.yaml", {"secrets": {"values": REQUIRED_SECRETS}}], helm_home
+    )
+    node = container(statefulset(rendered), "node")
+    script = node["command"][2].replace("/etc/tierstream/addresses", str(tmp_path))
+    result = subprocess.run(
+        ["/bin/sh", "-c", script],
+        env={"NODE_NAME": "ip-10-99-9-9.ec2.internal", "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "ip-10-99-9-9.ec2.internal" in result.stderr

@@ -10,17 +10,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
-from dataclasses import replace
-from typing import Any
 
-from cluster.errors import ConfigError, SettingLocked
 from cluster.heartbeat import Heartbeat
 from cluster.load import LoadSampler, usable_cores
 from cluster.logs import apply_log_level
 from cluster.properties import update_properties
 from cluster.registry import Registry
 from cluster.registry.migrate import migrate
-from cluster.settings import KEYS_BY_NAME, Settings
+from cluster.settings import Settings, changed_settings
 from cluster.streams.local import LocalStreams
 from cluster.types import NodeCapacity, NodeInfo, NodeState
 
@@ -87,29 +84,16 @@ class Node:
     async def change_settings(self, changes: Mapping[str, str]) -> Settings:
         """Persist ``changes`` (properties key → raw value) and apply them live.
 
-        Values are parsed with the same parsers as at start-up, so a runtime
-        change can never store what a restart would refuse. A key pinned by an
-        environment variable is refused: the file change would be silently
-        undone at the next start.
+        The change is validated as a restart would read the file, so it can
+        never store what a restart would refuse.
         """
         async with self._settings_lock:
-            parsed: dict[str, Any] = {}
-            for name, raw in changes.items():
-                key = KEYS_BY_NAME[name]
-                if name in self._settings.env_overrides:
-                    raise SettingLocked(
-                        f"{name} is set by the environment variable {key.env_name}; "
-                        "change it there and restart the node"
-                    )
-                try:
-                    parsed[key.field] = key.parse(raw)
-                except ValueError as error:
-                    raise ConfigError(name, str(error)) from None
-            await asyncio.to_thread(update_properties, self._settings.config_path, dict(changes))
             old = self._settings
-            self._settings = replace(old, **parsed)
-        if "log_level" in parsed:
-            apply_log_level(self._settings.log_level)
+            new = changed_settings(old, changes)
+            await asyncio.to_thread(update_properties, old.config_path, dict(changes))
+            self._settings = new
+        if new.log_level != old.log_level:
+            apply_log_level(new.log_level)
         if self._settings.node_group != old.node_group:
             logger.info(
                 "node %s moved from region %s to region %s",

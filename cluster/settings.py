@@ -1,14 +1,19 @@
 """A node's configuration: one frozen object read once from the properties file and env.
 
-Every key is declared once in ``KEYS`` with its parser, default and meaning;
-the README's configuration reference mirrors that table. A key the file or the
-environment names but ``KEYS`` does not, or a value its parser refuses, stops
-start-up with the key's name and the reason, so a typo never runs silently
-with a default.
+Every key is declared once, as a field of ``Settings`` made by ``key()``: its name
+in the file, its parser (whose return type mypy checks against the field's
+annotation) and its default; the docstring under the field says what it means.
+The README's configuration table and ``conf/red5.properties`` name every key,
+which a test checks. A key the file or the environment names but ``Settings``
+does not declare, or a value its parser refuses, stops start-up with the key's
+name and the reason, so a typo never runs silently with a default.
 
 Environment variables override the file: ``TIERSTREAM_`` followed by the key in
 upper case with every non-alphanumeric character turned into ``_``
 (``nodeGroup`` → ``TIERSTREAM_NODEGROUP``, ``http.port`` → ``TIERSTREAM_HTTP_PORT``).
+
+A runtime change (``changeServerSettings``) goes through the same path as
+start-up (``settings_from``), so it can never hold what a restart would refuse.
 """
 
 from __future__ import annotations
@@ -17,12 +22,12 @@ import ipaddress
 import re
 import socket
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, Literal, TypeVar, cast
 from urllib.parse import quote
 
-from cluster.errors import ConfigError
+from cluster.errors import ConfigError, SettingLocked
 from cluster.properties import read_properties
 from cluster.types import NODE_GROUP_PATTERN, NodeGroup, NodeId
 
@@ -41,49 +46,29 @@ _LOG_LEVEL_ALIASES: dict[str, LogLevel] = {
     "ERROR": "ERROR",
 }
 
+T = TypeVar("T")
+
 
 @dataclass(frozen=True, slots=True)
-class Settings:
-    """Everything a node is configured with. Replace, never mutate: see ``with_node_group``."""
+class Key:
+    """One configuration key: its name in the file, how its text is read, and its default."""
 
-    config_path: Path
-    node_group: NodeGroup
-    server_name: str
-    log_level: LogLevel
-    http_host: str
-    http_port: int
-    public_url: str
-    internal_url: str
-    cpu_limit: int
-    allowed_dashboard_cidr: tuple[IpNetwork, ...]
-    admin_token: str
-    max_players: int
-    max_bitrate_kbps: int
-    data_dir: Path
-    registry_url: str
-    cluster_secret: str
-    candidate_addresses: tuple[str, ...]
-    ice_servers: tuple[str, ...]
-    heartbeat_interval_s: float
-    node_dead_timeout_s: float
-    max_downstreams: int
-    idle_pull_timeout_s: float
-    origin_grace_s: float
-    env_overrides: frozenset[str]
+    name: str
+    parse: Callable[[str], Any]
+    default: str
 
     @property
-    def node_id(self) -> NodeId:
-        """The node's identity in the registry: its ``server.name``."""
-        return NodeId(self.server_name)
+    def env_name(self) -> str:
+        return ENV_PREFIX + re.sub(r"[^A-Za-z0-9]", "_", self.name).upper()
 
-    @property
-    def embedded_registry(self) -> bool:
-        """True when the registry is the embedded SQLite file rather than a shared server."""
-        return self.registry_url.startswith("sqlite")
 
-    def with_node_group(self, group: NodeGroup) -> Settings:
-        """The same settings in another region (a runtime ``changeServerSettings``)."""
-        return replace(self, node_group=group)
+def key(name: str, parse: Callable[[str], T], default: str) -> T:
+    """Declare a ``Settings`` field as the properties key ``name``.
+
+    Typed as the parser's result, so ``port: int = key("http.port", _text, ...)``
+    is a type error: the parser and the annotation cannot drift apart.
+    """
+    return cast(T, field(metadata={"key": Key(name, parse, default)}))
 
 
 # --- value parsers: each takes the raw text and returns the typed value or raises ValueError
@@ -182,191 +167,107 @@ def _registry_url(raw: str) -> str:
     return value
 
 
+def _path(raw: str) -> Path:
+    return Path(raw.strip())
+
+
 def _milliseconds(low: int, high: int) -> Callable[[str], float]:
     parse_int = _integer(low, high)
     return lambda raw: parse_int(raw) / 1000.0
 
 
 @dataclass(frozen=True, slots=True)
-class Key:
-    """One configuration key: its name in the file, where it lands, and how it is read."""
+class Settings:
+    """Everything a node is configured with. Never mutated: a change builds a new one."""
 
-    name: str
-    field: str
-    parse: Callable[[str], Any]
-    default: str
-    doc: str
+    node_group: NodeGroup = key("nodeGroup", _node_group, "default")
+    """The node's region. Players are served by nodes of their region."""
+    server_name: str = key("server.name", _server_name, "")
+    """The node's name and registry id; empty means <hostname>-<http.port>."""
+    log_level: LogLevel = key("server.log_level", _log_level, "INFO")
+    """DEBUG, INFO, WARN or ERROR (TRACE/ALL read as DEBUG)."""
+    http_host: str = key("http.host", _text, "127.0.0.1")
+    """Address the HTTP/WebSocket server listens on; 0.0.0.0 for all interfaces."""
+    http_port: int = key("http.port", _integer(1, 65535), "5080")
+    public_url: str = key("server.publicUrl", _url, "")
+    """URL players and publishers reach this node at; empty means http://<host>:<port>."""
+    internal_url: str = key("server.internalUrl", _url, "")
+    """URL other nodes reach this node at; empty means the public URL."""
+    cpu_limit: int = key("server.cpu_limit", _integer(10, 100), "75")
+    """CPU percentage above which the node takes no new publishers or players."""
+    allowed_dashboard_cidr: tuple[IpNetwork, ...] = key(
+        "server.allowed_dashboard_CIDR", _networks, "0.0.0.0/0,::/0"
+    )
+    """Networks that may call state-changing REST."""
+    admin_token: str = key("server.adminToken", _text, "")
+    """Bearer token for state-changing REST; empty disables those calls."""
+    max_players: int = key("server.maxViewers", _integer(1, 1_000_000), "1000")
+    """Players this node serves at most."""
+    max_bitrate_kbps: int = key("server.maxBitrateKbps", _integer(1, 100_000_000), "1000000")
+    """Outgoing media bitrate this node serves at most, in kbit/s."""
+    data_dir: Path = key("server.dataDir", _path, "../var")
+    """Directory for the embedded registry; relative to the properties file's directory."""
+    registry_url: str = key("clusterdb.url", _registry_url, "")
+    """postgresql+asyncpg://... or sqlite+aiosqlite:///...; empty means clusterdb.host if set,
+    else the embedded registry in server.dataDir."""
+    clusterdb_host: str = key("clusterdb.host", _text, "")
+    clusterdb_port: int = key("clusterdb.port", _integer(1, 65535), "5432")
+    clusterdb_user: str = key("clusterdb.user", _text, "tierstream")
+    clusterdb_password: str = key("clusterdb.password", _text, "")
+    clusterdb_name: str = key("clusterdb.name", _text, "tierstream")
+    cluster_secret: str = key("cluster.secret", _secret, "")
+    """Signs node-to-node pulls: empty, or 32+ characters; required with PostgreSQL."""
+    candidate_addresses: tuple[str, ...] = key(
+        "webrtc.candidateAddresses", _ip_addresses, "127.0.0.1"
+    )
+    """IP addresses the node advertises as ICE host candidates."""
+    ice_servers: tuple[str, ...] = key("webrtc.iceServers", _ice_servers, "")
+    """STUN/TURN URLs; empty means none (no public STUN traffic)."""
+    heartbeat_interval_s: float = key(
+        "cluster.heartbeatIntervalMs", _milliseconds(100, 60_000), "1000"
+    )
+    """How often the node reports itself and its load to the registry."""
+    node_dead_timeout_s: float = key(
+        "cluster.nodeDeadTimeoutMs", _milliseconds(200, 600_000), "3000"
+    )
+    """A node without a heartbeat for this long is not alive."""
+    max_downstreams: int = key("cluster.maxDownstreams", _integer(1, 1000), "8")
+    """Pulling nodes one node serves at most before new ones pull from a node below it."""
+    idle_pull_timeout_s: float = key(
+        "cluster.idlePullTimeoutMs", _milliseconds(0, 3_600_000), "10000"
+    )
+    """A pull with no players and no downstreams stops after this long."""
+    origin_grace_s: float = key("cluster.originGraceMs", _milliseconds(0, 3_600_000), "10000")
+    """Players are held this long when a stream's main origin is lost, in case it returns."""
+
+    config_path: Path = field(default=Path("red5.properties"))
+    """The properties file these settings were read from (and a runtime change rewrites)."""
+    written: Mapping[str, str] = field(default_factory=dict)
+    """The keys as the file held them; a runtime change is validated on top of these."""
+    environ: Mapping[str, str] = field(default_factory=dict)
+    """The ``TIERSTREAM_*`` variables the node started with; they win over the file."""
 
     @property
-    def env_name(self) -> str:
-        return ENV_PREFIX + re.sub(r"[^A-Za-z0-9]", "_", self.name).upper()
+    def node_id(self) -> NodeId:
+        """The node's identity in the registry: its ``server.name``."""
+        return NodeId(self.server_name)
+
+    @property
+    def embedded_registry(self) -> bool:
+        """True when the registry is the embedded SQLite file rather than a shared server."""
+        return self.registry_url.startswith("sqlite")
+
+    @property
+    def env_overrides(self) -> frozenset[str]:
+        """The keys an environment variable sets: a runtime change of them is refused."""
+        return frozenset(k.name for k in KEYS if k.env_name in self.environ)
 
 
-KEYS: tuple[Key, ...] = (
-    Key(
-        "nodeGroup",
-        "node_group",
-        _node_group,
-        "default",
-        "The node's region. Players are served by nodes of their region.",
-    ),
-    Key(
-        "server.name",
-        "server_name",
-        _server_name,
-        "",
-        "The node's name and registry id; empty means <hostname>-<http.port>.",
-    ),
-    Key(
-        "server.log_level",
-        "log_level",
-        _log_level,
-        "INFO",
-        "DEBUG, INFO, WARN or ERROR (TRACE/ALL read as DEBUG).",
-    ),
-    Key(
-        "http.host",
-        "http_host",
-        _text,
-        "127.0.0.1",
-        "Address the HTTP/WebSocket server listens on; 0.0.0.0 for all interfaces.",
-    ),
-    Key("http.port", "http_port", _integer(1, 65535), "5080", "HTTP/WebSocket port."),
-    Key(
-        "server.publicUrl",
-        "public_url",
-        _url,
-        "",
-        "URL players and publishers reach this node at; empty means http://<host>:<port>.",
-    ),
-    Key(
-        "server.internalUrl",
-        "internal_url",
-        _url,
-        "",
-        "URL other nodes reach this node at; empty means the public URL.",
-    ),
-    Key(
-        "server.cpu_limit",
-        "cpu_limit",
-        _integer(10, 100),
-        "75",
-        "CPU percentage above which the node takes no new publishers or players.",
-    ),
-    Key(
-        "server.allowed_dashboard_CIDR",
-        "allowed_dashboard_cidr",
-        _networks,
-        "0.0.0.0/0,::/0",
-        "Comma-separated networks that may call state-changing REST.",
-    ),
-    Key(
-        "server.adminToken",
-        "admin_token",
-        _text,
-        "",
-        "Bearer token for state-changing REST; empty disables those calls.",
-    ),
-    Key(
-        "server.maxViewers",
-        "max_players",
-        _integer(1, 1_000_000),
-        "1000",
-        "Players this node serves at most.",
-    ),
-    Key(
-        "server.maxBitrateKbps",
-        "max_bitrate_kbps",
-        _integer(1, 100_000_000),
-        "1000000",
-        "Outgoing media bitrate this node serves at most, in kbit/s.",
-    ),
-    Key(
-        "server.dataDir",
-        "data_dir",
-        _text,
-        "../var",
-        "Directory for the embedded registry; relative to the properties file's directory.",
-    ),
-    Key(
-        "clusterdb.url",
-        "registry_url",
-        _registry_url,
-        "",
-        "Registry URL (postgresql+asyncpg://... or sqlite+aiosqlite:///...); empty means "
-        "clusterdb.host if set, else the embedded registry in server.dataDir.",
-    ),
-    Key("clusterdb.host", "clusterdb_host", _text, "", "PostgreSQL host of the registry."),
-    Key(
-        "clusterdb.port",
-        "clusterdb_port",
-        _integer(1, 65535),
-        "5432",
-        "PostgreSQL port of the registry.",
-    ),
-    Key("clusterdb.user", "clusterdb_user", _text, "tierstream", "PostgreSQL user."),
-    Key("clusterdb.password", "clusterdb_password", _text, "", "PostgreSQL password."),
-    Key("clusterdb.name", "clusterdb_name", _text, "tierstream", "PostgreSQL database name."),
-    Key(
-        "cluster.secret",
-        "cluster_secret",
-        _secret,
-        "",
-        "Secret shared by all nodes to sign node-to-node pulls: empty, or at least 32 "
-        "characters; required with a PostgreSQL registry.",
-    ),
-    Key(
-        "webrtc.candidateAddresses",
-        "candidate_addresses",
-        _ip_addresses,
-        "127.0.0.1",
-        "Comma-separated IP addresses the node advertises as ICE host candidates.",
-    ),
-    Key(
-        "webrtc.iceServers",
-        "ice_servers",
-        _ice_servers,
-        "",
-        "Comma-separated STUN/TURN URLs; empty means none (no public STUN traffic).",
-    ),
-    Key(
-        "cluster.heartbeatIntervalMs",
-        "heartbeat_interval_s",
-        _milliseconds(100, 60_000),
-        "1000",
-        "How often the node reports itself and its load to the registry.",
-    ),
-    Key(
-        "cluster.nodeDeadTimeoutMs",
-        "node_dead_timeout_s",
-        _milliseconds(200, 600_000),
-        "3000",
-        "A node without a heartbeat for this long is not alive.",
-    ),
-    Key(
-        "cluster.maxDownstreams",
-        "max_downstreams",
-        _integer(1, 1000),
-        "8",
-        "Pulling nodes one node serves at most before new ones pull from a node below it.",
-    ),
-    Key(
-        "cluster.idlePullTimeoutMs",
-        "idle_pull_timeout_s",
-        _milliseconds(0, 3_600_000),
-        "10000",
-        "A pull with no players and no pulling nodes stops after this long.",
-    ),
-    Key(
-        "cluster.originGraceMs",
-        "origin_grace_s",
-        _milliseconds(0, 3_600_000),
-        "10000",
-        "Players are held this long when a stream's main origin is lost, "
-        "in case the stream is published again.",
-    ),
-)
-KEYS_BY_NAME: dict[str, Key] = {key.name: key for key in KEYS}
+KEYS: tuple[Key, ...] = tuple(f.metadata["key"] for f in fields(Settings) if "key" in f.metadata)
+KEYS_BY_NAME: dict[str, Key] = {k.name: k for k in KEYS}
+_FIELDS_BY_KEY: dict[str, str] = {
+    f.metadata["key"].name: f.name for f in fields(Settings) if "key" in f.metadata
+}
 
 
 def load_settings(config_path: Path, environ: Mapping[str, str]) -> Settings:
@@ -378,72 +279,84 @@ def load_settings(config_path: Path, environ: Mapping[str, str]) -> Settings:
         written = read_properties(config_path)
     except OSError as error:
         raise ConfigError(str(config_path), f"cannot read: {error.strerror}") from None
+    return settings_from(config_path, written, environ)
+
+
+def settings_from(
+    config_path: Path, written: Mapping[str, str], environ: Mapping[str, str]
+) -> Settings:
+    """Validate what the file holds (``written``) with the environment on top.
+
+    Start-up and runtime changes both come here; nothing is read or written.
+    """
     for name in written:
         if name not in KEYS_BY_NAME:
             raise ConfigError(name, f"unknown key in {config_path}")
-    env_names = {key.env_name: key for key in KEYS}
-    for variable in environ:
-        if variable.startswith(ENV_PREFIX) and variable not in env_names:
+    env_names = {k.env_name for k in KEYS}
+    ours = {name: value for name, value in environ.items() if name.startswith(ENV_PREFIX)}
+    for variable in ours:
+        if variable not in env_names:
             raise ConfigError(variable, "unknown environment variable")
-
     values: dict[str, Any] = {}
-    overrides: set[str] = set()
-    for key in KEYS:
-        raw = written.get(key.name, key.default)
-        if key.env_name in environ:
-            raw = environ[key.env_name]
-            overrides.add(key.name)
+    for k in KEYS:
+        raw = ours.get(k.env_name, written.get(k.name, k.default))
         try:
-            values[key.field] = key.parse(raw)
+            values[_FIELDS_BY_KEY[k.name]] = k.parse(raw)
         except ValueError as error:
-            raise ConfigError(key.name, str(error)) from None
-    return _derive(config_path, values, frozenset(overrides))
+            raise ConfigError(k.name, str(error)) from None
+    return _derive(Settings(**values, config_path=config_path, written=dict(written), environ=ours))
 
 
-def _derive(config_path: Path, values: dict[str, Any], overrides: frozenset[str]) -> Settings:
+def changed_settings(current: Settings, changes: Mapping[str, str]) -> Settings:
+    """``current`` with ``changes`` (key → raw value) applied, through the start-up checks.
+
+    A key pinned by an environment variable is refused: the file change would
+    be silently undone at the next start.
+    """
+    for name in changes:
+        if name in current.env_overrides:
+            raise SettingLocked(
+                f"{name} is set by the environment variable {KEYS_BY_NAME[name].env_name}; "
+                "change it there and restart the node"
+            )
+    return settings_from(current.config_path, {**current.written, **changes}, current.environ)
+
+
+def _derive(s: Settings) -> Settings:
     """Fill the values that default from others, and check the keys that depend on each other."""
-    port = cast(int, values["http_port"])
-    host = cast(str, values["http_host"])
-    server_name = values["server_name"] or f"{socket.gethostname()}-{port}"
-    reachable_host = host if host not in ("0.0.0.0", "::", "") else socket.gethostname()
+    server_name = s.server_name or f"{socket.gethostname()}-{s.http_port}"
+    reachable_host = (
+        s.http_host if s.http_host not in ("0.0.0.0", "::", "") else socket.gethostname()
+    )
     if ":" in reachable_host:
         reachable_host = f"[{reachable_host}]"
-    public_url = values["public_url"] or f"http://{reachable_host}:{port}"
-    internal_url = values["internal_url"] or public_url
-    data_dir = (config_path.parent / cast(str, values["data_dir"])).resolve()
+    public_url = s.public_url or f"http://{reachable_host}:{s.http_port}"
+    data_dir = (s.config_path.parent / s.data_dir).resolve()
 
-    registry_url = cast(str, values["registry_url"])
-    db_host = cast(str, values["clusterdb_host"])
-    if registry_url and db_host:
+    registry_url = s.registry_url
+    if registry_url and s.clusterdb_host:
         raise ConfigError("clusterdb.url", "set either clusterdb.url or clusterdb.host, not both")
-    if db_host:
-        user = quote(cast(str, values["clusterdb_user"]), safe="")
-        password = quote(cast(str, values["clusterdb_password"]), safe="")
+    if s.clusterdb_host:
+        user = quote(s.clusterdb_user, safe="")
+        password = quote(s.clusterdb_password, safe="")
         credentials = f"{user}:{password}" if password else user
         registry_url = (
-            f"postgresql+asyncpg://{credentials}@{db_host}:{values['clusterdb_port']}"
-            f"/{values['clusterdb_name']}"
+            f"postgresql+asyncpg://{credentials}@{s.clusterdb_host}:{s.clusterdb_port}"
+            f"/{s.clusterdb_name}"
         )
     if not registry_url:
         registry_url = f"sqlite+aiosqlite:///{data_dir / 'registry.db'}"
-    secret = cast(str, values["cluster_secret"])
-    if registry_url.startswith("postgresql") and not secret:
+    if registry_url.startswith("postgresql") and not s.cluster_secret:
         raise ConfigError("cluster.secret", "is required when the registry is PostgreSQL")
-    if values["node_dead_timeout_s"] <= values["heartbeat_interval_s"]:
+    if s.node_dead_timeout_s <= s.heartbeat_interval_s:
         raise ConfigError(
             "cluster.nodeDeadTimeoutMs", "must be longer than cluster.heartbeatIntervalMs"
         )
-
-    direct = {f.name: values[f.name] for f in fields(Settings) if f.name in values}
-    return Settings(
-        **{
-            **direct,
-            "config_path": config_path,
-            "server_name": server_name,
-            "public_url": public_url,
-            "internal_url": internal_url,
-            "data_dir": data_dir,
-            "registry_url": registry_url,
-            "env_overrides": overrides,
-        }
+    return replace(
+        s,
+        server_name=server_name,
+        public_url=public_url,
+        internal_url=s.internal_url or public_url,
+        data_dir=data_dir,
+        registry_url=registry_url,
     )

@@ -8,8 +8,9 @@ import pytest
 
 from cluster.errors import ConfigError
 from cluster.settings import KEYS, load_settings
+from tests.support import REPO
 
-SHIPPED = Path(__file__).resolve().parent.parent / "conf" / "red5.properties"
+SHIPPED = REPO / "conf" / "red5.properties"
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -28,6 +29,15 @@ def test_shipped_file_documents_every_key_and_loads() -> None:
     assert settings.candidate_addresses == ("127.0.0.1",)
     assert settings.ice_servers == ()
     assert settings.embedded_registry
+
+
+def test_the_readme_table_names_every_key() -> None:
+    rows = [
+        line for line in (REPO / "README.md").read_text().splitlines() if line.startswith("| `")
+    ]
+    documented = {row.split("`")[1] for row in rows}
+    missing = [key.name for key in KEYS if key.name not in documented]
+    assert not missing, f"the README's configuration table lacks {missing}"
 
 
 def test_empty_file_gives_the_documented_defaults(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 
 from cluster.errors import RegistryUnavailable
@@ -39,6 +40,8 @@ class Heartbeat:
         self._task: asyncio.Task[None] | None = None
         self.healthy = True
         """False while the registry cannot be reached; /healthz reports it."""
+        self.acknowledged_at: float | None = None
+        """``time.monotonic()`` of the last beat the registry took; readiness ages it."""
 
     def start(self) -> None:
         if self._task is None:
@@ -81,3 +84,10 @@ class Heartbeat:
         if not self.healthy:
             logger.info("registry reachable again; node %s heartbeating", info.id)
         self.healthy = True
+        self.acknowledged_at = time.monotonic()
+
+    def registry_age_s(self) -> float | None:
+        """Seconds since the registry last took a beat; None before the first."""
+        if self.acknowledged_at is None:
+            return None
+        return time.monotonic() - self.acknowledged_at

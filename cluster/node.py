@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
+from dataclasses import replace
 
 from cluster.heartbeat import Heartbeat
 from cluster.load import LoadSampler, usable_cores
@@ -17,6 +18,7 @@ from cluster.logs import apply_log_level
 from cluster.properties import update_properties
 from cluster.registry import Registry
 from cluster.registry.migrate import migrate
+from cluster.routing.readiness import Readiness, Verdict
 from cluster.settings import Settings, changed_settings
 from cluster.streams.local import LocalStreams
 from cluster.types import NodeCapacity, NodeInfo, NodeState
@@ -35,6 +37,7 @@ class Node:
         self.streams = LocalStreams(registry, lambda: self._settings, lambda: self.sampler.last)
         self.heartbeat = Heartbeat(registry, self.info, self.sampler, settings.heartbeat_interval_s)
         self._settings_lock = asyncio.Lock()
+        self._readiness = Readiness()
         self._closed = False
 
     @classmethod
@@ -79,6 +82,20 @@ class Node:
                 max_players=s.max_players,
                 max_bitrate_kbps=s.max_bitrate_kbps,
             ),
+        )
+
+    def readiness(self) -> Verdict:
+        """Whether new work should come here (``/readyz``): state, registry freshness, room."""
+        s = self._settings
+        load = replace(self.streams.media_counters(), cpu=self.sampler.last.cpu)
+        return self._readiness.check(
+            self.state,
+            self.heartbeat.registry_age_s(),
+            s.view_stale_s,
+            load,
+            self.info().capacity,
+            s.cpu_limit,
+            s.ready_resume_percent,
         )
 
     async def change_settings(self, changes: Mapping[str, str]) -> Settings:

@@ -239,6 +239,12 @@ class Settings:
     """A pull with no players and no downstreams stops after this long."""
     origin_grace_s: float = key("cluster.originGraceMs", _milliseconds(0, 3_600_000), "10000")
     """Players are held this long when a stream's main origin is lost, in case it returns."""
+    view_stale_s: float = key("cluster.viewStaleMs", _milliseconds(200, 600_000), "10000")
+    """A cluster view older than this (registry unreachable) is not routed on: the node
+    serves locally and /readyz answers 503."""
+    ready_resume_percent: int = key("server.readyResumePercent", _integer(1, 100), "90")
+    """A full node is ready again only once every load is under this percent of its limit
+    (hysteresis, so a node at the edge does not flap in DNS answers)."""
 
     config_path: Path = field(default=Path("red5.properties"))
     """The properties file these settings were read from (and a runtime change rewrites)."""
@@ -352,6 +358,8 @@ def _derive(s: Settings) -> Settings:
         raise ConfigError(
             "cluster.nodeDeadTimeoutMs", "must be longer than cluster.heartbeatIntervalMs"
         )
+    if s.view_stale_s <= s.heartbeat_interval_s:
+        raise ConfigError("cluster.viewStaleMs", "must be longer than cluster.heartbeatIntervalMs")
     return replace(
         s,
         server_name=server_name,

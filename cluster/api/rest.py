@@ -189,6 +189,24 @@ async def healthz(request: Request) -> JSONResponse:
     return JSONResponse(body, status_code=200 if healthy else 503)
 
 
+async def readyz(request: Request) -> JSONResponse:
+    """Readiness for DNS steering and Kubernetes: 200 only while new work is welcome.
+
+    Answered from memory. The body's ``status`` is ``accepting`` only when ready,
+    and the word appears nowhere else, so string-matching health checks (Route 53,
+    Cloudflare) can look for it.
+    """
+    node = _node(request)
+    verdict = node.readiness()
+    body = {
+        "status": verdict.status,
+        "reason": verdict.reason,
+        "nodeId": node.settings.node_id,
+        "nodeGroup": node.settings.node_group,
+    }
+    return JSONResponse(body, status_code=200 if verdict.ready else 503)
+
+
 routes = [
     Route("/rest/getServerSettings", get_server_settings, methods=["GET"]),
     Route("/rest/v2/server-settings", get_server_settings, methods=["GET"]),
@@ -199,4 +217,5 @@ routes = [
     Route("/rest/v2/streams/{stream}/topology", stream_topology, methods=["GET"]),
     Route("/{app}/rest/v2/broadcasts/{stream}", broadcast, methods=["GET"]),
     Route("/healthz", healthz, methods=["GET"]),
+    Route("/readyz", readyz, methods=["GET", "HEAD"]),
 ]

@@ -15,7 +15,6 @@ import javaproperties
 import kubernetes_validate
 import pytest
 
-from cluster.cli.main import main
 from cluster.properties import update_properties
 from cluster.settings import KEYS, Settings, load_settings
 from tests.helm.conftest import ValueSet
@@ -26,15 +25,14 @@ from tests.support.helm import (
     REGISTRY_URL,
     REQUIRED_SECRETS,
     Manifest,
-    Pod,
-    configmap_file,
     container,
-    container_env,
     find,
     helm,
+    pod_secrets,
+    prepare_pod,
     render,
     schema,
-    secret_data,
+    statefulset,
     values_args,
     walk,
 )
@@ -47,67 +45,12 @@ CUSTOM_RESOURCES = {("monitoring.coreos.com/v1", "ServiceMonitor")}
 """Kinds outside the Kubernetes API; their fields are checked by the tests below instead."""
 
 
-def statefulset(manifests: list[Manifest]) -> Manifest:
-    return find(manifests, "StatefulSet")
-
-
-def pod_secrets(manifests: list[Manifest], value_set: ValueSet) -> dict[str, dict[str, str]]:
-    rendered = {
-        m["metadata"]["name"]: secret_data(manifests, m["metadata"]["name"])
-        for m in manifests
-        if m["kind"] == "Secret"
-    }
-    return {**rendered, **{name: dict(data) for name, data in value_set.existing_secrets.items()}}
-
-
-def mounted(container_spec: Manifest, path: str, volumes: dict[str, Path]) -> Path:
-    """Where ``path`` inside the container is on this machine, through its volume mounts."""
-    for mount in sorted(container_spec["volumeMounts"], key=lambda m: -len(m["mountPath"])):
-        if path.startswith(mount["mountPath"] + "/"):
-            return volumes[mount["name"]] / path.removeprefix(mount["mountPath"] + "/")
-    raise AssertionError(f"{path} is on no volume of {container_spec['name']}")
-
-
-def node_config_path(node: Manifest) -> str:
-    args: list[str] = node.get("args") or node["command"][-1].split()
-    return args[args.index("--config") + 1]
-
-
 def start_pod(
     manifests: list[Manifest], value_set: ValueSet, ordinal: int, workdir: Path
 ) -> Settings:
-    """Do what the kubelet and the image do for pod ``ordinal`` up to the node's settings:
-    the ConfigMap as a volume, the init step (the real ``tierstream apply-config``), then the
-    node's properties file and environment loaded by the node's own loader."""
-    sts = statefulset(manifests)
-    pod = Pod(
-        name=f"{sts['metadata']['name']}-{ordinal}",
-        pod_ip="127.0.0.1",
-        host_ip="127.0.0.1",
-        node_name="ip-10-30-1-17.ec2.internal",
-        secrets=pod_secrets(manifests, value_set),
-    )
-    (config_volume,) = [
-        v for v in sts["spec"]["template"]["spec"]["volumes"] if v["name"] == "chart-config"
-    ]
-    volumes = {
-        "chart-config": configmap_file(
-            manifests, config_volume["configMap"]["name"], "red5.properties", workdir / "cm"
-        ).parent,
-        "data": workdir / "data",
-    }
-    volumes["data"].mkdir(parents=True, exist_ok=True)
-    init = container(sts, "apply-config", init=True)
-    args = list(init["args"])
-    for flag in ("--from", "--config"):
-        args[args.index(flag) + 1] = str(mounted(init, args[args.index(flag) + 1], volumes))
-    main(args)
-    node = container(sts, "node")
-    env = container_env(node, pod)
-    if "command" in node:  # ice.address=external: the address for this Kubernetes node
-        addresses = find(manifests, "ConfigMap", f"{sts['metadata']['name']}-addresses")
-        env["TIERSTREAM_WEBRTC_CANDIDATEADDRESSES"] = addresses["data"][pod.node_name]
-    return load_settings(mounted(node, node_config_path(node), volumes), env)
+    """Pod ``ordinal`` up to its node's settings, loaded by the node's own loader."""
+    pod = prepare_pod(manifests, value_set.existing_secrets, ordinal, workdir)
+    return load_settings(pod.config, pod.env)
 
 
 def test_helm_lint_strict_passes(value_set: ValueSet, helm_home: Path) -> None:
@@ -166,9 +109,7 @@ def test_a_runtime_change_on_the_pods_volume_survives_a_restart(
     manifests: list[Manifest], value_set: ValueSet, tmp_path: Path
 ) -> None:
     sts = statefulset(manifests)
-    node = container(sts, "node")
-    config = mounted(node, node_config_path(node), {"data": tmp_path / "data"})
-    start_pod(manifests, value_set, 0, tmp_path)
+    config = prepare_pod(manifests, value_set.existing_secrets, 0, tmp_path).config
     update_properties(config, {"nodeGroup": "ap"})  # what changeServerSettings does
     assert start_pod(manifests, value_set, 0, tmp_path).node_group == "ap"
     templates = sts["spec"].get("volumeClaimTemplates", [])
@@ -177,7 +118,9 @@ def test_a_runtime_change_on_the_pods_volume_survives_a_restart(
 
 def test_secrets_never_reach_a_configmap(manifests: list[Manifest], value_set: ValueSet) -> None:
     secret_values = {
-        value for data in pod_secrets(manifests, value_set).values() for value in data.values()
+        value
+        for data in pod_secrets(manifests, value_set.existing_secrets).values()
+        for value in data.values()
     }
     assert CLUSTER_SECRET in secret_values
     for configmap in (m for m in manifests if m["kind"] == "ConfigMap"):

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
+from cluster.cli.main import main
 from tests.support import REPO
 
 CHART = REPO / "helm" / "tierstream"
@@ -180,3 +181,79 @@ def walk(value: Any) -> Iterator[Any]:
 def schema() -> dict[str, Any]:
     loaded: dict[str, Any] = json.loads((CHART / "values.schema.json").read_text("utf-8"))
     return loaded
+
+
+def statefulset(manifests: list[Manifest]) -> Manifest:
+    return find(manifests, "StatefulSet")
+
+
+def pod_secrets(
+    manifests: list[Manifest], existing: Mapping[str, Mapping[str, str]]
+) -> dict[str, dict[str, str]]:
+    """The data of every Secret a pod may refer to: the rendered ones and the existing ones."""
+    rendered = {
+        m["metadata"]["name"]: secret_data(manifests, m["metadata"]["name"])
+        for m in manifests
+        if m["kind"] == "Secret"
+    }
+    return {**rendered, **{name: dict(data) for name, data in existing.items()}}
+
+
+def mounted(container_spec: Manifest, path: str, volumes: Mapping[str, Path]) -> Path:
+    """Where ``path`` inside the container is on this machine, through its volume mounts."""
+    for mount in sorted(container_spec["volumeMounts"], key=lambda m: -len(m["mountPath"])):
+        if path.startswith(mount["mountPath"] + "/"):
+            return volumes[mount["name"]] / path.removeprefix(mount["mountPath"] + "/")
+    raise AssertionError(f"{path} is on no volume of {container_spec['name']}")
+
+
+def node_config_path(node: Manifest) -> str:
+    args: list[str] = node.get("args") or node["command"][-1].split()
+    return args[args.index("--config") + 1]
+
+
+@dataclass(frozen=True)
+class PreparedPod:
+    """One StatefulSet pod after its init step: the node's file and environment."""
+
+    name: str
+    config: Path
+    env: dict[str, str]
+
+
+def prepare_pod(
+    manifests: list[Manifest],
+    existing_secrets: Mapping[str, Mapping[str, str]],
+    ordinal: int,
+    workdir: Path,
+) -> PreparedPod:
+    """Do what the kubelet and the image do for pod ``ordinal`` before the node starts: the
+    ConfigMap as a volume, the init step (the real ``tierstream apply-config``, run with the
+    container's own arguments through its volume mounts), the node's environment."""
+    sts = statefulset(manifests)
+    pod = Pod(
+        name=f"{sts['metadata']['name']}-{ordinal}",
+        node_name="ip-10-30-1-17.ec2.internal",
+        secrets=pod_secrets(manifests, existing_secrets),
+    )
+    (config_volume,) = [
+        v for v in sts["spec"]["template"]["spec"]["volumes"] if v["name"] == "chart-config"
+    ]
+    volumes = {
+        "chart-config": configmap_file(
+            manifests, config_volume["configMap"]["name"], "red5.properties", workdir / "cm"
+        ).parent,
+        "data": workdir / "data",
+    }
+    volumes["data"].mkdir(parents=True, exist_ok=True)
+    init = container(sts, "apply-config", init=True)
+    args = list(init["args"])
+    for flag in ("--from", "--config"):
+        args[args.index(flag) + 1] = str(mounted(init, args[args.index(flag) + 1], volumes))
+    main(args)
+    node = container(sts, "node")
+    env = container_env(node, pod)
+    if "command" in node:  # ice.address=external: the address for this Kubernetes node
+        addresses = find(manifests, "ConfigMap", f"{sts['metadata']['name']}-addresses")
+        env["TIERSTREAM_WEBRTC_CANDIDATEADDRESSES"] = addresses["data"][pod.node_name]
+    return PreparedPod(pod.name, mounted(node, node_config_path(node), volumes), env)

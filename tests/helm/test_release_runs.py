@@ -1,14 +1,17 @@
 """A release run as Kubernetes would run it, against a private PostgreSQL: the migrate hook Job's
-container with the image's entrypoint from the project's venv and the environment the kubelet
-would give it."""
+container, then a StatefulSet pod's init step and node container, each with the image's
+entrypoint from the project's venv and the environment the kubelet would give it."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from cluster.registry import Registry
@@ -23,7 +26,9 @@ from tests.support.helm import (
     find,
     mounted,
     pod_secrets,
+    prepare_pod,
     render,
+    statefulset,
 )
 from tests.support.postgres import PostgresServer, free_port
 
@@ -89,3 +94,53 @@ def test_the_migrate_job_brings_an_empty_registry_to_head(
     assert asyncio.run(_no_live_nodes(url))
     again = run_migrate_job(manifests, tmp_path)
     assert again.returncode == 0, again.stderr
+
+
+def wait_for(url: str, node: subprocess.Popen[bytes], log: Path) -> httpx.Response:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while True:
+        assert node.poll() is None, log.read_text()
+        try:
+            response = httpx.get(url, timeout=2.0)
+            if response.status_code == 200:
+                return response
+            assert response.status_code != 404, f"{url}: the node has no such route"
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, f"{url} never answered 200\n{log.read_text()}"
+        time.sleep(0.2)
+
+
+def test_a_pod_joins_the_registry_answers_its_probes_and_drains_on_sigterm(
+    postgres_server: PostgresServer, tmp_path: Path, helm_home: Path
+) -> None:
+    manifests = release(postgres_server, tmp_path, helm_home)
+    assert run_migrate_job(manifests, tmp_path).returncode == 0
+    pod = prepare_pod(manifests, {}, 0, tmp_path / "pod-0")
+    sts = statefulset(manifests)
+    node = container(sts, "node")
+    args = list(node["args"])
+    args[args.index("--config") + 1] = str(pod.config)
+    (port,) = [p["containerPort"] for p in node["ports"] if p["name"] == "http"]
+    # Loopback only in tests: the chart's nodes listen on every interface.
+    env = {**pod.env, "TIERSTREAM_HTTP_HOST": "127.0.0.1", "PATH": f"{VENV_BIN}:/usr/bin:/bin"}
+    log = tmp_path / "node.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [str(ENTRYPOINT), *args], env=env, stdout=output, stderr=subprocess.STDOUT
+        )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_for(base + node["startupProbe"]["httpGet"]["path"], process, log)
+        for probe in ("livenessProbe", "readinessProbe"):
+            wait_for(base + node[probe]["httpGet"]["path"], process, log)
+        listed = httpx.get(base + "/rest/v2/cluster/nodes/0/10", timeout=5.0).json()
+        assert [(n["id"], n["nodeGroup"]) for n in listed] == [("eu-tierstream-0", "eu")]
+        os.kill(process.pid, signal.SIGTERM)
+        grace = sts["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+        assert process.wait(timeout=grace) == 0, log.read_text()
+        assert "left the cluster" in log.read_text()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)

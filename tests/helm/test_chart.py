@@ -220,3 +220,57 @@ def test_nodes_stop_with_a_clear_message_on_a_node_missing_from_external_address
     )
     assert result.returncode == 2
     assert "ip-10-99-9-9.ec2.internal" in result.stderr
+
+
+def test_the_install_notes_tell_what_to_point_the_geodns_at(helm_home: Path) -> None:
+    result = helm(
+        "install",
+        "eu",
+        str(CHART),
+        "-f",
+        str(EXAMPLES / "eu.yaml"),
+        "--dry-run=client",
+        home=helm_home,
+    )
+    assert result.returncode == 0, result.stderr
+    notes = result.stdout[result.stdout.index("NOTES:") :]
+    assert "the Service eu-tierstream (port 5080)" in notes
+    assert "kubectl get service --namespace default eu-tierstream" in notes
+    assert "HTTP GET /readyz on port 5080, healthy only on 200" in notes
+
+
+def test_the_network_policy_opens_http_to_tierstream_pods_and_peers_and_udp_media(
+    helm_home: Path,
+) -> None:
+    rendered = render("eu", [EXAMPLES / "eu.yaml"], helm_home)
+    policy = find(rendered, "NetworkPolicy")
+    assert (
+        policy["spec"]["podSelector"]["matchLabels"].items()
+        <= statefulset(rendered)["spec"]["template"]["metadata"]["labels"].items()
+    )
+    http, media = policy["spec"]["ingress"]
+    assert http["ports"] == [{"port": "http", "protocol": "TCP"}]
+    sources = http["from"]
+    assert {
+        "namespaceSelector": {},
+        "podSelector": {"matchLabels": {"app.kubernetes.io/part-of": "tierstream"}},
+    } in sources
+    assert {"ipBlock": {"cidr": "10.20.0.0/16"}} in sources
+    assert media == {"ports": [{"port": 1024, "endPort": 65535, "protocol": "UDP"}]}
+
+
+def test_autoscaling_owns_the_replica_count_and_scales_in_slowly(helm_home: Path) -> None:
+    rendered = render(
+        "us", [EXAMPLES / "us.yaml", {"secrets": {"values": REQUIRED_SECRETS}}], helm_home
+    )
+    sts = statefulset(rendered)
+    assert "replicas" not in sts["spec"]
+    hpa = find(rendered, "HorizontalPodAutoscaler")
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "name": sts["metadata"]["name"],
+    }
+    assert hpa["spec"]["behavior"]["scaleDown"]["policies"] == [
+        {"type": "Pods", "value": 1, "periodSeconds": 300}
+    ]

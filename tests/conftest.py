@@ -11,7 +11,8 @@
 - ``registry``: a ``Registry`` connected to ``registry_url``, closed after the test.
 
 ``peers`` (from ``tests.support.peers``) opens real aiortc publishers and players over WHIP/WHEP
-and closes them after the test.
+and closes them after the test; ``browser``, ``page`` and ``artifacts`` (from
+``tests.support.browser``) drive Debian's headless Chromium.
 
 The ``postgres`` variants carry the ``postgres`` marker: ``-m "not postgres"`` runs
 the embedded half without starting a server.
@@ -30,7 +31,7 @@ from cluster.registry import Registry
 from cluster.registry.migrate import migrate
 from tests.support.postgres import PostgresServer
 
-pytest_plugins = ["tests.support.peers"]
+pytest_plugins = ["tests.support.peers", "tests.support.browser"]
 
 _database_numbers = itertools.count(1)
 

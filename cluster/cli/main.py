@@ -14,7 +14,9 @@ import os
 import sys
 from pathlib import Path
 
-from cluster.cli import client_commands
+from rich.console import Console
+
+from cluster.cli import client_commands, demo
 from cluster.errors import ClusterError, ConfigError
 from cluster.logs import configure_logging
 from cluster.properties import apply_rendered
@@ -43,6 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     apply.add_argument("--from", dest="rendered", type=Path, required=True, help="rendered file")
     apply.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="the node's file")
 
+    demo.add_arguments(commands.add_parser("demo", help="a local multi-region cluster to watch"))
     publish = commands.add_parser("publish", help="publish the synthetic test stream over WHIP")
     publish.add_argument("--whip", required=True, help="e.g. http://127.0.0.1:5080/LiveApp/whip/s1")
     publish.add_argument("--codec", choices=sorted(client_commands.CODECS), default="vp8")
@@ -81,6 +84,19 @@ def _apply_config(rendered: Path, config: Path) -> None:
     logger.info("%s: brought to %s (%d runtime values kept)", config, rendered, len(kept))
 
 
+def _demo(args: argparse.Namespace) -> None:
+    """Run a demo, or (with an action) ask the running one to act; a bad option exits 2."""
+    try:
+        if args.action:
+            ok, message = asyncio.run(demo.act(args.port, args.action))
+            print(message)
+            sys.exit(0 if ok else 1)
+        asyncio.run(demo.run_demo(demo.options_from(args), Console()))
+    except ValueError as error:
+        print(f"tierstream demo: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     try:
@@ -96,6 +112,9 @@ def main(argv: list[str] | None = None) -> None:
                 if settings.embedded_registry:
                     settings.data_dir.mkdir(parents=True, exist_ok=True)
                 asyncio.run(migrate(settings.registry_url))
+        elif args.command == "demo":
+            configure_logging("WARN")
+            _demo(args)
         else:
             configure_logging("WARN")
             candidates = tuple(args.candidate or ("127.0.0.1",))

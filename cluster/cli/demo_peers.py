@@ -43,10 +43,7 @@ class DemoPublisher:
         self._task = asyncio.create_task(self._run(), name="demo publisher")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await _cancel(self._task)
 
     async def _run(self) -> None:
         turn = 0
@@ -104,10 +101,7 @@ class DemoPlayer:
         self._task = asyncio.create_task(self._run(), name=f"demo player on {self.node.name}")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await _cancel(self._task)
 
     async def _run(self) -> None:
         while True:
@@ -138,3 +132,10 @@ class DemoPlayer:
             with contextlib.suppress(Exception):
                 await client.close()
             await player.close()
+
+
+async def _cancel(task: asyncio.Task[None] | None) -> None:
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -9,6 +9,9 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -17,6 +20,7 @@ import pytest
 from cluster.registry import Registry
 from tests.support import REPO
 from tests.support.helm import (
+    ADMIN_TOKEN,
     CLUSTER_SECRET,
     Manifest,
     Pod,
@@ -46,7 +50,13 @@ def release(server: PostgresServer, tmp_path: Path, helm_home: Path) -> list[Man
     values = {
         "nodeGroup": "eu",
         "httpPort": free_port(),
-        "secrets": {"values": {"cluster.secret": CLUSTER_SECRET, "clusterdb.url": url}},
+        "secrets": {
+            "values": {
+                "cluster.secret": CLUSTER_SECRET,
+                "clusterdb.url": url,
+                "server.adminToken": ADMIN_TOKEN,
+            }
+        },
     }
     return render("eu", [values], helm_home)
 
@@ -96,19 +106,58 @@ def test_the_migrate_job_brings_an_empty_registry_to_head(
     assert again.returncode == 0, again.stderr
 
 
-def wait_for(url: str, node: subprocess.Popen[bytes], log: Path) -> httpx.Response:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while True:
-        assert node.poll() is None, log.read_text()
-        try:
-            response = httpx.get(url, timeout=2.0)
-            if response.status_code == 200:
-                return response
-            assert response.status_code != 404, f"{url}: the node has no such route"
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, f"{url} never answered 200\n{log.read_text()}"
-        time.sleep(0.2)
+@dataclass(frozen=True)
+class PodProcess:
+    """A running pod's node process, its URL and its log."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def wait_for(self, path: str) -> httpx.Response:
+        """Ask ``path`` until it answers 200, as a probe would; bounded."""
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            assert self.process.poll() is None, self.log.read_text()
+            try:
+                response = httpx.get(self.url + path, timeout=2.0)
+                if response.status_code == 200:
+                    return response
+                assert response.status_code != 404, f"{path}: the node has no such route"
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, f"{path} never answered 200\n{self.log.read_text()}"
+            time.sleep(0.2)
+
+
+@contextmanager
+def running_pod(manifests: list[Manifest], workdir: Path) -> Iterator[PodProcess]:
+    """Pod 0 of the StatefulSet: its init step, then its node container's command, until it
+    answers its startup probe; stopped by its PID at the end (SIGTERM, as the kubelet does)."""
+    sts = statefulset(manifests)
+    pod = prepare_pod(manifests, {}, 0, workdir)
+    node = container(sts, "node")
+    args = list(node["args"])
+    args[args.index("--config") + 1] = str(pod.config)
+    (port,) = [p["containerPort"] for p in node["ports"] if p["name"] == "http"]
+    # Loopback only in tests: the chart's nodes listen on every interface.
+    env = {**pod.env, "TIERSTREAM_HTTP_HOST": "127.0.0.1", "PATH": f"{VENV_BIN}:/usr/bin:/bin"}
+    log = workdir / "node.log"
+    with log.open("ab") as output:
+        process = subprocess.Popen(
+            [str(ENTRYPOINT), *args], env=env, stdout=output, stderr=subprocess.STDOUT
+        )
+    running = PodProcess(f"http://127.0.0.1:{port}", process, log)
+    try:
+        running.wait_for(node["startupProbe"]["httpGet"]["path"])
+        yield running
+        os.kill(process.pid, signal.SIGTERM)
+        grace = sts["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+        assert process.wait(timeout=grace) == 0, log.read_text()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
 
 
 def test_a_pod_joins_the_registry_answers_its_probes_and_drains_on_sigterm(
@@ -116,31 +165,29 @@ def test_a_pod_joins_the_registry_answers_its_probes_and_drains_on_sigterm(
 ) -> None:
     manifests = release(postgres_server, tmp_path, helm_home)
     assert run_migrate_job(manifests, tmp_path).returncode == 0
-    pod = prepare_pod(manifests, {}, 0, tmp_path / "pod-0")
-    sts = statefulset(manifests)
-    node = container(sts, "node")
-    args = list(node["args"])
-    args[args.index("--config") + 1] = str(pod.config)
-    (port,) = [p["containerPort"] for p in node["ports"] if p["name"] == "http"]
-    # Loopback only in tests: the chart's nodes listen on every interface.
-    env = {**pod.env, "TIERSTREAM_HTTP_HOST": "127.0.0.1", "PATH": f"{VENV_BIN}:/usr/bin:/bin"}
-    log = tmp_path / "node.log"
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [str(ENTRYPOINT), *args], env=env, stdout=output, stderr=subprocess.STDOUT
-        )
-    try:
-        base = f"http://127.0.0.1:{port}"
-        wait_for(base + node["startupProbe"]["httpGet"]["path"], process, log)
+    node = container(statefulset(manifests), "node")
+    with running_pod(manifests, tmp_path / "pod-0") as pod:
         for probe in ("livenessProbe", "readinessProbe"):
-            wait_for(base + node[probe]["httpGet"]["path"], process, log)
-        listed = httpx.get(base + "/rest/v2/cluster/nodes/0/10", timeout=5.0).json()
+            pod.wait_for(node[probe]["httpGet"]["path"])
+        listed = pod.wait_for("/rest/v2/cluster/nodes/0/10").json()
         assert [(n["id"], n["nodeGroup"]) for n in listed] == [("eu-tierstream-0", "eu")]
-        os.kill(process.pid, signal.SIGTERM)
-        grace = sts["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
-        assert process.wait(timeout=grace) == 0, log.read_text()
-        assert "left the cluster" in log.read_text()
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=10)
+    assert "left the cluster" in (tmp_path / "pod-0" / "node.log").read_text()
+
+
+def test_a_runtime_region_change_survives_the_pods_restart(
+    postgres_server: PostgresServer, tmp_path: Path, helm_home: Path
+) -> None:
+    manifests = release(postgres_server, tmp_path, helm_home)
+    assert run_migrate_job(manifests, tmp_path).returncode == 0
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    with running_pod(manifests, tmp_path / "pod-0") as pod:
+        changed = httpx.post(
+            pod.url + "/rest/changeServerSettings",
+            json={"nodeGroup": "ap"},
+            headers=admin,
+            timeout=5.0,
+        )
+        assert changed.status_code == 200, changed.text
+    with running_pod(manifests, tmp_path / "pod-0") as pod:
+        settings = pod.wait_for("/rest/getServerSettings").json()
+        assert (settings["serverName"], settings["nodeGroup"]) == ("eu-tierstream-0", "ap")

@@ -6,9 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import javaproperties
 import pytest
 
-from tests.support.helm import REQUIRED_SECRETS, render, render_error
+from cluster.settings import KEYS, Key, load_settings
+from tests.support.helm import REQUIRED_SECRETS, prepare_pod, render, render_error, schema
 
 WITH_SECRETS: dict[str, Any] = {"secrets": {"values": REQUIRED_SECRETS}}
 
@@ -136,3 +138,50 @@ def test_a_turn_server_allows_pod_networking(helm_home: Path) -> None:
     }
     (sts,) = [m for m in render("eu", [values], helm_home) if m["kind"] == "StatefulSet"]
     assert sts["spec"]["template"]["spec"]["hostNetwork"] is False
+
+
+def schema_entry(name: str) -> Any:
+    entry: Any = schema()["properties"]["config"]
+    for part in name.split("."):
+        entry = entry["properties"][part]
+    return entry
+
+
+SETTABLE = [k for k in KEYS if schema_entry(k.name) is not False]
+
+
+@pytest.mark.parametrize("key", SETTABLE, ids=[k.name for k in SETTABLE])
+def test_the_schema_allows_exactly_what_the_node_accepts(key: Key) -> None:
+    entry = schema_entry(key.name)
+    if entry.get("type") == "integer":
+        low, high = entry["minimum"], entry["maximum"]
+        assert low <= int(key.default) <= high
+        for inside in (low, high):
+            key.parse(str(inside))
+        for outside in (low - 1, high + 1):
+            with pytest.raises(ValueError):
+                key.parse(str(outside))
+    elif "enum" in entry:
+        assert key.default in entry["enum"]
+        for allowed in entry["enum"]:
+            key.parse(allowed)
+
+
+def test_every_settable_key_at_the_nodes_default_renders_a_loadable_configuration(
+    helm_home: Path, tmp_path: Path
+) -> None:
+    config: dict[str, Any] = {}
+    for key in SETTABLE:
+        *groups, last = key.name.split(".")
+        target = config
+        for group in groups:
+            target = target.setdefault(group, {})
+        entry = schema_entry(key.name)
+        target[last] = int(key.default) if entry.get("type") == "integer" else key.default
+    rendered = render("eu", [WITH_SECRETS, {"config": config}], helm_home)
+    pod = prepare_pod(rendered, {}, 0, tmp_path)
+    settings = load_settings(pod.config, pod.env)
+    written = javaproperties.loads(pod.config.read_text(encoding="utf-8"))
+    for key in SETTABLE:
+        assert written[key.name] == key.default, key.name
+    assert settings.node_group == "default"

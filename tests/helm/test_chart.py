@@ -168,8 +168,9 @@ def test_every_configuration_key_has_its_place_in_the_chart() -> None:
         node: Any = config
         for part in key.name.split("."):
             assert part in node.get("properties", {}), (
-                f"{key.name} is declared by the node but has no place in "
-                f"helm/tierstream/values.schema.json under config"
+                f"{key.name} is declared by the node but has no place in the chart: add it to "
+                "helm/tierstream/values.schema.json under config with its type and the node's "
+                "bounds, or as false if the chart sets it (per pod, or from the Secret)"
             )
             node = node["properties"][part]
         assert node is False or "type" in node or "enum" in node or "oneOf" in node, key.name

@@ -39,6 +39,8 @@ class Node:
         self._settings_lock = asyncio.Lock()
         self._readiness = Readiness()
         self._closed = False
+        self.draining = asyncio.Event()
+        """Set when the node starts draining: signalling sockets say ``server_will_stop``."""
 
     @classmethod
     async def start(cls, settings: Settings) -> Node:
@@ -127,6 +129,7 @@ class Node:
         if self.state == "draining":
             return
         self.state = "draining"
+        self.draining.set()
         logger.info("node %s draining", self._settings.node_id)
         await self.registry.drain(self._settings.node_id)
 

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 import uvicorn
 
 from cluster.api.app import build_app
+from cluster.api.websocket import MAX_MESSAGE_BYTES
 from cluster.errors import ConfigError
 from cluster.node import Node
 from cluster.settings import Settings
@@ -60,6 +61,7 @@ async def run_node(settings: Settings) -> None:
         access_log=False,
         lifespan="off",
         timeout_graceful_shutdown=GRACEFUL_HTTP_SHUTDOWN_S,
+        ws_max_size=MAX_MESSAGE_BYTES,
     )
     server = _Server(config)
     loop = asyncio.get_running_loop()

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
 from urllib.parse import quote
 
+from cluster.app_settings import AppSettings, app_settings, is_app_key
 from cluster.errors import ConfigError, SettingLocked
 from cluster.properties import read_properties
 from cluster.types import NODE_GROUP_PATTERN, NodeGroup, NodeId
@@ -245,6 +246,12 @@ class Settings:
     ready_resume_percent: int = key("server.readyResumePercent", _integer(1, 100), "90")
     """A full node is ready again only once every load is under this percent of its limit
     (hysteresis, so a node at the edge does not flap in DNS answers)."""
+    websocket_idle_timeout_s: float = key(
+        "websocket.idleTimeoutMs", _milliseconds(1000, 3_600_000), "30000"
+    )
+    """A signalling WebSocket that sends nothing (not even a ping) for this long is closed."""
+    apps: Mapping[str, AppSettings] = field(default_factory=dict)
+    """Per-app stream security: the ``app.<AppName>.<setting>`` keys (``cluster.app_settings``)."""
 
     config_path: Path = field(default=Path("red5.properties"))
     """The properties file these settings were read from (and a runtime change rewrites)."""
@@ -296,7 +303,7 @@ def settings_from(
     Start-up and runtime changes both come here; nothing is read or written.
     """
     for name in written:
-        if name not in KEYS_BY_NAME:
+        if name not in KEYS_BY_NAME and not is_app_key(name):
             raise ConfigError(name, f"unknown key in {config_path}")
     env_names = {k.env_name for k in KEYS}
     ours = {name: value for name, value in environ.items() if name.startswith(ENV_PREFIX)}
@@ -310,6 +317,7 @@ def settings_from(
             values[_FIELDS_BY_KEY[k.name]] = k.parse(raw)
         except ValueError as error:
             raise ConfigError(k.name, str(error)) from None
+    values["apps"] = app_settings(written)
     return _derive(Settings(**values, config_path=config_path, written=dict(written), environ=ours))
 
 

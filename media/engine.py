@@ -49,9 +49,10 @@ from media.errors import (
     UnknownStream,
 )
 from media.meter import Meter
+from media.picture import picture_size
 from media.sessions import IngestSession, PlayRole, PlaySession, Role, Session
 from media.source import Source
-from media.types import Exchange, MediaStats, SessionDescription, StreamListener
+from media.types import Exchange, MediaStats, SessionDescription, StreamInfo, StreamListener
 
 logger = logging.getLogger(__name__)
 
@@ -205,6 +206,24 @@ class MediaEngine:
 
     def has_stream(self, stream_id: str) -> bool:
         return stream_id in self._streams
+
+    def stream_info(self, stream_id: str) -> StreamInfo:
+        """Codec, picture size and bitrates of a stream here (``UnknownStream`` if not here)."""
+        tracks = self._playable(stream_id).source.tracks
+        video, audio = tracks.get("video"), tracks.get("audio")
+        keyframe = video.keyframe if video else None
+        size = picture_size(video.codec.mime_type, keyframe) if video and keyframe else None
+        width, height = size or (0, 0)
+        return StreamInfo(
+            video_codec=video.codec.mime_type.split("/")[1] if video else "",
+            width=width,
+            height=height,
+            video_bitrate_bps=video.bitrate_bps() if video else 0,
+            audio_bitrate_bps=audio.bitrate_bps() if audio else 0,
+        )
+
+    def has_session(self, session_id: str) -> bool:
+        return session_id in self._sessions
 
     def stream_codecs(self, stream_id: str) -> tuple[str, ...]:
         return _names(self._stream(stream_id).source.codecs)

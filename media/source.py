@@ -13,6 +13,8 @@ from __future__ import annotations
 import itertools
 import logging
 import random
+import time
+from collections import deque
 
 from media import aiortc_seam
 from media.codecs import TrackCodec, is_keyframe
@@ -24,6 +26,8 @@ from media.outlet import Outlet
 logger = logging.getLogger(__name__)
 
 _epochs = itertools.count(1)
+
+RATE_WINDOW_S = 2.0
 
 
 def new_epoch() -> int:
@@ -45,6 +49,8 @@ class TrackSource:
         self._outlets: set[Outlet] = set()
         self._picture_id = random.randint(0, (1 << 15) - 1)
         self._epoch = 0
+        self._recent: deque[tuple[float, int]] = deque()
+        """(arrival, bytes) of the frames of the last ``RATE_WINDOW_S``, for ``bitrate_bps``."""
 
     @property
     def players(self) -> int:
@@ -66,6 +72,10 @@ class TrackSource:
         )
         self._picture_id = (self._picture_id + 1) % (1 << 15)
         self.meter.bytes_in += len(data)
+        now = time.monotonic()
+        self._recent.append((now, len(data)))
+        while self._recent[0][0] < now - RATE_WINDOW_S:
+            self._recent.popleft()
         if epoch != self._epoch:
             self._new_upstream(frame)
         if frame.keyframe:
@@ -98,6 +108,16 @@ class TrackSource:
             if not frame.keyframe:
                 self._keyframes.request()
         self._epoch = frame.epoch
+
+    @property
+    def keyframe(self) -> bytes | None:
+        """The cached GOP's keyframe, if there is one."""
+        return self._gop[0].data if self._gop and self._gop[0].keyframe else None
+
+    def bitrate_bps(self) -> int:
+        """The track's bitrate over the last ``RATE_WINDOW_S``."""
+        horizon = time.monotonic() - RATE_WINDOW_S
+        return int(sum(n for at, n in self._recent if at >= horizon) * 8 / RATE_WINDOW_S)
 
     def request_keyframe(self) -> None:
         self._keyframes.request()

@@ -62,3 +62,18 @@ class MediaStats:
     bitrate_in_kbps: float
     bitrate_out_kbps: float
     players_per_stream: tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True)
+class StreamInfo:
+    """What a player page asks about a stream (Ant Media's ``streamInformation``).
+
+    Width and height come from the cached keyframe's headers (0 until one has
+    arrived); bitrates are measured over the last two seconds.
+    """
+
+    video_codec: str
+    width: int
+    height: int
+    video_bitrate_bps: int
+    audio_bitrate_bps: int

@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from cluster.api import rest, whip
+from cluster.api import rest, websocket, whip
 from cluster.api.metrics import metrics_endpoint
 from cluster.errors import ClusterError
 from cluster.node import Node
@@ -76,6 +76,7 @@ def build_app(node: Node) -> Starlette:
         routes=[
             *rest.routes,
             *whip.routes,
+            *websocket.routes,
             Route("/metrics", metrics_endpoint(node), methods=["GET"]),
         ],
         exception_handlers={

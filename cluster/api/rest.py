@@ -22,7 +22,14 @@ from cluster.api.topology import topology
 from cluster.errors import BadRequest, ConfigError, NotFound
 from cluster.node import Node
 from cluster.settings import Settings
-from cluster.types import STREAM_ID_PATTERN, NodeId, NodeRecord, RelayTree, StreamId
+from cluster.types import (
+    APP_NAME_PATTERN,
+    STREAM_ID_PATTERN,
+    NodeId,
+    NodeRecord,
+    RelayTree,
+    StreamId,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -136,44 +143,63 @@ async def count_nodes(request: Request) -> JSONResponse:
     return JSONResponse({"number": await _node(request).registry.count_live_nodes()})
 
 
-async def _tree(request: Request) -> tuple[RelayTree, dict[NodeId, NodeRecord]]:
-    stream_id: str = request.path_params["stream"]
+async def relay_tree(node: Node, stream_id: str) -> tuple[RelayTree, dict[NodeId, NodeRecord]]:
+    """A stream's relay tree and the live nodes, from the registry (``NotFound`` if unknown)."""
     if not STREAM_ID_PATTERN.fullmatch(stream_id):
         raise BadRequest("the stream id must be 1 to 128 of A-Z a-z 0-9 _ -")
-    registry = _node(request).registry
-    tree = await registry.relay_tree(StreamId(stream_id))
+    tree = await node.registry.relay_tree(StreamId(stream_id))
     if tree is None:
         raise NotFound(f"stream {stream_id} is not known")
-    return tree, {n.id: n for n in await registry.live_nodes()}
+    return tree, {n.id: n for n in await node.registry.live_nodes()}
 
 
 async def stream_topology(request: Request) -> JSONResponse:
-    tree, alive = await _tree(request)
+    tree, alive = await relay_tree(_node(request), request.path_params["stream"])
     return JSONResponse(topology(tree, alive))
 
 
-async def broadcast(request: Request) -> JSONResponse:
+async def broadcast_json(node: Node, app: str, stream_id: str) -> dict[str, Any]:
     """Ant Media's broadcast object, with the cluster-wide WebRTC player count."""
-    tree, alive = await _tree(request)
+    tree, alive = await relay_tree(node, stream_id)
     stream = tree.stream
-    if stream.app != request.path_params["app"]:
-        raise NotFound(f"stream {stream.id} is not in {request.path_params['app']}")
+    if stream.app != app:
+        raise NotFound(f"stream {stream.id} is not in {app}")
     origin = alive.get(stream.origin_node)
     players = topology(tree, alive)["totals"]["players"]
-    return JSONResponse(
-        {
-            "streamId": stream.id,
-            "name": stream.id,
-            "type": "liveStream",
-            "publishType": "WebRTC",
-            "status": "broadcasting" if stream.state == "live" else "finished",
-            "originAdress": urlsplit(origin.public_url).hostname if origin else "",
-            "webRTCViewerCount": players,
-            "hlsViewerCount": 0,
-            "rtmpViewerCount": 0,
-            "dashViewerCount": 0,
-        }
+    return {
+        "streamId": stream.id,
+        "name": stream.id,
+        "type": "liveStream",
+        "publishType": "WebRTC",
+        "status": "broadcasting" if stream.state == "live" else "finished",
+        "originAdress": urlsplit(origin.public_url).hostname if origin else "",
+        "webRTCViewerCount": players,
+        "hlsViewerCount": 0,
+        "rtmpViewerCount": 0,
+        "dashViewerCount": 0,
+    }
+
+
+async def broadcast(request: Request) -> JSONResponse:
+    app: str = request.path_params["app"]
+    return JSONResponse(await broadcast_json(_node(request), app, request.path_params["stream"]))
+
+
+async def one_time_token(request: Request) -> JSONResponse:
+    """Ant Media's one-time token: ``?expireDate=<Unix seconds>&type=play|publish`` (admin)."""
+    node = _node(request)
+    require_admin(request, node.settings)
+    app: str = request.path_params["app"]
+    stream_id: str = request.path_params["stream"]
+    if not APP_NAME_PATTERN.fullmatch(app) or not STREAM_ID_PATTERN.fullmatch(stream_id):
+        raise BadRequest("bad app name or stream id")
+    query = request.query_params
+    if "expireDate" not in query or "type" not in query:
+        raise BadRequest("give expireDate (Unix seconds) and type (play or publish)")
+    token = await node.streams.access.one_time_token(
+        app, stream_id, query["type"], query["expireDate"]
     )
+    return JSONResponse(token)
 
 
 async def healthz(request: Request) -> JSONResponse:
@@ -216,6 +242,7 @@ routes = [
     Route("/rest/v2/cluster/node-count", count_nodes, methods=["GET"]),
     Route("/rest/v2/streams/{stream}/topology", stream_topology, methods=["GET"]),
     Route("/{app}/rest/v2/broadcasts/{stream}", broadcast, methods=["GET"]),
+    Route("/{app}/rest/v2/broadcasts/{stream}/token", one_time_token, methods=["GET"]),
     Route("/healthz", healthz, methods=["GET"]),
     Route("/readyz", readyz, methods=["GET", "HEAD"]),
 ]

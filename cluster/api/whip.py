@@ -24,7 +24,7 @@ from cluster.api.bodies import content_type, read_body
 from cluster.errors import BadRequest, NotFound, PreconditionFailed, UnsupportedMediaType
 from cluster.streams.local import LocalStreams
 from cluster.streams.pulls import internal_pull_path
-from cluster.tokens import verify_pull_token
+from cluster.tokens import StreamTokenType, verify_pull_token
 from cluster.types import APP_NAME_PATTERN, STREAM_ID_PATTERN
 from media.types import SessionDescription
 
@@ -101,10 +101,21 @@ def _created(answer: SessionDescription, resource: str) -> Response:
     )
 
 
+def _stream_token(request: Request) -> str:
+    """The client's stream token: ``Authorization: Bearer`` (RFC 9725) or ``?token=``."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return request.query_params.get("token", "")
+
+
 async def _create(request: Request, direction: Direction) -> Response:
     app, stream_id = _names(request)
     offer = await _offer(request)
     streams = _streams(request)
+    client = request.client.host if request.client else ""
+    kind: StreamTokenType = "publish" if direction == "whip" else "play"
+    await streams.authorize(app, stream_id, kind, _stream_token(request), client)
     if direction == "whip":
         answer = await streams.publish(app, stream_id, offer)
     else:
@@ -144,13 +155,13 @@ async def patch(request: Request) -> Response:
     if tag is not None and tag.strip() not in ("*", f'"{session_id}"'):
         raise PreconditionFailed("the ETag does not match this session")
     fragment = (await read_body(request, SDP_LIMIT)).decode("utf-8", errors="replace")
-    await _streams(request).engine.add_ice_candidates(session_id, fragment)
+    await _streams(request).trickle(session_id, fragment)
     return Response(status_code=204, headers=CORS_HEADERS)
 
 
 async def delete(request: Request) -> Response:
     _names(request)
-    await _streams(request).engine.close_session(_session_id(request))
+    await _streams(request).close_session(_session_id(request))
     return Response(status_code=200, headers=CORS_HEADERS)
 
 

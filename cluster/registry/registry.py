@@ -44,7 +44,7 @@ from cluster.registry.records import (
     secondary_origin_record,
     stream_record,
 )
-from cluster.registry.schema import db_now, node, pull, secondary_origin, stream
+from cluster.registry.schema import db_now, node, pull, secondary_origin, stream, stream_token
 from cluster.types import (
     AppName,
     ClaimResult,
@@ -410,6 +410,42 @@ class Registry:
         )
         rows = await self._rows(f"read the secondary origin of {stream_id}", statement)
         return secondary_origin_record(rows[0]) if rows else None
+
+    # One-time stream tokens
+
+    async def create_stream_token(
+        self, token: str, stream_id: StreamId, app: AppName, kind: str, expires_at: datetime
+    ) -> None:
+        """Store a one-time token; expired tokens of every stream go at the same time."""
+        async with self._connection(
+            f"create a token for {stream_id}", self._transactions
+        ) as connection:
+            await connection.execute(
+                delete(stream_token).where(stream_token.c.expires_at <= db_now())
+            )
+            await connection.execute(
+                self._insert(stream_token).values(
+                    token=token, stream_id=stream_id, app=app, type=kind,
+                    expires_at=expires_at, created_at=db_now(),
+                )
+            )  # fmt: skip
+
+    async def spend_stream_token(
+        self, token: str, stream_id: StreamId, app: AppName, kind: str
+    ) -> bool:
+        """Spend a one-time token: True for exactly one caller, cluster-wide, before it expires.
+
+        One ``DELETE … RETURNING``: two nodes spending the same token at once
+        cannot both win. A token of another stream, app or type is left alone.
+        """
+        statement = (
+            delete(stream_token)
+            .where(stream_token.c.token == token, stream_token.c.stream_id == stream_id)
+            .where(stream_token.c.app == app, stream_token.c.type == kind)
+            .where(stream_token.c.expires_at > db_now())
+            .returning(stream_token.c.token)
+        )
+        return bool(await self._rows(f"spend a token for {stream_id}", statement))
 
     # Pulls: the relay tree's edges
 

@@ -165,3 +165,16 @@ pull = Table(
     Column("players", Integer, nullable=False, server_default="0"),
     Index("pull_upstream", "upstream"),
 )
+
+stream_token = Table(
+    "stream_token",
+    metadata,
+    Column("token", Text, primary_key=True),
+    Column("stream_id", Text, nullable=False),
+    Column("app", Text, nullable=False),
+    Column("type", Text, nullable=False),
+    Column("expires_at", RegistryTime, nullable=False),
+    Column("created_at", RegistryTime, nullable=False),
+    CheckConstraint("type IN ('publish', 'play')", name="stream_token_type"),
+    Index("stream_token_expires_at", "expires_at"),
+)

@@ -25,12 +25,14 @@ from typing import Any
 from cluster.errors import ClusterError, NotFound, Overloaded, RegistryUnavailable, StreamBusy
 from cluster.registry import Registry
 from cluster.settings import Settings
+from cluster.streams.access import StreamAccess
 from cluster.streams.pulls import Pulls
+from cluster.tokens import StreamTokenType
 from cluster.types import AppName, NodeId, NodeLoad, StreamId
 from media.config import MediaConfig
 from media.engine import MediaEngine
 from media.errors import UnknownSession
-from media.types import SessionDescription
+from media.types import SessionDescription, StreamInfo
 
 logger = logging.getLogger(__name__)
 
@@ -56,12 +58,15 @@ class LocalStreams:
             self,
         )
         self.pulls = Pulls(registry, settings, self.engine)
+        self.access = StreamAccess(registry, settings)
         self._apps: dict[str, str] = {}
         """Streams published here → their app; reserved before the first await."""
         self._publishers: dict[str, str] = {}
         """Streams published here → the publisher's session id, once media is negotiated."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._renewer: asyncio.Task[None] | None = None
+        self._session_watchers: dict[str, Callable[[], None]] = {}
+        self._live_watchers: dict[str, Callable[[], None]] = {}
 
     @property
     def lease_s(self) -> float:
@@ -71,6 +76,31 @@ class LocalStreams:
     def start(self) -> None:
         if self._renewer is None:
             self._renewer = asyncio.create_task(self._renew_leases(), name="stream-leases")
+
+    async def authorize(
+        self, app: str, stream_id: str, kind: StreamTokenType, token: str, client: str
+    ) -> None:
+        """Stream security (tokens, publish webhook) before any claim (``streams.access``)."""
+        await self.access.check(app, stream_id, kind, token, client)
+
+    async def check_publishable(self, app: str, stream_id: str) -> None:
+        """Raise ``StreamBusy`` when ``publish`` would: published or relayed here, or live
+        on another node (Ant Media answers ``streamIdInUse`` before the offer)."""
+        if stream_id in self._apps or self.engine.has_stream(stream_id):
+            raise StreamBusy(f"stream {stream_id} is already live on this node")
+        record = await self._registry.stream(StreamId(stream_id))
+        if (
+            record is not None
+            and record.state == "live"
+            and record.origin_node != self._settings().node_id
+            and record.lease_expires_at > await self._registry.now()
+        ):
+            raise StreamBusy(f"stream {stream_id} is live on {record.origin_node}")
+
+    def stream_info(self, app: str, stream_id: str) -> StreamInfo:
+        """Codec, picture size and bitrates of a stream this node carries."""
+        self._check_here(app, stream_id)
+        return self.engine.stream_info(stream_id)
 
     async def publish(self, app: str, stream_id: str, offer_sdp: str) -> SessionDescription:
         """Claim the stream's main origin, then ingest the publisher (WHIP)."""
@@ -110,6 +140,44 @@ class LocalStreams:
         self._check_playable(app, stream_id)
         return await self.engine.play(stream_id, offer_sdp)
 
+    async def offer_play(self, app: str, stream_id: str) -> SessionDescription:
+        """Add a player that expects our offer (Ant Media WebSocket play), pulling first
+        like ``play``; its answer comes through ``accept_answer``."""
+        if not self.engine.has_stream(stream_id):
+            await self.pulls.ensure(app, stream_id)
+        self._check_playable(app, stream_id)
+        return await self.engine.offer_play(stream_id)
+
+    async def accept_answer(self, session_id: str, answer_sdp: str) -> None:
+        await self.engine.accept_answer(session_id, answer_sdp)
+
+    async def trickle(self, session_id: str, sdp_fragment: str) -> None:
+        """Add a peer's trickled candidates to one of this node's sessions."""
+        await self.engine.add_ice_candidates(session_id, sdp_fragment)
+
+    async def close_session(self, session_id: str) -> None:
+        """End one session; a publisher's takes its stream with it."""
+        await self.engine.close_session(session_id)
+
+    def watch_session(self, session_id: str, ended: Callable[[], None]) -> None:
+        """Call ``ended`` once when the session ends, for whatever reason (signalling layers
+        tell their client); a session that already ended calls it at once."""
+        if self.engine.has_session(session_id):
+            self._session_watchers[session_id] = ended
+        else:
+            ended()
+
+    def watch_live(self, stream_id: str, live: Callable[[], None]) -> None:
+        """Call ``live`` once when the stream published here starts flowing."""
+        self._live_watchers[stream_id] = live
+
+    def unwatch(self, session_id: str | None, stream_id: str | None = None) -> None:
+        """Forget the watchers of a session and of a stream (a client that left)."""
+        if session_id is not None:
+            self._session_watchers.pop(session_id, None)
+        if stream_id is not None:
+            self._live_watchers.pop(stream_id, None)
+
     async def serve_downstream(
         self, app: str, stream_id: str, offer_sdp: str, downstream: NodeId
     ) -> SessionDescription:
@@ -121,10 +189,13 @@ class LocalStreams:
         logger.info("node %s pulls %s from here", downstream, stream_id)
         return answer
 
-    def _check_playable(self, app: str, stream_id: str) -> None:
+    def _check_here(self, app: str, stream_id: str) -> None:
         published_in = self._apps.get(stream_id)
         if not self.engine.has_stream(stream_id) or published_in not in (None, app):
             raise NotFound(f"stream {stream_id} is not live in {app} on this node")
+
+    def _check_playable(self, app: str, stream_id: str) -> None:
+        self._check_here(app, stream_id)
         self._check_cpu()
         settings = self._settings()
         stats = self.engine.stats()
@@ -172,6 +243,9 @@ class LocalStreams:
         app = self._apps.get(stream_id)
         if app is None:
             return
+        live = self._live_watchers.pop(stream_id, None)
+        if live is not None:
+            live()
         logger.info("stream %s is live in %s (%s)", stream_id, app, "+".join(codecs))
         settings = self._settings()
         self._spawn(
@@ -190,12 +264,16 @@ class LocalStreams:
         if self._apps.pop(stream_id, None) is None:
             return
         self._publishers.pop(stream_id, None)
+        self._live_watchers.pop(stream_id, None)
         logger.info("stream %s ended: its publisher left", stream_id)
         node_id = self._settings().node_id
         self._spawn(self._registry.end_stream(StreamId(stream_id), node_id), f"end {stream_id}")
 
     def session_ended(self, session_id: str) -> None:
-        """WHIP/WHEP sessions need no word when they end: the client sees its connection close."""
+        """WebSocket sessions tell their client; WHIP/WHEP clients see their connection close."""
+        ended = self._session_watchers.pop(session_id, None)
+        if ended is not None:
+            ended()
 
     def players_changed(self, stream_id: str, players: int) -> None:
         logger.debug("stream %s has %d players here", stream_id, players)

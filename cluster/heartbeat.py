@@ -3,7 +3,9 @@
 A node counts as alive only while its heartbeat is fresh on the registry's
 clock, so this loop is the node's lease on its place in the cluster. It never
 dies on a registry outage: it logs the outage once, keeps trying every
-interval, and logs the recovery.
+interval, and logs the recovery. Each beat also refreshes the node's
+``ClusterView`` with one registry read, so what the node knows of the cluster
+is never older than a beat while the registry answers.
 """
 
 from __future__ import annotations
@@ -15,27 +17,44 @@ import time
 from collections.abc import Callable
 
 from cluster.errors import RegistryUnavailable
-from cluster.load import LoadSampler
+from cluster.load import LoadSampler, usable_cores
 from cluster.registry import Registry
-from cluster.types import NodeInfo
+from cluster.routing.view import ClusterView
+from cluster.settings import Settings
+from cluster.types import NodeCapacity, NodeInfo
 
 logger = logging.getLogger(__name__)
 
 
+def node_info(settings: Settings) -> NodeInfo:
+    """How a node with these settings introduces itself to the registry."""
+    return NodeInfo(
+        id=settings.node_id,
+        node_group=settings.node_group,
+        public_url=settings.public_url,
+        internal_url=settings.internal_url,
+        capacity=NodeCapacity(
+            cores=usable_cores(),
+            max_players=settings.max_players,
+            max_bitrate_kbps=settings.max_bitrate_kbps,
+        ),
+    )
+
+
 class Heartbeat:
-    """Beats every ``interval_s``; ``beat_now()`` brings the next beat forward (a new region)."""
+    """Beats every heartbeat interval; ``beat_now()`` brings the next beat forward."""
 
     def __init__(
         self,
         registry: Registry,
-        node_info: Callable[[], NodeInfo],
+        settings: Callable[[], Settings],
         sampler: LoadSampler,
-        interval_s: float,
+        view: ClusterView,
     ) -> None:
         self._registry = registry
-        self._node_info = node_info
+        self._settings = settings
         self._sampler = sampler
-        self._interval_s = interval_s
+        self._view = view
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.healthy = True
@@ -63,21 +82,23 @@ class Heartbeat:
             await self._beat()
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._interval_s)
+                await asyncio.wait_for(self._wake.wait(), self._settings().heartbeat_interval_s)
 
     async def _beat(self) -> None:
-        info = self._node_info()
+        settings = self._settings()
+        info = node_info(settings)
         try:
             known = await self._registry.heartbeat(info.id, info.node_group, self._sampler.sample())
             if not known:
                 logger.warning("registry had forgotten node %s; registering it again", info.id)
                 await self._registry.register(info)
+            await self._view.update(await self._registry.snapshot())
         except RegistryUnavailable as error:
             if self.healthy:
                 logger.error(
                     "heartbeat failed, registry unreachable (%s); retrying every %.1f s",
                     error,
-                    self._interval_s,
+                    settings.heartbeat_interval_s,
                 )
             self.healthy = False
             return

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import replace
 
 import psutil
 
 from cluster.types import NodeLoad
-
-MediaCounters = Callable[[], NodeLoad]
-"""Gives the media counters (players, publishers, pulls, bitrates); CPU and memory are ignored."""
+from media.types import MediaStats
 
 
 def usable_cores() -> int:
@@ -26,7 +25,7 @@ def usable_cores() -> int:
 class LoadSampler:
     """Samples the process's CPU since the previous sample, and its resident memory."""
 
-    def __init__(self, media: MediaCounters) -> None:
+    def __init__(self, media: Callable[[], MediaStats]) -> None:
         self._process = psutil.Process()
         self._cores = usable_cores()
         self._total_memory = psutil.virtual_memory().total
@@ -36,16 +35,23 @@ class LoadSampler:
         """The latest sample: what admission checks compare with the node's limits."""
 
     def sample(self) -> NodeLoad:
-        counters = self._media()
         cpu = self._process.cpu_percent(None) / (100.0 * self._cores)
         memory = self._process.memory_info().rss / self._total_memory
-        self.last = NodeLoad(
-            cpu=round(min(cpu, 1.0), 4),
-            memory=round(memory, 4),
+        self.last = replace(self.current(), cpu=round(min(cpu, 1.0), 4), memory=round(memory, 4))
+        return self.last
+
+    def current(self) -> NodeLoad:
+        """The media counters as they are now, with the last sample's CPU and memory."""
+        counters = self._media()
+        return replace(
+            self.last,
             players=counters.players,
             publishers=counters.publishers,
             pulls=counters.pulls,
-            bitrate_in_kbps=counters.bitrate_in_kbps,
-            bitrate_out_kbps=counters.bitrate_out_kbps,
+            bitrate_in_kbps=round(counters.bitrate_in_kbps),
+            bitrate_out_kbps=round(counters.bitrate_out_kbps),
         )
+
+    def latest(self) -> NodeLoad:
+        """The latest sample, without taking a new one."""
         return self.last

@@ -1,5 +1,9 @@
 """One node's lifecycle: join the cluster, stay in it, change region, leave it.
 
+``start_node`` is the one place a node is put together: it builds each part in
+order — registry, media engine, load sampler, pulls, streams, cluster view,
+heartbeat — and passes each its collaborators. Nothing builds its own.
+
 start → serve → drain → close, each step explicit and idempotent, so a
 signal handler, a test and a REST call can all drive it without caring what
 already happened.
@@ -10,91 +14,109 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
-from dataclasses import replace
 
-from cluster.heartbeat import Heartbeat
-from cluster.load import LoadSampler, usable_cores
+from cluster.heartbeat import Heartbeat, node_info
+from cluster.load import LoadSampler
 from cluster.logs import apply_log_level
 from cluster.properties import update_properties
 from cluster.registry import Registry
 from cluster.registry.migrate import migrate
 from cluster.routing.readiness import Readiness, Verdict
-from cluster.settings import Settings, changed_settings
+from cluster.routing.view import ClusterView
+from cluster.settings import LiveSettings, Settings, changed_settings
+from cluster.streams.access import StreamAccess
+from cluster.streams.events import StreamEvents
 from cluster.streams.local import LocalStreams
-from cluster.types import NodeCapacity, NodeInfo, NodeState
+from cluster.streams.pulls import Pulls
+from cluster.types import NodeInfo, NodeState
+from media.config import MediaConfig
+from media.engine import MediaEngine
 
 logger = logging.getLogger(__name__)
 
 
-class Node:
-    """A running node's control plane: its settings, its registry client and its heartbeat."""
+async def start_node(settings: Settings) -> Node:
+    """Build a node's parts, register it, start its background tasks."""
+    if settings.embedded_registry:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        await migrate(settings.registry_url)
+    registry = await Registry.connect(
+        settings.registry_url, dead_after_s=settings.node_dead_timeout_s
+    )
+    try:
+        live = LiveSettings(settings)
+        events = StreamEvents()
+        engine = MediaEngine(
+            MediaConfig(
+                candidate_addresses=settings.candidate_addresses,
+                ice_servers=settings.ice_servers,
+            ),
+            events,
+        )
+        sampler = LoadSampler(engine.stats)
+        pulls = Pulls(registry, live, engine)
+        access = StreamAccess(registry, live)
+        streams = LocalStreams(registry, live, engine, pulls, access, sampler.latest)
+        events.subscribe(streams)
+        view = ClusterView()
+        heartbeat = Heartbeat(registry, live, sampler, view)
+        node = Node(live, registry, streams, sampler, view, heartbeat)
+        await registry.register(node.info())
+    except BaseException:
+        await registry.close()
+        raise
+    heartbeat.start()
+    streams.start()
+    logger.info(
+        "node %s joined the cluster in region %s at %s (registry: %s)",
+        settings.node_id,
+        settings.node_group,
+        settings.public_url,
+        "embedded" if settings.embedded_registry else "PostgreSQL",
+    )
+    return node
 
-    def __init__(self, settings: Settings, registry: Registry) -> None:
+
+class Node:
+    """A running node: its settings, registry client, streams, cluster view and heartbeat."""
+
+    def __init__(
+        self,
+        settings: LiveSettings,
+        registry: Registry,
+        streams: LocalStreams,
+        sampler: LoadSampler,
+        view: ClusterView,
+        heartbeat: Heartbeat,
+    ) -> None:
         self._settings = settings
         self.registry = registry
+        self.streams = streams
+        self.sampler = sampler
+        self.view = view
+        self.heartbeat = heartbeat
         self.state: NodeState = "serving"
-        self.sampler = LoadSampler(lambda: self.streams.media_counters())
-        self.streams = LocalStreams(registry, lambda: self._settings, lambda: self.sampler.last)
-        self.heartbeat = Heartbeat(registry, self.info, self.sampler, settings.heartbeat_interval_s)
         self._settings_lock = asyncio.Lock()
         self._readiness = Readiness()
         self._closed = False
         self.draining = asyncio.Event()
         """Set when the node starts draining: signalling sockets say ``server_will_stop``."""
 
-    @classmethod
-    async def start(cls, settings: Settings) -> Node:
-        """Connect to the registry (migrating the embedded one), register, start heartbeating."""
-        if settings.embedded_registry:
-            settings.data_dir.mkdir(parents=True, exist_ok=True)
-            await migrate(settings.registry_url)
-        registry = await Registry.connect(
-            settings.registry_url, dead_after_s=settings.node_dead_timeout_s
-        )
-        node = cls(settings, registry)
-        try:
-            await registry.register(node.info())
-        except BaseException:
-            await registry.close()
-            raise
-        node.heartbeat.start()
-        node.streams.start()
-        logger.info(
-            "node %s joined the cluster in region %s at %s (registry: %s)",
-            settings.node_id,
-            settings.node_group,
-            settings.public_url,
-            "embedded" if settings.embedded_registry else "PostgreSQL",
-        )
-        return node
-
     @property
     def settings(self) -> Settings:
-        return self._settings
+        return self._settings()
 
     def info(self) -> NodeInfo:
-        s = self._settings
-        return NodeInfo(
-            id=s.node_id,
-            node_group=s.node_group,
-            public_url=s.public_url,
-            internal_url=s.internal_url,
-            capacity=NodeCapacity(
-                cores=usable_cores(),
-                max_players=s.max_players,
-                max_bitrate_kbps=s.max_bitrate_kbps,
-            ),
-        )
+        return node_info(self._settings())
 
     def readiness(self) -> Verdict:
         """Whether new work should come here (``/readyz``): state, registry freshness, room."""
-        s = self._settings
-        load = replace(self.streams.media_counters(), cpu=self.sampler.last.cpu)
+        s = self._settings()
         return self._readiness.check(
             self.state,
             self.heartbeat.registry_age_s(),
             s.view_stale_s,
-            load,
+            self.sampler.current(),
             self.info().capacity,
             s.cpu_limit,
             s.ready_resume_percent,
@@ -107,22 +129,22 @@ class Node:
         never store what a restart would refuse.
         """
         async with self._settings_lock:
-            old = self._settings
+            old = self._settings()
             new = changed_settings(old, changes)
             await asyncio.to_thread(update_properties, old.config_path, dict(changes))
-            self._settings = new
+            self._settings.replace(new)
         if new.log_level != old.log_level:
             apply_log_level(new.log_level)
-        if self._settings.node_group != old.node_group:
+        if self._settings().node_group != old.node_group:
             logger.info(
                 "node %s moved from region %s to region %s",
                 old.node_id,
                 old.node_group,
-                self._settings.node_group,
+                self._settings().node_group,
             )
             self.heartbeat.beat_now()
-            self.streams.pulls.wake_all()
-        return self._settings
+            self.streams.region_changed()
+        return new
 
     async def drain(self) -> None:
         """Stop taking new work: the registry shows the node as draining."""
@@ -130,8 +152,8 @@ class Node:
             return
         self.state = "draining"
         self.draining.set()
-        logger.info("node %s draining", self._settings.node_id)
-        await self.registry.drain(self._settings.node_id)
+        logger.info("node %s draining", self._settings().node_id)
+        await self.registry.drain(self._settings().node_id)
 
     async def close(self) -> None:
         """Drain, end every media session, leave the registry; harmless when already closed."""
@@ -142,8 +164,8 @@ class Node:
             await self.drain()
             await self.streams.close()
             await self.heartbeat.stop()
-            await self.registry.deregister(self._settings.node_id)
-            logger.info("node %s left the cluster", self._settings.node_id)
+            await self.registry.deregister(self._settings().node_id)
+            logger.info("node %s left the cluster", self._settings().node_id)
         finally:
             await self.streams.close()
             await self.heartbeat.stop()

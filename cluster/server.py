@@ -20,7 +20,7 @@ import uvicorn
 from cluster.api.app import build_app
 from cluster.api.websocket import MAX_MESSAGE_BYTES
 from cluster.errors import ConfigError
-from cluster.node import Node
+from cluster.node import start_node
 from cluster.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ def _listen(settings: Settings) -> socket.socket:
 async def run_node(settings: Settings) -> None:
     listener = _listen(settings)
     try:
-        node = await Node.start(settings)
+        node = await start_node(settings)
     except BaseException:
         listener.close()
         raise

@@ -276,6 +276,23 @@ class Settings:
         return frozenset(k.name for k in KEYS if k.env_name in self.environ)
 
 
+class LiveSettings:
+    """The node's current ``Settings``: called, it gives them; ``replace`` swaps in new ones.
+
+    Every part of a node holds this one object, so a runtime change reaches all
+    of them at once and none keeps a stale copy.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+
+    def __call__(self) -> Settings:
+        return self._settings
+
+    def replace(self, settings: Settings) -> None:
+        self._settings = settings
+
+
 KEYS: tuple[Key, ...] = tuple(f.metadata["key"] for f in fields(Settings) if "key" in f.metadata)
 KEYS_BY_NAME: dict[str, Key] = {k.name: k for k in KEYS}
 _FIELDS_BY_KEY: dict[str, str] = {

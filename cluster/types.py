@@ -132,3 +132,42 @@ class RelayTree:
     stream: StreamRecord
     secondary_origins: tuple[SecondaryOrigin, ...] = field(default=())
     pulls: tuple[PullEdge, ...] = field(default=())
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterSnapshot:
+    """The cluster as one registry transaction saw it: what routing and the dashboard read.
+
+    ``nodes`` are the live ones (heartbeat fresh on the registry's clock, any
+    state); ``streams`` those not ended; ``secondary_origins`` the unexpired
+    claims; ``pulls`` every recorded edge (a dead node's edge stays until its
+    node clears it, so readers check ``downstream in alive``). Scoped to one
+    stream (``Registry.snapshot(stream_id)``), the stream parts hold that
+    stream only.
+    """
+
+    read_at: datetime
+    nodes: tuple[NodeRecord, ...]
+    streams: tuple[StreamRecord, ...] = field(default=())
+    secondary_origins: tuple[SecondaryOrigin, ...] = field(default=())
+    pulls: tuple[PullEdge, ...] = field(default=())
+
+    @property
+    def alive(self) -> dict[NodeId, NodeRecord]:
+        return {n.id: n for n in self.nodes}
+
+    def stream(self, stream_id: StreamId) -> StreamRecord | None:
+        return next((s for s in self.streams if s.id == stream_id), None)
+
+    def secondary_origin(self, stream_id: StreamId, group: NodeGroup) -> SecondaryOrigin | None:
+        return next(
+            (
+                o
+                for o in self.secondary_origins
+                if o.stream_id == stream_id and o.node_group == group
+            ),
+            None,
+        )
+
+    def pulls_of(self, stream_id: StreamId) -> tuple[PullEdge, ...]:
+        return tuple(e for e in self.pulls if e.stream_id == stream_id)

@@ -3,27 +3,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
 from tests.support.nodes import NodeProcess
-
-T = TypeVar("T")
-
-
-def wait_for(probe: Callable[[], T | None], timeout_s: float, what: str) -> T:
-    """Poll ``probe`` until it returns something truthy; fail naming ``what`` after the timeout."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} did not happen within {timeout_s} s")
-        time.sleep(0.1)
+from tests.support.waits import eventually
 
 
 def listed(node: NodeProcess) -> dict[str, dict[str, Any]]:
@@ -45,14 +32,14 @@ def cluster(tmp_path: Path, postgres_url: str) -> Iterator[dict[str, NodeProcess
             node.kill()
 
 
-def test_every_node_is_listed_alive_in_its_region_with_load(
+async def test_every_node_is_listed_alive_in_its_region_with_load(
     cluster: dict[str, NodeProcess],
 ) -> None:
     def all_three() -> dict[str, dict[str, Any]] | None:
         found = listed(cluster["us-1"])
         return found if len(found) == 3 else None
 
-    seen = wait_for(all_three, 5, "all three nodes listed")
+    seen = await eventually(all_three, "all three nodes listed", 5)
     assert {name: n["nodeGroup"] for name, n in seen.items()} == {
         "eu-1": "eu",
         "eu-2": "eu",
@@ -67,26 +54,28 @@ def test_every_node_is_listed_alive_in_its_region_with_load(
     assert cluster["eu-1"].get("/rest/v2/cluster/node-count").json() == {"number": 3}
 
 
-def test_a_killed_node_is_not_alive_within_4_seconds(cluster: dict[str, NodeProcess]) -> None:
-    wait_for(lambda: len(listed(cluster["eu-1"])) == 3, 5, "all three nodes listed")
+async def test_a_killed_node_is_not_alive_within_4_seconds(cluster: dict[str, NodeProcess]) -> None:
+    await eventually(lambda: len(listed(cluster["eu-1"])) == 3, "all three nodes listed", 5)
     cluster["eu-2"].kill()
     killed_at = time.monotonic()
-    wait_for(lambda: "eu-2" not in listed(cluster["eu-1"]), 4, "eu-2 dropping out of the list")
+    await eventually(
+        lambda: "eu-2" not in listed(cluster["eu-1"]), "eu-2 dropping out of the list", 4
+    )
     assert time.monotonic() - killed_at < 4
     assert set(listed(cluster["us-1"])) == {"eu-1", "us-1"}
 
 
-def test_region_change_is_listed_persisted_and_kept_after_restart(
+async def test_region_change_is_listed_persisted_and_kept_after_restart(
     cluster: dict[str, NodeProcess],
 ) -> None:
     eu2 = cluster["eu-2"]
     before = eu2.config.read_text(encoding="utf-8")
     reply = eu2.post("/rest/changeServerSettings", {"nodeGroup": "us"})
     assert reply.json() == {"success": True, "message": "changed nodeGroup=us"}
-    wait_for(
+    await eventually(
         lambda: listed(cluster["eu-1"]).get("eu-2", {}).get("nodeGroup") == "us",
-        3,
         "eu-2 listed in region us",
+        3,
     )
     assert eu2.config.read_text(encoding="utf-8") == before.replace("nodeGroup=eu", "nodeGroup=us")
 

@@ -87,5 +87,4 @@ def build_app(node: Node) -> Starlette:
         },
     )
     app.state.node = node
-    app.state.streams = node.streams
     return app

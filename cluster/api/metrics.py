@@ -25,7 +25,7 @@ class NodeCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         node = self._node
         settings = node.settings
-        stats = node.streams.engine.stats()
+        stats = node.streams.stats()
         load = node.sampler.last
         yield InfoMetricFamily(
             "tierstream_node",

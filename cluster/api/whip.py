@@ -22,6 +22,7 @@ from starlette.routing import Route
 
 from cluster.api.bodies import content_type, read_body
 from cluster.errors import BadRequest, NotFound, PreconditionFailed, UnsupportedMediaType
+from cluster.node import Node
 from cluster.streams.local import LocalStreams
 from cluster.streams.pulls import internal_pull_path
 from cluster.tokens import StreamTokenType, verify_pull_token
@@ -40,8 +41,8 @@ Direction = Literal["whip", "whep"]
 
 
 def _streams(request: Request) -> LocalStreams:
-    streams: LocalStreams = request.app.state.streams
-    return streams
+    node: Node = request.app.state.node
+    return node.streams
 
 
 def _names(request: Request) -> tuple[str, str]:

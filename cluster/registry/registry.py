@@ -48,6 +48,7 @@ from cluster.registry.schema import db_now, node, pull, secondary_origin, stream
 from cluster.types import (
     AppName,
     ClaimResult,
+    ClusterSnapshot,
     NodeGroup,
     NodeId,
     NodeInfo,
@@ -482,6 +483,40 @@ class Registry:
             pull.c.stream_id == stream_id, pull.c.downstream == downstream
         )
         await self._changed(f"remove a pull of {stream_id} by {downstream}", statement)
+
+    async def snapshot(self, stream_id: StreamId | None = None) -> ClusterSnapshot:
+        """Live nodes, streams not ended, running secondary origins and pulls, in one snapshot.
+
+        With ``stream_id``, the stream parts are that stream's only: what a
+        pull decides from at each step, in one transaction instead of one
+        read per part.
+        """
+        nodes = select(node).where(self._alive()).order_by(node.c.node_group, node.c.id)
+        streams = select(stream).where(stream.c.state != "ended").order_by(stream.c.id)
+        origins = (
+            select(secondary_origin)
+            .where(secondary_origin.c.lease_expires_at > db_now())
+            .order_by(secondary_origin.c.stream_id, secondary_origin.c.node_group)
+        )
+        pulls = select(pull).order_by(pull.c.stream_id, pull.c.upstream, pull.c.downstream)
+        if stream_id is not None:
+            streams = streams.where(stream.c.id == stream_id)
+            origins = origins.where(secondary_origin.c.stream_id == stream_id)
+            pulls = pulls.where(pull.c.stream_id == stream_id)
+        doing = "read the cluster" if stream_id is None else f"read the cluster around {stream_id}"
+        async with self._connection(doing, self._snapshots) as connection:
+            read_at: datetime = (await connection.execute(select(db_now()))).scalar_one()
+            node_rows = (await connection.execute(nodes)).all()
+            stream_rows = (await connection.execute(streams)).all()
+            origin_rows = (await connection.execute(origins)).all()
+            pull_rows = (await connection.execute(pulls)).all()
+        return ClusterSnapshot(
+            read_at=read_at,
+            nodes=tuple(node_record(row) for row in node_rows),
+            streams=tuple(stream_record(row) for row in stream_rows),
+            secondary_origins=tuple(secondary_origin_record(row) for row in origin_rows),
+            pulls=tuple(pull_edge(row) for row in pull_rows),
+        )
 
     async def relay_tree(self, stream_id: StreamId) -> RelayTree | None:
         """The stream, its running secondary origins and its pulls; None if never published.

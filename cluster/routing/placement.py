@@ -7,8 +7,12 @@ The rules (DESIGN §1, §5), in order:
 3. The region has a live secondary origin: pull from it. If that is this node,
    pull from the main origin as the region's secondary origin.
 4. Otherwise: claim the region's secondary origin (the caller does, atomically)
-   and plan again with the result — the winner pulls from the main origin, a
-   loser from the winner.
+   and plan again with the result (``plan_after_claim``) — the winner pulls from
+   the main origin, a loser from the winner. A claim lost to a holder that is
+   gone (its lease outlives its heartbeat for a moment) means: wait for the
+   lease to run out.
+5. A node already pulling keeps its upstream while it still works
+   (``keeps_upstream``), rather than follow every change of the tree.
 
 Whatever the root chosen by 2 or 3, a node that already serves
 ``max_downstreams`` pulling nodes is full: the pull goes to the shallowest node
@@ -23,9 +27,17 @@ from __future__ import annotations
 
 from collections import Counter, deque
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from cluster.types import NodeGroup, NodeId, NodeRecord, PullEdge, SecondaryOrigin, StreamRecord
+from cluster.types import (
+    ClusterSnapshot,
+    NodeGroup,
+    NodeId,
+    NodeRecord,
+    PullEdge,
+    SecondaryOrigin,
+    StreamRecord,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +58,13 @@ class IsOrigin:
     """This node is the stream's main origin: it serves from its publisher."""
 
 
+@dataclass(frozen=True, slots=True)
+class WaitForLease:
+    """The region's secondary origin is leased to ``holder``, which is gone: wait it out."""
+
+    holder: NodeId
+
+
 Plan = Upstream | ClaimSecondary | IsOrigin
 
 
@@ -57,6 +76,16 @@ class Snapshot:
     secondary_origin: SecondaryOrigin | None
     pulls: tuple[PullEdge, ...]
     alive: Mapping[NodeId, NodeRecord]
+
+    @classmethod
+    def of(cls, cluster: ClusterSnapshot, stream: StreamRecord, group: NodeGroup) -> Snapshot:
+        """The part of a registry snapshot that planning ``stream`` in ``group`` needs."""
+        return cls(
+            stream,
+            cluster.secondary_origin(stream.id, group),
+            cluster.pulls_of(stream.id),
+            cluster.alive,
+        )
 
 
 def plan(me: NodeId, group: NodeGroup, snapshot: Snapshot, max_downstreams: int) -> Plan:
@@ -71,6 +100,36 @@ def plan(me: NodeId, group: NodeGroup, snapshot: Snapshot, max_downstreams: int)
     if holder.node_id == me:
         return Upstream(stream.origin_node, secondary_origin=True)
     return _with_room(holder.node_id, me, group, snapshot, max_downstreams)
+
+
+def plan_after_claim(
+    me: NodeId,
+    group: NodeGroup,
+    snapshot: Snapshot,
+    holder: SecondaryOrigin,
+    max_downstreams: int,
+) -> Upstream | IsOrigin | WaitForLease:
+    """Plan again once the claim answered who holds the region's secondary origin."""
+    decision = plan(me, group, replace(snapshot, secondary_origin=holder), max_downstreams)
+    if isinstance(decision, ClaimSecondary):
+        return WaitForLease(holder.node_id)
+    return decision
+
+
+def keeps_upstream(
+    current: NodeId, decision: Upstream, alive: Mapping[NodeId, NodeRecord], group: NodeGroup
+) -> bool:
+    """Whether a node pulling from ``current`` stays there although ``decision`` names another.
+
+    A secondary origin must pull from the main origin; any other node may stay
+    on a live, serving node of its own region.
+    """
+    record = alive.get(current)
+    if record is None:
+        return False
+    if decision.secondary_origin:
+        return current == decision.node
+    return current == decision.node or (record.node_group == group and record.state == "serving")
 
 
 def _with_room(

@@ -10,8 +10,10 @@ Playing a stream this node does not carry starts a pull (``cluster.streams.pulls
 that pulls it from the cluster; other nodes pull from this one through
 ``serve_downstream``.
 
-This class is also the media engine's ``StreamListener``: media events arrive
-here as plain calls and become registry writes on tasks it owns.
+This class is the node's facade over the media engine and its pulls (the HTTP
+layer talks to it only), and a ``StreamListener`` subscribed to the engine's
+events: they arrive here as plain calls and become registry writes on tasks it
+owns.
 """
 
 from __future__ import annotations
@@ -29,10 +31,9 @@ from cluster.streams.access import StreamAccess
 from cluster.streams.pulls import Pulls
 from cluster.tokens import StreamTokenType
 from cluster.types import AppName, NodeId, NodeLoad, StreamId
-from media.config import MediaConfig
 from media.engine import MediaEngine
 from media.errors import UnknownSession
-from media.types import SessionDescription, StreamInfo
+from media.types import MediaStats, SessionDescription, StreamInfo
 
 logger = logging.getLogger(__name__)
 
@@ -44,21 +45,17 @@ class LocalStreams:
         self,
         registry: Registry,
         settings: Callable[[], Settings],
+        engine: MediaEngine,
+        pulls: Pulls,
+        access: StreamAccess,
         load: Callable[[], NodeLoad],
     ) -> None:
         self._registry = registry
         self._settings = settings
+        self._engine = engine
+        self._pulls = pulls
         self._load = load
-        current = settings()
-        self.engine = MediaEngine(
-            MediaConfig(
-                candidate_addresses=current.candidate_addresses,
-                ice_servers=current.ice_servers,
-            ),
-            self,
-        )
-        self.pulls = Pulls(registry, settings, self.engine)
-        self.access = StreamAccess(registry, settings)
+        self.access = access
         self._apps: dict[str, str] = {}
         """Streams published here → their app; reserved before the first await."""
         self._publishers: dict[str, str] = {}
@@ -86,7 +83,7 @@ class LocalStreams:
     async def check_publishable(self, app: str, stream_id: str) -> None:
         """Raise ``StreamBusy`` when ``publish`` would: published or relayed here, or live
         on another node (Ant Media answers ``streamIdInUse`` before the offer)."""
-        if stream_id in self._apps or self.engine.has_stream(stream_id):
+        if stream_id in self._apps or self._engine.has_stream(stream_id):
             raise StreamBusy(f"stream {stream_id} is already live on this node")
         record = await self._registry.stream(StreamId(stream_id))
         if (
@@ -100,14 +97,14 @@ class LocalStreams:
     def stream_info(self, app: str, stream_id: str) -> StreamInfo:
         """Codec, picture size and bitrates of a stream this node carries."""
         self._check_here(app, stream_id)
-        return self.engine.stream_info(stream_id)
+        return self._engine.stream_info(stream_id)
 
     async def publish(self, app: str, stream_id: str, offer_sdp: str) -> SessionDescription:
         """Claim the stream's main origin, then ingest the publisher (WHIP)."""
         if stream_id in self._apps:
             raise StreamBusy(f"stream {stream_id} is already being published on this node")
         self._check_cpu()
-        if self.engine.has_stream(stream_id):
+        if self._engine.has_stream(stream_id):
             raise StreamBusy(
                 f"stream {stream_id} is relayed to players on this node; publish it on another node"
             )
@@ -123,7 +120,7 @@ class LocalStreams:
                 self.lease_s,
             )
             try:
-                answer = await self.engine.publish(stream_id, offer_sdp)
+                answer = await self._engine.publish(stream_id, offer_sdp)
             except BaseException:
                 await self._registry.end_stream(StreamId(stream_id), settings.node_id)
                 raise
@@ -135,34 +132,34 @@ class LocalStreams:
 
     async def play(self, app: str, stream_id: str, offer_sdp: str) -> SessionDescription:
         """Add a player (WHEP), pulling the stream from the cluster first if this node lacks it."""
-        if not self.engine.has_stream(stream_id):
-            await self.pulls.ensure(app, stream_id)
+        if not self._engine.has_stream(stream_id):
+            await self._pulls.ensure(app, stream_id)
         self._check_playable(app, stream_id)
-        return await self.engine.play(stream_id, offer_sdp)
+        return await self._engine.play(stream_id, offer_sdp)
 
     async def offer_play(self, app: str, stream_id: str) -> SessionDescription:
         """Add a player that expects our offer (Ant Media WebSocket play), pulling first
         like ``play``; its answer comes through ``accept_answer``."""
-        if not self.engine.has_stream(stream_id):
-            await self.pulls.ensure(app, stream_id)
+        if not self._engine.has_stream(stream_id):
+            await self._pulls.ensure(app, stream_id)
         self._check_playable(app, stream_id)
-        return await self.engine.offer_play(stream_id)
+        return await self._engine.offer_play(stream_id)
 
     async def accept_answer(self, session_id: str, answer_sdp: str) -> None:
-        await self.engine.accept_answer(session_id, answer_sdp)
+        await self._engine.accept_answer(session_id, answer_sdp)
 
     async def trickle(self, session_id: str, sdp_fragment: str) -> None:
         """Add a peer's trickled candidates to one of this node's sessions."""
-        await self.engine.add_ice_candidates(session_id, sdp_fragment)
+        await self._engine.add_ice_candidates(session_id, sdp_fragment)
 
     async def close_session(self, session_id: str) -> None:
         """End one session; a publisher's takes its stream with it."""
-        await self.engine.close_session(session_id)
+        await self._engine.close_session(session_id)
 
     def watch_session(self, session_id: str, ended: Callable[[], None]) -> None:
         """Call ``ended`` once when the session ends, for whatever reason (signalling layers
         tell their client); a session that already ended calls it at once."""
-        if self.engine.has_session(session_id):
+        if self._engine.has_session(session_id):
             self._session_watchers[session_id] = ended
         else:
             ended()
@@ -183,22 +180,22 @@ class LocalStreams:
     ) -> SessionDescription:
         """Let another node pull a stream this node carries (internal WHEP); never pulls itself."""
         published_in = self._apps.get(stream_id)
-        if not self.engine.has_stream(stream_id) or published_in not in (None, app):
+        if not self._engine.has_stream(stream_id) or published_in not in (None, app):
             raise NotFound(f"stream {stream_id} is not on this node")
-        answer = await self.engine.play(stream_id, offer_sdp, downstream=True)
+        answer = await self._engine.play(stream_id, offer_sdp, downstream=True)
         logger.info("node %s pulls %s from here", downstream, stream_id)
         return answer
 
     def _check_here(self, app: str, stream_id: str) -> None:
         published_in = self._apps.get(stream_id)
-        if not self.engine.has_stream(stream_id) or published_in not in (None, app):
+        if not self._engine.has_stream(stream_id) or published_in not in (None, app):
             raise NotFound(f"stream {stream_id} is not live in {app} on this node")
 
     def _check_playable(self, app: str, stream_id: str) -> None:
         self._check_here(app, stream_id)
         self._check_cpu()
         settings = self._settings()
-        stats = self.engine.stats()
+        stats = self._engine.stats()
         if stats.players >= settings.max_players:
             raise Overloaded(f"this node serves its limit of {settings.max_players} players")
         if stats.bitrate_out_kbps >= settings.max_bitrate_kbps:
@@ -214,16 +211,13 @@ class LocalStreams:
         if cpu > limit:
             raise Overloaded(f"CPU at {cpu:.0f}% is above server.cpu_limit ({limit}%)")
 
-    def media_counters(self) -> NodeLoad:
-        """The media plane's part of the node's load, for heartbeats."""
-        stats = self.engine.stats()
-        return NodeLoad(
-            players=stats.players,
-            publishers=stats.publishers,
-            pulls=stats.pulls,
-            bitrate_in_kbps=round(stats.bitrate_in_kbps),
-            bitrate_out_kbps=round(stats.bitrate_out_kbps),
-        )
+    def stats(self) -> MediaStats:
+        """The media plane's counters, for /metrics and the load sampler."""
+        return self._engine.stats()
+
+    def region_changed(self) -> None:
+        """The node moved to another region: every pull re-plans now."""
+        self._pulls.wake_all()
 
     async def close(self) -> None:
         """End every session (publishers end their streams in the registry), then wait for it."""
@@ -232,8 +226,8 @@ class LocalStreams:
             renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await renewer
-        await self.pulls.close()
-        await self.engine.close()
+        await self._pulls.close()
+        await self._engine.close()
         while self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
@@ -279,7 +273,7 @@ class LocalStreams:
         logger.debug("stream %s has %d players here", stream_id, players)
 
     def upstream_lost(self, stream_id: str) -> None:
-        self.pulls.upstream_lost(stream_id)
+        self._pulls.upstream_lost(stream_id)
 
     def _spawn(self, work: Coroutine[Any, Any, object], doing: str) -> None:
         async def run() -> None:
@@ -302,7 +296,7 @@ class LocalStreams:
                         StreamId(stream_id),
                         settings.node_id,
                         self.lease_s,
-                        players=self.engine.players(stream_id),
+                        players=self._engine.players(stream_id),
                     )
                 except RegistryUnavailable as error:
                     logger.warning("could not renew the claim on %s: %s", stream_id, error)
@@ -313,4 +307,4 @@ class LocalStreams:
                         stream_id,
                     )
                     with contextlib.suppress(UnknownSession):
-                        await self.engine.close_session(session_id)
+                        await self._engine.close_session(session_id)

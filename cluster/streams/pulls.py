@@ -32,11 +32,20 @@ from cluster.errors import (
     UpstreamTimeout,
 )
 from cluster.registry import Registry
-from cluster.routing.placement import ClaimSecondary, IsOrigin, Snapshot, Upstream, plan
+from cluster.routing.placement import (
+    ClaimSecondary,
+    IsOrigin,
+    Snapshot,
+    Upstream,
+    WaitForLease,
+    keeps_upstream,
+    plan,
+    plan_after_claim,
+)
 from cluster.settings import Settings
 from cluster.streams.whip_client import WhipClient
 from cluster.tokens import sign_pull_token
-from cluster.types import NodeId, NodeRecord, SecondaryOrigin, StreamId, StreamRecord
+from cluster.types import NodeId, NodeRecord, SecondaryOrigin, StreamId
 from media.engine import MediaEngine
 from media.errors import MediaError
 
@@ -178,8 +187,8 @@ class Pulls:
     async def _step(self, pull: Pull) -> bool:
         """One round of supervision; False when the pull should stop."""
         settings = self._settings()
-        stream = await self._registry.stream(pull.stream_id)
-        alive = {n.id: n for n in await self._registry.live_nodes()}
+        cluster = await self._registry.snapshot(pull.stream_id)
+        stream, alive = cluster.stream(pull.stream_id), cluster.alive
         if stream is None or stream.state == "ended":
             if pull.ready.is_set():
                 logger.info("stream %s ended; ending its players here", pull.stream_id)
@@ -193,7 +202,10 @@ class Pulls:
         await self._keep_secondary_role(pull, settings)
         if self._idle(pull, settings):
             return False
-        decision = await self._plan(pull, stream, alive, settings)
+        snapshot = Snapshot.of(cluster, stream, settings.node_group)
+        if pull.secondary is not None:  # renewed just now, after the snapshot was read
+            snapshot = replace(snapshot, secondary_origin=pull.secondary)
+        decision = await self._plan(pull, snapshot, settings)
         if decision is None:
             if pull.upstream not in alive:
                 pull.upstream = None  # retry soon: the engine holds the players meanwhile
@@ -201,7 +213,9 @@ class Pulls:
         if isinstance(decision, IsOrigin):
             return False
         target = decision.node
-        if pull.upstream is not None and self._keeps(pull.upstream, decision, alive, settings):
+        if pull.upstream is not None and keeps_upstream(
+            pull.upstream, decision, alive, settings.node_group
+        ):
             target = pull.upstream
         if target != pull.upstream and not await self._pull_from(pull, alive[target]):
             return pull.ready.is_set() or pull.failed_attempts < FIRST_PULL_ATTEMPTS
@@ -281,72 +295,36 @@ class Pulls:
         return True
 
     async def _plan(
-        self,
-        pull: Pull,
-        stream: StreamRecord,
-        alive: dict[NodeId, NodeRecord],
-        settings: Settings,
+        self, pull: Pull, snapshot: Snapshot, settings: Settings
     ) -> Upstream | IsOrigin | None:
-        """Where to pull from now; None while nobody can hold the region's secondary origin.
-
-        That happens after a secondary origin dies and before its lease runs
-        out: the claim loses to the dead holder, which cannot be pulled from.
-        """
+        """Where to pull from now; None while nobody can hold the region's secondary origin."""
         me, group = settings.node_id, settings.node_group
-        tree = await self._registry.relay_tree(pull.stream_id)
-        pulls = tree.pulls if tree is not None else ()
-        secondary = next(
-            (o for o in (tree.secondary_origins if tree else ()) if o.node_group == group), None
-        )
-        snapshot = Snapshot(stream, secondary, pulls, alive)
         decision = plan(me, group, snapshot, settings.max_downstreams)
-        if isinstance(decision, ClaimSecondary):
-            claim = await self._registry.claim_secondary_origin(
-                pull.stream_id, group, me, settings.node_dead_timeout_s
-            )
-            if claim.won:
-                pull.secondary = claim.holder
-                logger.info(
-                    "claimed the secondary origin of %s in %s (epoch %d); pulling from %s",
-                    pull.stream_id,
-                    group,
-                    claim.holder.epoch,
-                    stream.origin_node,
-                )
-            decision = plan(
-                me,
-                group,
-                replace(snapshot, secondary_origin=claim.holder),
-                settings.max_downstreams,
-            )
-            if isinstance(decision, ClaimSecondary):
-                logger.info(
-                    "the secondary origin of %s in %s is still leased to %s, which is gone; "
-                    "waiting for the lease to run out",
-                    pull.stream_id,
-                    group,
-                    claim.holder.node_id,
-                )
-                return None
-        return decision
-
-    @staticmethod
-    def _keeps(
-        current: NodeId, decision: Upstream, alive: dict[NodeId, NodeRecord], settings: Settings
-    ) -> bool:
-        """Stay on a working upstream rather than follow every change of the tree.
-
-        A secondary origin must pull from the main origin; any other node may
-        stay on a live node of its own region.
-        """
-        record = alive.get(current)
-        if record is None:
-            return False
-        if decision.secondary_origin:
-            return current == decision.node
-        return current == decision.node or (
-            record.node_group == settings.node_group and record.state == "serving"
+        if not isinstance(decision, ClaimSecondary):
+            return decision
+        claim = await self._registry.claim_secondary_origin(
+            pull.stream_id, group, me, settings.node_dead_timeout_s
         )
+        if claim.won:
+            pull.secondary = claim.holder
+            logger.info(
+                "claimed the secondary origin of %s in %s (epoch %d); pulling from %s",
+                pull.stream_id,
+                group,
+                claim.holder.epoch,
+                snapshot.stream.origin_node,
+            )
+        after = plan_after_claim(me, group, snapshot, claim.holder, settings.max_downstreams)
+        if isinstance(after, WaitForLease):
+            logger.info(
+                "the secondary origin of %s in %s is still leased to %s, which is gone; "
+                "waiting for the lease to run out",
+                pull.stream_id,
+                group,
+                after.holder,
+            )
+            return None
+        return after
 
     async def _pull_from(self, pull: Pull, upstream: NodeRecord) -> bool:
         """Pull from ``upstream``; False (and logged) when the attempt failed."""

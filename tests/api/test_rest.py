@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from cluster.api.app import build_app
-from cluster.node import Node
+from cluster.node import Node, start_node
 from cluster.settings import load_settings
 
 TOKEN = "rest-test-token"
@@ -34,7 +34,7 @@ async def node(tmp_path: Path) -> AsyncIterator[Node]:
     config = tmp_path / "conf" / "red5.properties"
     config.parent.mkdir()
     config.write_text(CONFIG, encoding="utf-8")
-    node = await Node.start(load_settings(config, {}))
+    node = await start_node(load_settings(config, {}))
     yield node
     await node.close()
 
@@ -185,7 +185,7 @@ async def test_change_from_outside_the_allowed_network_is_forbidden(node: Node) 
 async def test_change_is_disabled_without_an_admin_token(tmp_path: Path) -> None:
     config = tmp_path / "red5.properties"
     config.write_text("server.name=tokenless\nserver.dataDir=var\n", encoding="utf-8")
-    node = await Node.start(load_settings(config, {}))
+    node = await start_node(load_settings(config, {}))
     try:
         async with client(node) as c:
             reply = await c.post("/rest/changeServerSettings", json={"nodeGroup": "us"})
@@ -198,7 +198,7 @@ async def test_change_is_disabled_without_an_admin_token(tmp_path: Path) -> None
 async def test_setting_pinned_by_the_environment_is_not_changed(tmp_path: Path) -> None:
     config = tmp_path / "red5.properties"
     config.write_text(CONFIG + "server.dataDir=var\n", encoding="utf-8")
-    node = await Node.start(load_settings(config, {"TIERSTREAM_NODEGROUP": "ap"}))
+    node = await start_node(load_settings(config, {"TIERSTREAM_NODEGROUP": "ap"}))
     try:
         async with client(node) as c:
             reply = await c.post(

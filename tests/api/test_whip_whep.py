@@ -27,8 +27,7 @@ from media.contrib.synthetic import SyntheticAudioTrack, SyntheticVideoTrack, Vi
 from tests.support.nodes import NodeProcess
 from tests.support.peers import Peers
 from tests.support.postgres import PostgresServer
-
-WAIT = 10.0
+from tests.support.waits import WAIT, eventually
 
 
 @pytest.fixture(scope="module")
@@ -67,12 +66,11 @@ def load_of(node: NodeProcess, name: str) -> dict[str, int]:
 
 
 async def wait_for_load(node: NodeProcess, **expected: int) -> None:
-    async with asyncio.timeout(WAIT):
-        while True:
-            load = await asyncio.to_thread(load_of, node, node.name)
-            if all(load[key] == value for key, value in expected.items()):
-                return
-            await asyncio.sleep(0.2)
+    def reached() -> bool:
+        load = load_of(node, node.name)
+        return all(load[key] == value for key, value in expected.items())
+
+    await eventually(reached, f"{node.name} reporting {expected}")
 
 
 async def test_published_stream_plays_to_several_player_and_ends_with_its_publisher(

@@ -14,8 +14,7 @@ from media.config import MediaConfig
 from media.contrib.client import Player, Publisher, TrackReport
 from media.contrib.synthetic import SyntheticAudioTrack, SyntheticVideoTrack, VideoSettings
 from media.engine import MediaEngine
-
-WAIT = 10.0  # seconds; every wait in these tests is bounded by this or less
+from tests.support.waits import WAIT
 
 
 @dataclass

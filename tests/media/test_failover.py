@@ -27,8 +27,9 @@ from media import aiortc_seam, codecs
 from media.engine import MediaEngine
 from media.errors import CodecMismatch, StreamAlreadyPublished, UnknownStream
 from media.types import Exchange
-from tests.media.conftest import WAIT, EngineFactory, Events, OfferFactory, Publish, Watch
+from tests.media.conftest import EngineFactory, Events, OfferFactory, Publish, Watch
 from tests.support import REPO
+from tests.support.waits import WAIT
 
 CONTINUITY_S = 0.5  # how far a timestamp may stray from the wall clock across a switch
 

@@ -8,7 +8,8 @@ from media import sdp
 from media.contrib.client import Publisher
 from media.contrib.synthetic import SyntheticAudioTrack, SyntheticVideoTrack
 from media.engine import MediaEngine
-from tests.media.conftest import WAIT, OfferFactory, Watch
+from tests.media.conftest import OfferFactory, Watch
+from tests.support.waits import WAIT
 
 
 def candidate_lines(text: str) -> list[str]:

@@ -9,8 +9,9 @@ import signal
 import sys
 
 from media.engine import MediaEngine
-from tests.media.conftest import WAIT, Publish, Watch
+from tests.media.conftest import Publish, Watch
 from tests.support import REPO
+from tests.support.waits import WAIT
 
 
 async def test_a_player_that_stops_reading_does_not_slow_another(

@@ -10,7 +10,8 @@ from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCSessionDescription
 
 from media import aiortc_seam, codecs, ice
 from media.engine import MediaEngine
-from tests.media.conftest import WAIT, Publish, Watch
+from tests.media.conftest import Publish, Watch
+from tests.support.waits import WAIT
 
 
 def video_receiver(pc: RTCPeerConnection) -> RTCRtpReceiver:

@@ -6,7 +6,8 @@ import asyncio
 
 from media.contrib.client import Player
 from media.engine import MediaEngine
-from tests.media.conftest import WAIT, EngineFactory, Events, OfferFactory, Publish, Watch
+from tests.media.conftest import EngineFactory, Events, OfferFactory, Publish, Watch
+from tests.support.waits import WAIT
 
 
 async def test_publisher_leaving_ends_its_player_and_the_stream(

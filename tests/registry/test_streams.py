@@ -10,6 +10,7 @@ import pytest
 from cluster.errors import StreamBusy
 from cluster.registry import Registry
 from cluster.types import AppName, NodeGroup, NodeId, PullEdge, StreamId
+from tests.support.factories import node_info
 
 S1 = StreamId("s1")
 LIVE = AppName("live")
@@ -211,3 +212,38 @@ async def test_players_per_node_are_reported_with_the_lease_and_the_pull(
     assert tree is not None
     assert tree.stream.origin_players == 7
     assert [(e.downstream, e.players) for e in tree.pulls] == [(B, 5)]
+
+
+async def test_a_snapshot_reads_the_whole_cluster_or_one_stream_in_one_go(
+    registry: Registry,
+) -> None:
+    for name, group in ((A, "eu"), (B, "us"), (C, "us")):
+        await registry.register(node_info(name, group))
+    s2 = StreamId("s2")
+    await registry.claim_stream(S1, LIVE, A, EU, CODECS, lease_s=10)
+    await registry.claim_stream(s2, LIVE, A, EU, CODECS, lease_s=10)
+    await registry.claim_secondary_origin(S1, US, B, lease_s=10)
+    await registry.record_pull(S1, B, A, players=2)
+    await registry.record_pull(S1, C, B, players=1)
+    await registry.record_pull(s2, B, A)
+    await registry.claim_stream(StreamId("gone"), LIVE, A, EU, CODECS, lease_s=10)
+    await registry.end_stream(StreamId("gone"), A)
+
+    whole = await registry.snapshot()
+    assert set(whole.alive) == {A, B, C}
+    assert [s.id for s in whole.streams] == [S1, s2], "ended streams are left out"
+    assert [(o.stream_id, o.node_group, o.node_id) for o in whole.secondary_origins] == [
+        (S1, US, B)
+    ]
+    assert len(whole.pulls) == 3
+    assert whole.read_at <= await registry.now()
+
+    one = await registry.snapshot(S1)
+    assert set(one.alive) == {A, B, C}, "every live node, whatever the stream"
+    assert [s.id for s in one.streams] == [S1]
+    assert one.secondary_origin(S1, US) == whole.secondary_origin(S1, US)
+    assert {(e.downstream, e.upstream, e.players) for e in one.pulls_of(S1)} == {
+        (B, A, 2),
+        (C, B, 1),
+    }
+    assert one.pulls == one.pulls_of(S1)

@@ -7,7 +7,16 @@ from datetime import UTC, datetime
 
 import pytest
 
-from cluster.routing.placement import ClaimSecondary, IsOrigin, Snapshot, Upstream, plan
+from cluster.routing.placement import (
+    ClaimSecondary,
+    IsOrigin,
+    Snapshot,
+    Upstream,
+    WaitForLease,
+    keeps_upstream,
+    plan,
+    plan_after_claim,
+)
 from cluster.types import (
     AppName,
     NodeCapacity,
@@ -121,3 +130,43 @@ def test_pulls_of_dead_nodes_do_not_fill_their_upstream() -> None:
     pulls = [("eu-2", "eu-1")]
     snap = snapshot(["eu-1", "eu-3"], pulls)  # eu-2 died without removing its pull
     assert decide("eu-3", snap, max_downstreams=1) == Upstream(NodeId("eu-1"))
+
+
+@pytest.mark.parametrize(
+    ("current", "decided", "secondary", "keeps"),
+    [
+        pytest.param("us-2", "us-1", False, True, id="an edge stays on a live node of its region"),
+        pytest.param("eu-2", "us-1", False, False, id="an edge leaves a node of another region"),
+        pytest.param("us-9", "us-1", False, False, id="an edge leaves a dead upstream"),
+        pytest.param("us-2", "eu-1", True, False, id="a secondary origin goes to the main origin"),
+        pytest.param("eu-1", "eu-1", True, True, id="a secondary origin stays on the main origin"),
+    ],
+)
+def test_a_working_upstream_is_kept_unless_the_role_demands_another(
+    current: str, decided: str, secondary: bool, keeps: bool
+) -> None:
+    alive = snapshot(ALL).alive
+    decision = Upstream(NodeId(decided), secondary_origin=secondary)
+    assert keeps_upstream(NodeId(current), decision, alive, NodeGroup("us")) is keeps
+
+
+def test_after_a_won_claim_the_winner_pulls_from_the_main_origin() -> None:
+    snap = snapshot(ALL)
+    holder = SecondaryOrigin(S, NodeGroup("us"), NodeId("us-1"), 1, NOW)
+    after = plan_after_claim(NodeId("us-1"), NodeGroup("us"), snap, holder, 8)
+    assert after == Upstream(NodeId("eu-1"), secondary_origin=True)
+
+
+def test_after_a_lost_claim_the_loser_pulls_from_the_winner() -> None:
+    snap = snapshot(ALL)
+    holder = SecondaryOrigin(S, NodeGroup("us"), NodeId("us-1"), 1, NOW)
+    assert plan_after_claim(NodeId("us-2"), NodeGroup("us"), snap, holder, 8) == Upstream(
+        NodeId("us-1")
+    )
+
+
+def test_a_claim_lost_to_a_holder_that_is_gone_waits_for_its_lease() -> None:
+    snap = snapshot([n for n in ALL if n != "us-1"])
+    holder = SecondaryOrigin(S, NodeGroup("us"), NodeId("us-1"), 1, NOW)
+    after = plan_after_claim(NodeId("us-2"), NodeGroup("us"), snap, holder, 8)
+    assert after == WaitForLease(NodeId("us-1"))

@@ -18,15 +18,19 @@ from cluster.errors import Overloaded
 from cluster.registry import Registry
 from cluster.registry.migrate import migrate
 from cluster.settings import Settings, load_settings
+from cluster.streams.events import StreamEvents
 from cluster.streams.local import LocalStreams
+from cluster.streams.pulls import Pulls
 from cluster.types import NodeLoad, StreamId
+from media.config import MediaConfig
 from media.contrib.client import Player, Publisher
 from media.contrib.synthetic import SyntheticAudioTrack, SyntheticVideoTrack
+from media.engine import MediaEngine
 from media.types import Exchange, SessionDescription
+from tests.support.waits import WAIT
 
 StreamsFactory = Callable[..., LocalStreams]
 IDLE = NodeLoad()
-WAIT = 10.0
 
 
 def answering(create: Callable[[str], Awaitable[SessionDescription]]) -> Exchange:
@@ -50,7 +54,11 @@ async def make_streams(tmp_path: Path) -> AsyncIterator[StreamsFactory]:
 
     def make(load: NodeLoad = IDLE, **limits: int) -> LocalStreams:
         settings: Settings = replace(base, **limits)
-        streams = LocalStreams(registry, lambda: settings, lambda: load)
+        events = StreamEvents()
+        engine = MediaEngine(MediaConfig(candidate_addresses=("127.0.0.1",)), events)
+        pulls = Pulls(registry, lambda: settings, engine)
+        streams = LocalStreams(registry, lambda: settings, engine, pulls, lambda: load)
+        events.subscribe(streams)
         made.append(streams)
         return streams
 

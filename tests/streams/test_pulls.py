@@ -22,7 +22,8 @@ from cluster.streams.whip_client import SignallingFailed
 from cluster.types import NodeGroup, NodeId, RelayTree, StreamId
 from media import codecs
 from tests.support.nodes import CLUSTER_SECRET, NodeProcess, start_all
-from tests.support.peers import WAIT, Peers, Playing
+from tests.support.peers import Peers, Playing
+from tests.support.waits import eventually
 
 S1 = StreamId("s1")
 ClusterFactory = Callable[..., dict[str, NodeProcess]]
@@ -65,18 +66,6 @@ def whep(node: NodeProcess, stream: str = S1) -> str:
 def edges(tree: RelayTree | None) -> set[tuple[str, str]]:
     assert tree is not None
     return {(edge.downstream, edge.upstream) for edge in tree.pulls}
-
-
-async def eventually(probe: Callable[[], Any], what: str, timeout_s: float = WAIT) -> Any:
-    """Await ``probe()`` until it returns something truthy; fail naming ``what``."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = await probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} did not happen within {timeout_s} s")
-        await asyncio.sleep(0.1)
 
 
 async def get_json(url: str) -> Any:

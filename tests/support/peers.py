@@ -17,8 +17,7 @@ import pytest
 from cluster.streams.whip_client import WhipClient
 from media.contrib.client import Player, Publisher, TrackReport
 from media.contrib.synthetic import SyntheticAudioTrack, SyntheticVideoTrack, VideoSettings
-
-WAIT = 10.0
+from tests.support.waits import WAIT
 
 
 @dataclass

@@ -1,0 +1,32 @@
+"""The one bounded wait the tests poll with, and the bound every other wait uses."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import pytest
+
+T = TypeVar("T")
+
+WAIT = 10.0
+"""Seconds: no wait in the tests is longer unless it says why."""
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[T] | T], what: str, timeout_s: float = WAIT
+) -> T:
+    """Call ``probe`` (sync or async) until it returns something truthy; fail naming ``what``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = probe()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value  # type: ignore[return-value]
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} did not happen within {timeout_s} s")
+        await asyncio.sleep(0.1)

@@ -15,7 +15,7 @@ import pytest
 from starlette.routing import Match
 
 from cluster.api.app import build_app
-from cluster.node import Node
+from cluster.node import Node, start_node
 from cluster.settings import load_settings
 from tests.support import REPO
 from tests.support.helm import (
@@ -36,7 +36,7 @@ async def node(tmp_path: Path) -> AsyncIterator[Node]:
     config = tmp_path / "conf" / "red5.properties"
     config.parent.mkdir()
     config.write_text("nodeGroup=eu\nserver.name=probe-node\n", encoding="utf-8")
-    started = await Node.start(load_settings(config, {}))
+    started = await start_node(load_settings(config, {}))
     yield started
     await started.close()
 

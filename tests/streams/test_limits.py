@@ -18,6 +18,7 @@ from cluster.errors import Overloaded
 from cluster.registry import Registry
 from cluster.registry.migrate import migrate
 from cluster.settings import Settings, load_settings
+from cluster.streams.access import StreamAccess
 from cluster.streams.events import StreamEvents
 from cluster.streams.local import LocalStreams
 from cluster.streams.pulls import Pulls
@@ -57,7 +58,8 @@ async def make_streams(tmp_path: Path) -> AsyncIterator[StreamsFactory]:
         events = StreamEvents()
         engine = MediaEngine(MediaConfig(candidate_addresses=("127.0.0.1",)), events)
         pulls = Pulls(registry, lambda: settings, engine)
-        streams = LocalStreams(registry, lambda: settings, engine, pulls, lambda: load)
+        access = StreamAccess(registry, lambda: settings)
+        streams = LocalStreams(registry, lambda: settings, engine, pulls, access, lambda: load)
         events.subscribe(streams)
         made.append(streams)
         return streams

@@ -13,6 +13,8 @@ import logging
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -71,6 +73,10 @@ async def _unexpected_error(request: Request, exc: Exception) -> Response:
     return _failure("internal error; the node's log has the details", 500)
 
 
+CORS_EXPOSED = ["Location", "ETag", "Link", "Accept-Patch", "Accept-Post", "Retry-After"]
+"""Headers a browser's script may read: WHIP/WHEP clients need the session's Location and ETag."""
+
+
 def build_app(node: Node) -> Starlette:
     app = Starlette(
         routes=[
@@ -78,6 +84,16 @@ def build_app(node: Node) -> Starlette:
             *whip.routes,
             *websocket.routes,
             Route("/metrics", metrics_endpoint(node), methods=["GET"]),
+        ],
+        middleware=[
+            Middleware(
+                CORSMiddleware,
+                allow_origins=["*"],
+                allow_methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+                allow_headers=["Authorization", "Content-Type", "If-Match", "ETag"],
+                expose_headers=CORS_EXPOSED,
+                max_age=86400,
+            )
         ],
         exception_handlers={
             ClusterError: _cluster_error,

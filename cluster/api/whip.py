@@ -4,8 +4,9 @@
 offer (with or without candidates) and answer ``201`` with the SDP answer, a
 ``Location`` for the session and an ``ETag``. ``PATCH`` on the session adds
 trickled candidates (``application/trickle-ice-sdpfrag``); ``DELETE`` ends that
-session only. ``OPTIONS`` answers CORS preflights and tells clients that PATCH
-is supported, so they trickle instead of waiting for gathering. Nodes pull from
+session only. ``OPTIONS`` tells clients that PATCH is supported, so they
+trickle instead of waiting for gathering (CORS, preflights included, is the
+app's ``CORSMiddleware``). Nodes pull from
 each other through the same exchange at ``/internal/v1/{app}/pull/{streamId}``,
 with a cluster token instead of a player's credentials. See
 ``../shared/protocols/whip-whep-clients.md`` for what the clients send.
@@ -16,6 +17,8 @@ from __future__ import annotations
 import re
 from typing import Literal
 
+from starlette.convertors import Convertor, register_url_convertor
+from starlette.endpoints import HTTPEndpoint
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -30,14 +33,24 @@ from cluster.types import APP_NAME_PATTERN, STREAM_ID_PATTERN
 from media.types import SessionDescription
 
 SDP_LIMIT = 64 * 1024
-METHODS = "OPTIONS, POST, PATCH, DELETE"
-CORS_HEADERS = {
-    "Access-Control-Allow-Origin": "*",
-    "Access-Control-Expose-Headers": "Location, ETag, Link, Accept-Patch",
-}
 SESSION_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 Direction = Literal["whip", "whep"]
+
+
+class _DirectionConvertor(Convertor[str]):
+    """``{direction:direction}`` in a path: ``whip`` or ``whep``, nothing else matches."""
+
+    regex = "whip|whep"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("direction", _DirectionConvertor())
 
 
 def _streams(request: Request) -> LocalStreams:
@@ -72,15 +85,11 @@ async def _offer(request: Request) -> str:
         raise BadRequest("the SDP offer is not UTF-8 text") from None
 
 
-async def options(request: Request) -> Response:
+def _options(allow: str) -> Response:
     return Response(
         status_code=204,
         headers={
-            **CORS_HEADERS,
-            "Allow": METHODS,
-            "Access-Control-Allow-Methods": METHODS,
-            "Access-Control-Allow-Headers": "Authorization, Content-Type, If-Match, ETag",
-            "Access-Control-Max-Age": "86400",
+            "Allow": allow,
             "Accept-Post": "application/sdp",
             "Accept-Patch": "application/trickle-ice-sdpfrag",
         },
@@ -94,7 +103,6 @@ def _created(answer: SessionDescription, resource: str) -> Response:
         status_code=201,
         media_type="application/sdp",
         headers={
-            **CORS_HEADERS,
             "Location": f"{resource}/{answer.session_id}",
             "ETag": f'"{answer.session_id}"',
             "Accept-Patch": "application/trickle-ice-sdpfrag",
@@ -110,73 +118,80 @@ def _stream_token(request: Request) -> str:
     return request.query_params.get("token", "")
 
 
-async def _create(request: Request, direction: Direction) -> Response:
-    app, stream_id = _names(request)
-    offer = await _offer(request)
-    streams = _streams(request)
-    client = request.client.host if request.client else ""
-    kind: StreamTokenType = "publish" if direction == "whip" else "play"
-    await streams.authorize(app, stream_id, kind, _stream_token(request), client)
-    if direction == "whip":
-        answer = await streams.publish(app, stream_id, offer)
-    else:
-        answer = await streams.play(app, stream_id, offer)
-    return _created(answer, f"/{app}/{direction}/{stream_id}")
+class StreamResource(HTTPEndpoint):
+    """``/{app}/whip|whep/{stream}``: POST an offer to publish or play."""
+
+    async def post(self, request: Request) -> Response:
+        app, stream_id = _names(request)
+        direction: Direction = request.path_params["direction"]
+        offer = await _offer(request)
+        streams = _streams(request)
+        client = request.client.host if request.client else ""
+        kind: StreamTokenType = "publish" if direction == "whip" else "play"
+        await streams.authorize(app, stream_id, kind, _stream_token(request), client)
+        if direction == "whip":
+            answer = await streams.publish(app, stream_id, offer)
+        else:
+            answer = await streams.play(app, stream_id, offer)
+        return _created(answer, f"/{app}/{direction}/{stream_id}")
+
+    async def options(self, request: Request) -> Response:
+        return _options("OPTIONS, POST")
 
 
-async def publish(request: Request) -> Response:
-    return await _create(request, "whip")
+class SessionResource(HTTPEndpoint):
+    """``/{app}/whip|whep/{stream}/{session}``: trickle candidates, or end the session."""
+
+    async def patch(self, request: Request) -> Response:
+        """Trickle ICE. Clients send the ETag back as If-Match (RFC 9725) or as ETag (Eyevinn)."""
+        _names(request)
+        session_id = _session_id(request)
+        if content_type(request) != "application/trickle-ice-sdpfrag":
+            raise UnsupportedMediaType("PATCH takes application/trickle-ice-sdpfrag")
+        tag = request.headers.get("if-match") or request.headers.get("etag")
+        if tag is not None and tag.strip() not in ("*", f'"{session_id}"'):
+            raise PreconditionFailed("the ETag does not match this session")
+        fragment = (await read_body(request, SDP_LIMIT)).decode("utf-8", errors="replace")
+        await _streams(request).trickle(session_id, fragment)
+        return Response(status_code=204)
+
+    async def delete(self, request: Request) -> Response:
+        _names(request)
+        await _streams(request).close_session(_session_id(request))
+        return Response(status_code=200)
+
+    async def options(self, request: Request) -> Response:
+        return _options("OPTIONS, PATCH, DELETE")
 
 
-async def play(request: Request) -> Response:
-    return await _create(request, "whep")
-
-
-async def serve_downstream(request: Request) -> Response:
+class DownstreamResource(HTTPEndpoint):
     """Internal WHEP: another node pulls a stream, proving it is a node with a cluster token."""
-    app, stream_id = _names(request)
-    streams = _streams(request)
-    downstream = verify_pull_token(
-        request.app.state.node.settings.cluster_secret,
-        request.headers.get("authorization", ""),
-        stream_id,
-    )
-    offer = await _offer(request)
-    answer = await streams.serve_downstream(app, stream_id, offer, downstream)
-    return _created(answer, internal_pull_path(app, stream_id))
+
+    async def post(self, request: Request) -> Response:
+        app, stream_id = _names(request)
+        streams = _streams(request)
+        downstream = verify_pull_token(
+            request.app.state.node.settings.cluster_secret,
+            request.headers.get("authorization", ""),
+            stream_id,
+        )
+        offer = await _offer(request)
+        answer = await streams.serve_downstream(app, stream_id, offer, downstream)
+        return _created(answer, internal_pull_path(app, stream_id))
 
 
-async def patch(request: Request) -> Response:
-    """Trickle ICE. Clients send the ETag back as If-Match (RFC 9725) or as ETag (Eyevinn)."""
-    _names(request)
-    session_id = _session_id(request)
-    if content_type(request) != "application/trickle-ice-sdpfrag":
-        raise UnsupportedMediaType("PATCH takes application/trickle-ice-sdpfrag")
-    tag = request.headers.get("if-match") or request.headers.get("etag")
-    if tag is not None and tag.strip() not in ("*", f'"{session_id}"'):
-        raise PreconditionFailed("the ETag does not match this session")
-    fragment = (await read_body(request, SDP_LIMIT)).decode("utf-8", errors="replace")
-    await _streams(request).trickle(session_id, fragment)
-    return Response(status_code=204, headers=CORS_HEADERS)
+class DownstreamSessionResource(HTTPEndpoint):
+    """The session of a downstream's pull: DELETE ends it."""
 
-
-async def delete(request: Request) -> Response:
-    _names(request)
-    await _streams(request).close_session(_session_id(request))
-    return Response(status_code=200, headers=CORS_HEADERS)
+    async def delete(self, request: Request) -> Response:
+        _names(request)
+        await _streams(request).close_session(_session_id(request))
+        return Response(status_code=200)
 
 
 routes = [
-    Route("/{app}/whip/{stream}", publish, methods=["POST"]),
-    Route("/{app}/whep/{stream}", play, methods=["POST"]),
-    Route("/{app}/whip/{stream}", options, methods=["OPTIONS"]),
-    Route("/{app}/whep/{stream}", options, methods=["OPTIONS"]),
-    Route("/{app}/whip/{stream}/{session}", patch, methods=["PATCH"]),
-    Route("/{app}/whep/{stream}/{session}", patch, methods=["PATCH"]),
-    Route("/{app}/whip/{stream}/{session}", delete, methods=["DELETE"]),
-    Route("/{app}/whep/{stream}/{session}", delete, methods=["DELETE"]),
-    Route("/{app}/whip/{stream}/{session}", options, methods=["OPTIONS"]),
-    Route("/{app}/whep/{stream}/{session}", options, methods=["OPTIONS"]),
-    Route(internal_pull_path("{app}", "{stream}"), serve_downstream, methods=["POST"]),
-    Route(internal_pull_path("{app}", "{stream}") + "/{session}", delete, methods=["DELETE"]),
+    Route("/{app}/{direction:direction}/{stream}", StreamResource),
+    Route("/{app}/{direction:direction}/{stream}/{session}", SessionResource),
+    Route(internal_pull_path("{app}", "{stream}"), DownstreamResource),
+    Route(internal_pull_path("{app}", "{stream}") + "/{session}", DownstreamSessionResource),
 ]

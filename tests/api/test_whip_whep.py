@@ -148,9 +148,12 @@ async def test_player_that_cannot_take_the_codec_gets_406_naming_it(
 
 
 def test_options_advertises_trickle_and_cors(nodes: dict[str, NodeProcess]) -> None:
-    reply = httpx.options(f"{nodes['a'].url}/LiveApp/whip/anything")
+    reply = httpx.options(
+        f"{nodes['a'].url}/LiveApp/whip/anything", headers={"Origin": "http://page.example"}
+    )
     assert reply.status_code == 204
-    assert "PATCH" in reply.headers["access-control-allow-methods"]
+    assert reply.headers["accept-patch"] == "application/trickle-ice-sdpfrag"
+    assert "POST" in reply.headers["allow"]
     assert reply.headers["access-control-allow-origin"] == "*"
     assert "Location" in reply.headers["access-control-expose-headers"]
 

@@ -36,7 +36,9 @@ def update_properties(path: Path, changes: Mapping[str, str]) -> None:
 APPLIED_SUFFIX = ".applied"
 
 
-def apply_rendered(rendered: Path, path: Path) -> dict[str, str]:
+def apply_rendered(
+    rendered: Path, path: Path, secrets: Mapping[str, str] | None = None
+) -> dict[str, str]:
     """Bring the node's file ``path`` to ``rendered``, keeping the runtime changes made since.
 
     A deployment (the Helm chart) renders the file anew at every upgrade, while
@@ -46,23 +48,38 @@ def apply_rendered(rendered: Path, path: Path) -> dict[str, str]:
     rendering changed since then is taken (the operator's upgrade wins); an
     unchanged one keeps what ``path`` holds (a runtime change survives the
     restart); a key the rendering dropped goes; a key only the node wrote stays.
-    The result has the rendering's comments and order. Returns the runtime
-    values kept that differ from the rendering, by key.
+    ``secrets`` (keys no environment variable can carry, e.g. an app's
+    ``jwtStreamSecretKey``, from a Secret volume) join the rendering, so both
+    files are readable by their owner only. The result has the rendering's
+    comments and order. Returns the runtime values kept that differ from the
+    rendering, by key.
     """
     document = _load(rendered)
+    for key, value in (secrets or {}).items():
+        document[key] = value
     applied_path = path.with_name(path.name + APPLIED_SUFFIX)
     current = read_properties(path) if path.exists() else {}
     applied = read_properties(applied_path) if applied_path.exists() else {}
     kept: dict[str, str] = {}
+    new_applied = javaproperties.PropertiesFile(document)
     for key, value in current.items():
         # Unchanged by the rendering since last applied, or written by the node alone.
         keep = document[key] == applied.get(key) if key in document else key not in applied
         if keep and document.get(key) != value:
             kept[key] = value
             document[key] = value
-    _replace(path, document, 0o644)
-    _replace(applied_path, _load(rendered), 0o644)
+    _replace(path, document, 0o600)
+    _replace(applied_path, new_applied, 0o600)
     return kept
+
+
+def read_secrets(directory: Path) -> dict[str, str]:
+    """A Secret mounted as a directory: each file is a key, its content the value."""
+    return {
+        entry.name: entry.read_text(encoding="utf-8").strip()
+        for entry in sorted(directory.iterdir())
+        if entry.is_file() and not entry.name.startswith(".")
+    }
 
 
 def _load(path: Path) -> javaproperties.PropertiesFile:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cluster.properties import apply_rendered, read_properties, update_properties
+from cluster.properties import apply_rendered, read_properties, read_secrets, update_properties
 
 ORIGINAL = """\
 # Header comment
@@ -40,19 +40,21 @@ server.cpu_limit=75
 """
 
 
-def _apply(tmp_path: Path, rendered_text: str) -> tuple[Path, dict[str, str]]:
+def _apply(
+    tmp_path: Path, rendered_text: str, secrets: dict[str, str] | None = None
+) -> tuple[Path, dict[str, str]]:
     rendered = tmp_path / "chart" / "red5.properties"
     rendered.parent.mkdir(exist_ok=True)
     rendered.write_text(rendered_text, encoding="utf-8")
     node_file = tmp_path / "red5.properties"
-    return node_file, apply_rendered(rendered, node_file)
+    return node_file, apply_rendered(rendered, node_file, secrets)
 
 
 def test_apply_rendered_on_first_start_writes_the_rendering(tmp_path: Path) -> None:
     node_file, kept = _apply(tmp_path, RENDERED)
     assert kept == {}
     assert node_file.read_text(encoding="utf-8") == RENDERED
-    assert (tmp_path / "red5.properties.applied").read_text(encoding="utf-8") == RENDERED
+    assert read_properties(tmp_path / "red5.properties.applied") == read_properties(node_file)
 
 
 def test_a_runtime_change_survives_a_restart_with_the_same_rendering(tmp_path: Path) -> None:
@@ -94,3 +96,26 @@ def test_keys_the_rendering_dropped_go_and_keys_only_the_node_wrote_stay(tmp_pat
         "red5.properties",
         "red5.properties.applied",
     ]
+
+
+def test_secrets_join_the_rendering_in_files_only_their_owner_reads(tmp_path: Path) -> None:
+    secret = {"app.LiveApp.jwtStreamSecretKey": "k" * 32}
+    node_file, _ = _apply(tmp_path, RENDERED, secret)
+    assert read_properties(node_file)["app.LiveApp.jwtStreamSecretKey"] == "k" * 32
+    for written in (node_file, tmp_path / "red5.properties.applied"):
+        assert written.stat().st_mode & 0o777 == 0o600
+    # A secret taken out of the Secret goes at the next start.
+    node_file, _ = _apply(tmp_path, RENDERED, {})
+    assert "app.LiveApp.jwtStreamSecretKey" not in read_properties(node_file)
+
+
+def test_a_mounted_secret_reads_as_its_files(tmp_path: Path) -> None:
+    # Kubernetes mounts a Secret as symlinks into a hidden ..data directory.
+    data = tmp_path / "..2026_12_01"
+    data.mkdir()
+    (data / "app.LiveApp.jwtStreamSecretKey").write_text("s" * 32 + "\n", encoding="utf-8")
+    (tmp_path / "..data").symlink_to(data.name)
+    (tmp_path / "app.LiveApp.jwtStreamSecretKey").symlink_to(
+        "..data/app.LiveApp.jwtStreamSecretKey"
+    )
+    assert read_secrets(tmp_path) == {"app.LiveApp.jwtStreamSecretKey": "s" * 32}

@@ -19,7 +19,7 @@ from rich.console import Console
 from cluster.cli import client_commands, demo
 from cluster.errors import ClusterError, ConfigError
 from cluster.logs import configure_logging
-from cluster.properties import apply_rendered
+from cluster.properties import apply_rendered, read_secrets
 from cluster.registry.migrate import migrate
 from cluster.server import run_node
 from cluster.settings import Settings, load_settings
@@ -44,6 +44,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     apply.add_argument("--from", dest="rendered", type=Path, required=True, help="rendered file")
     apply.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="the node's file")
+    apply.add_argument(
+        "--secrets", type=Path, help="a directory of key-named files (a mounted Secret) to add"
+    )
 
     demo.add_arguments(commands.add_parser("demo", help="a local multi-region cluster to watch"))
     publish = commands.add_parser("publish", help="publish the synthetic test stream over WHIP")
@@ -72,10 +75,10 @@ def _settings(config: Path) -> Settings:
         sys.exit(2)
 
 
-def _apply_config(rendered: Path, config: Path) -> None:
+def _apply_config(rendered: Path, config: Path, secrets: Path | None) -> None:
     """The Helm chart's init step: the rendering of this release over the pod's own file."""
     try:
-        kept = apply_rendered(rendered, config)
+        kept = apply_rendered(rendered, config, read_secrets(secrets) if secrets else None)
     except OSError as error:
         print(f"tierstream: cannot apply {rendered} to {config}: {error}", file=sys.stderr)
         sys.exit(2)
@@ -102,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if args.command == "apply-config":
             configure_logging("INFO")
-            _apply_config(args.rendered, args.config)
+            _apply_config(args.rendered, args.config, args.secrets)
         elif args.command in ("node", "migrate"):
             settings = _settings(args.config)
             configure_logging(settings.log_level)

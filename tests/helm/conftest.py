@@ -13,6 +13,7 @@ from tests.support.helm import (
     ADMIN_TOKEN,
     CLUSTER_SECRET,
     EXAMPLES,
+    JWT_SECRET,
     REQUIRED_SECRETS,
     Manifest,
     render,
@@ -49,7 +50,15 @@ VALUE_SETS = {
         "us",
         [
             EXAMPLES / "us.yaml",
-            {"secrets": {"values": {**REQUIRED_SECRETS, "server.adminToken": ADMIN_TOKEN}}},
+            {
+                "secrets": {
+                    "values": {
+                        **REQUIRED_SECRETS,
+                        "server.adminToken": ADMIN_TOKEN,
+                        "app.LiveApp.jwtStreamSecretKey": JWT_SECRET,
+                    }
+                }
+            },
         ],
         "us",
     ),

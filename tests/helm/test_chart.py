@@ -15,6 +15,7 @@ import javaproperties
 import kubernetes_validate
 import pytest
 
+from cluster.app_settings import SETTINGS as APP_SETTINGS
 from cluster.properties import update_properties
 from cluster.settings import KEYS, Settings, load_settings
 from tests.helm.conftest import ValueSet
@@ -22,6 +23,7 @@ from tests.support.helm import (
     CHART,
     CLUSTER_SECRET,
     EXAMPLES,
+    JWT_SECRET,
     REGISTRY_URL,
     REQUIRED_SECRETS,
     Manifest,
@@ -146,14 +148,14 @@ def test_the_migrate_job_is_a_hook_running_tierstream_migrate(
     assert migrate["image"] == container(statefulset(manifests), "node")["image"]
     # What it reads exists when it runs: an existing Secret, or hook objects created before it.
     spec = job["spec"]["template"]["spec"]
-    used = {("ConfigMap", v["configMap"]["name"]) for v in spec["volumes"]}
+    used = {("ConfigMap", v["configMap"]["name"]) for v in spec["volumes"] if "configMap" in v}
+    used |= {("Secret", v["secret"]["secretName"]) for v in spec["volumes"] if "secret" in v}
     used |= {
         ("Secret", ref["secretKeyRef"]["name"])
         for ref in walk(job)
-        if isinstance(ref, dict)
-        and "secretKeyRef" in ref
-        and ref["secretKeyRef"]["name"] not in value_set.existing_secrets
+        if isinstance(ref, dict) and "secretKeyRef" in ref
     }
+    used = {(kind, name) for kind, name in used if name not in value_set.existing_secrets}
     for kind, name in used:
         hook = find(manifests, kind, name)["metadata"]["annotations"]
         assert hook["helm.sh/hook"] == annotations["helm.sh/hook"], name
@@ -275,3 +277,25 @@ def test_autoscaling_owns_the_replica_count_and_scales_in_slowly(helm_home: Path
     assert hpa["spec"]["behavior"]["scaleDown"]["policies"] == [
         {"type": "Pods", "value": 1, "periodSeconds": 300}
     ]
+
+
+def test_every_app_setting_has_its_place_in_the_chart() -> None:
+    app = schema()["properties"]["config"]["properties"]["app"]["additionalProperties"]
+    assert set(app["properties"]) == set(APP_SETTINGS)
+    assert app["properties"]["jwtStreamSecretKey"] is False  # a secret: from the Secret
+
+
+def test_an_apps_jwt_key_reaches_the_node_from_the_secret_only(
+    tmp_path: Path, helm_home: Path
+) -> None:
+    values = {
+        "config": {"app": {"LiveApp": {"playJwtControlEnabled": True}}},
+        "secrets": {"values": {**REQUIRED_SECRETS, "app.LiveApp.jwtStreamSecretKey": JWT_SECRET}},
+    }
+    rendered = render("eu", [values], helm_home)
+    settings = start_pod(rendered, ValueSet("eu", [], "default"), 0, tmp_path)
+    assert settings.apps["LiveApp"].play_jwt_control
+    assert settings.apps["LiveApp"].jwt_stream_secret_key == JWT_SECRET
+    assert "TIERSTREAM_APP_LIVEAPP_JWTSTREAMSECRETKEY" not in str(rendered)
+    for configmap in (m for m in rendered if m["kind"] == "ConfigMap"):
+        assert JWT_SECRET not in str(configmap)

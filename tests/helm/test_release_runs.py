@@ -22,16 +22,18 @@ from tests.support import REPO
 from tests.support.helm import (
     ADMIN_TOKEN,
     CLUSTER_SECRET,
+    JWT_SECRET,
     Manifest,
     Pod,
-    configmap_file,
     container,
     container_env,
     find,
+    materialize_volumes,
     mounted,
     pod_secrets,
     prepare_pod,
     render,
+    run_init_step,
     statefulset,
 )
 from tests.support.postgres import PostgresServer, free_port
@@ -50,11 +52,15 @@ def release(server: PostgresServer, tmp_path: Path, helm_home: Path) -> list[Man
     values = {
         "nodeGroup": "eu",
         "httpPort": free_port(),
+        # JWT control needs the app's key, which reaches the file from the Secret: a node or
+        # the Job that missed it would refuse to start.
+        "config": {"app": {"LiveApp": {"playJwtControlEnabled": True}}},
         "secrets": {
             "values": {
                 "cluster.secret": CLUSTER_SECRET,
                 "clusterdb.url": url,
                 "server.adminToken": ADMIN_TOKEN,
+                "app.LiveApp.jwtStreamSecretKey": JWT_SECRET,
             }
         },
     }
@@ -62,19 +68,14 @@ def release(server: PostgresServer, tmp_path: Path, helm_home: Path) -> list[Man
 
 
 def run_migrate_job(manifests: list[Manifest], workdir: Path) -> subprocess.CompletedProcess[str]:
+    """The hook Job's pod: its volumes, its init step, then its container's command."""
     job = find(manifests, "Job")
+    secrets = pod_secrets(manifests, {})
+    volumes = materialize_volumes(job, manifests, secrets, workdir / "job")
+    run_init_step(job, volumes)
     migrate = container(job, "migrate")
-    (volume,) = job["spec"]["template"]["spec"]["volumes"]
-    volumes = {
-        volume["name"]: configmap_file(
-            manifests, volume["configMap"]["name"], "red5.properties", workdir / "job"
-        ).parent
-    }
-    args = list(migrate["args"])
-    args[args.index("--config") + 1] = str(mounted(migrate, args[-1], volumes))
-    env = container_env(
-        migrate, Pod(name="eu-tierstream-migrate-x", secrets=pod_secrets(manifests, {}))
-    )
+    args = [str(mounted(migrate, a, volumes)) if a.startswith("/") else a for a in migrate["args"]]
+    env = container_env(migrate, Pod(name="eu-tierstream-migrate-x", secrets=secrets))
     return subprocess.run(
         [str(ENTRYPOINT), *args],
         env={**env, "PATH": f"{VENV_BIN}:/usr/bin:/bin"},

@@ -32,6 +32,7 @@ HELM_TIMEOUT_S = 60.0
 CLUSTER_SECRET = "chart-test-cluster-secret-0123456789abcdef"
 REGISTRY_URL = "postgresql+asyncpg://tierstream:chart-test-password@db.example.net:5432/tierstream"
 ADMIN_TOKEN = "chart-test-admin-token"
+JWT_SECRET = "chart-test-jwt-stream-secret-0123456789abcdef"
 REQUIRED_SECRETS = {"cluster.secret": CLUSTER_SECRET, "clusterdb.url": REGISTRY_URL}
 """The secrets a release without an existing Secret must be given (the README's minimal install)."""
 
@@ -202,6 +203,8 @@ def pod_secrets(
 def mounted(container_spec: Manifest, path: str, volumes: Mapping[str, Path]) -> Path:
     """Where ``path`` inside the container is on this machine, through its volume mounts."""
     for mount in sorted(container_spec["volumeMounts"], key=lambda m: -len(m["mountPath"])):
+        if path == mount["mountPath"]:
+            return volumes[mount["name"]]
         if path.startswith(mount["mountPath"] + "/"):
             return volumes[mount["name"]] / path.removeprefix(mount["mountPath"] + "/")
     raise AssertionError(f"{path} is on no volume of {container_spec['name']}")
@@ -221,36 +224,56 @@ class PreparedPod:
     env: dict[str, str]
 
 
+def materialize_volumes(
+    workload: Manifest,
+    manifests: list[Manifest],
+    secrets: Mapping[str, Mapping[str, str]],
+    workdir: Path,
+) -> dict[str, Path]:
+    """A pod's volumes as the kubelet would lay them out, each a directory under ``workdir``:
+    ConfigMaps and Secrets (their ``items``, or every key) as files, the rest empty."""
+    spec = workload["spec"]["template"]["spec"]
+    claims = [t["metadata"]["name"] for t in workload["spec"].get("volumeClaimTemplates", [])]
+    volumes: dict[str, Path] = {}
+    for volume in [*spec["volumes"], *({"name": name} for name in claims)]:
+        directory = workdir / volume["name"]
+        directory.mkdir(parents=True, exist_ok=True)
+        if "configMap" in volume:
+            data = find(manifests, "ConfigMap", volume["configMap"]["name"])["data"]
+        elif "secret" in volume:
+            data = dict(secrets[volume["secret"]["secretName"]])
+        else:
+            data = {}
+        items = (volume.get("secret") or volume.get("configMap") or {}).get("items")
+        for item in items or [{"key": key, "path": key} for key in data]:
+            (directory / item["path"]).write_text(data[item["key"]], encoding="utf-8")
+        volumes[volume["name"]] = directory
+    return volumes
+
+
+def run_init_step(workload: Manifest, volumes: Mapping[str, Path]) -> None:
+    """The workload's ``apply-config`` init container: the real command, in-process, with its
+    own arguments, every absolute path taken through its volume mounts."""
+    init = container(workload, "apply-config", init=True)
+    main([str(mounted(init, a, volumes)) if a.startswith("/") else a for a in init["args"]])
+
+
 def prepare_pod(
     manifests: list[Manifest],
     existing_secrets: Mapping[str, Mapping[str, str]],
     ordinal: int,
     workdir: Path,
 ) -> PreparedPod:
-    """Do what the kubelet and the image do for pod ``ordinal`` before the node starts: the
-    ConfigMap as a volume, the init step (the real ``tierstream apply-config``, run with the
-    container's own arguments through its volume mounts), the node's environment."""
+    """Do what the kubelet and the image do for pod ``ordinal`` before the node starts: its
+    volumes, the init step (the real ``tierstream apply-config``), the node's environment."""
     sts = statefulset(manifests)
     pod = Pod(
         name=f"{sts['metadata']['name']}-{ordinal}",
         node_name="ip-10-30-1-17.ec2.internal",
         secrets=pod_secrets(manifests, existing_secrets),
     )
-    (config_volume,) = [
-        v for v in sts["spec"]["template"]["spec"]["volumes"] if v["name"] == "chart-config"
-    ]
-    volumes = {
-        "chart-config": configmap_file(
-            manifests, config_volume["configMap"]["name"], "red5.properties", workdir / "cm"
-        ).parent,
-        "data": workdir / "data",
-    }
-    volumes["data"].mkdir(parents=True, exist_ok=True)
-    init = container(sts, "apply-config", init=True)
-    args = list(init["args"])
-    for flag in ("--from", "--config"):
-        args[args.index(flag) + 1] = str(mounted(init, args[args.index(flag) + 1], volumes))
-    main(args)
+    volumes = materialize_volumes(sts, manifests, pod.secrets or {}, workdir)
+    run_init_step(sts, volumes)
     node = container(sts, "node")
     env = container_env(node, pod)
     if "command" in node:  # ice.address=external: the address for this Kubernetes node

@@ -92,7 +92,7 @@ tierstream.io/node-group: {{ .Values.nodeGroup | quote }}
 # Rendered by the tierstream chart {{ .Chart.Version }} for region {{ .Values.nodeGroup }}
 # (release {{ .Release.Name }}). Keys and their meaning: conf/red5.properties in tierstream.
 # Set per pod by environment: server.name, server.publicUrl, server.internalUrl,
-# webrtc.candidateAddresses; secrets: {{ join ", " (include "tierstream.secretKeys" . | fromJsonArray) }}.
+# webrtc.candidateAddresses; from the Secret: {{ join ", " (include "tierstream.secretKeys" . | fromJsonArray) }}.
 {{- range $key, $value := $keys }}
 {{ $key }}={{ $value }}
 {{- end }}
@@ -112,6 +112,67 @@ tierstream.io/node-group: {{ .Values.nodeGroup | quote }}
 {{- $keys = concat $keys (keys .Values.secrets.values) -}}
 {{- end -}}
 {{- $keys | uniq | sortAlpha | toJson -}}
+{{- end -}}
+
+{{/* Secret keys that reach the node as TIERSTREAM_* variables (the node's declared keys). */}}
+{{- define "tierstream.secretEnvKeys" -}}
+{{- $keys := list -}}
+{{- range $key := include "tierstream.secretKeys" . | fromJsonArray -}}
+{{- if not (hasPrefix "app." $key) -}}{{- $keys = append $keys $key -}}{{- end -}}
+{{- end -}}
+{{- $keys | toJson -}}
+{{- end -}}
+
+{{/* Secret keys no variable can carry (an app's app.<App>.jwtStreamSecretKey): the init step
+     adds them to the node's file from the Secret mounted as files. */}}
+{{- define "tierstream.secretFileKeys" -}}
+{{- $keys := list -}}
+{{- range $key := include "tierstream.secretKeys" . | fromJsonArray -}}
+{{- if hasPrefix "app." $key -}}{{- $keys = append $keys $key -}}{{- end -}}
+{{- end -}}
+{{- $keys | toJson -}}
+{{- end -}}
+
+{{/* The Secret's file keys as a volume. Takes (dict "root" $ "secretName" <name>). */}}
+{{- define "tierstream.secretFilesVolume" -}}
+- name: secret-files
+  secret:
+    secretName: {{ .secretName }}
+    defaultMode: 0440
+    items:
+      {{- range $key := include "tierstream.secretFileKeys" .root | fromJsonArray }}
+      - {key: {{ $key }}, path: {{ $key }}}
+      {{- end }}
+{{- end -}}
+
+{{/* The init step: the release's rendering (and the Secret's file keys) over the node's file.
+     Takes (dict "root" $ "resources" <resources>). */}}
+{{- define "tierstream.applyConfigContainer" -}}
+{{- $root := .root -}}
+{{- $files := include "tierstream.secretFileKeys" $root | fromJsonArray -}}
+- name: apply-config
+  image: {{ include "tierstream.image" $root }}
+  imagePullPolicy: {{ $root.Values.image.pullPolicy }}
+  args:
+    - apply-config
+    - --from
+    - /etc/tierstream/chart/red5.properties
+    - --config
+    - /var/lib/tierstream/red5.properties
+    {{- if $files }}
+    - --secrets
+    - /etc/tierstream/secrets
+    {{- end }}
+  securityContext:
+    {{- toYaml $root.Values.securityContext | nindent 4 }}
+  resources:
+    {{- toYaml .resources | nindent 4 }}
+  volumeMounts:
+    - {name: chart-config, mountPath: /etc/tierstream/chart, readOnly: true}
+    - {name: data, mountPath: /var/lib/tierstream}
+    {{- if $files }}
+    - {name: secret-files, mountPath: /etc/tierstream/secrets, readOnly: true}
+    {{- end }}
 {{- end -}}
 
 {{/* The chart-created Secret's data: secrets.values, by property name. */}}
@@ -134,7 +195,7 @@ tierstream.io/node-group: {{ .Values.nodeGroup | quote }}
 {{- $root := .root -}}
 {{- $secretName := .secretName -}}
 {{- $required := include "tierstream.requiredSecretKeys" $root | fromJsonArray -}}
-{{- range $key := include "tierstream.secretKeys" $root | fromJsonArray }}
+{{- range $key := include "tierstream.secretEnvKeys" $root | fromJsonArray }}
 - name: {{ include "tierstream.envName" $key }}
   valueFrom:
     secretKeyRef:

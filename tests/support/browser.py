@@ -8,7 +8,8 @@ CI), no GPU, none of Chromium's background traffic, and WebRTC allowed to use
 screenshots go under ``test-artifacts/<test name>/`` at the checkout's root.
 
 Fixtures: ``browser`` (one Chromium per test), ``page`` (a fresh context and
-page, closed after the test) and ``artifacts`` (the test's screenshot folder).
+page, closed after the test; ``open_page`` for more than one) and ``artifacts``
+(the test's screenshot folder). Chromium has a fake camera and microphone.
 ``screenshot(page, artifacts, name)`` saves a PNG and returns its path.
 """
 
@@ -32,6 +33,9 @@ FLAGS = [
     "--disable-component-update",
     "--disable-sync",
     "--allow-loopback-in-peer-connection",
+    # A synthetic camera and microphone, granted without a prompt, for pages that publish.
+    "--use-fake-device-for-media-stream",
+    "--use-fake-ui-for-media-stream",
 ]
 TIMEOUT_MS = 10_000
 """Default bound of every Playwright action and wait in a page test."""
@@ -65,16 +69,22 @@ def artifacts(request: pytest.FixtureRequest) -> Path:
     return folder
 
 
-@pytest.fixture
-async def page(browser: Browser) -> AsyncIterator[Page]:
+async def open_page(browser: Browser) -> Page:
+    """A page in a context of its own (close it with ``page.context.close()``)."""
     context = await browser.new_context(viewport={"width": 1400, "height": 900})
     # Pages on 127.0.0.1 reaching other loopback ports (another node, a WebSocket).
     await context.grant_permissions(["local-network-access"])
     context.set_default_timeout(TIMEOUT_MS)
+    return await context.new_page()
+
+
+@pytest.fixture
+async def page(browser: Browser) -> AsyncIterator[Page]:
+    opened = await open_page(browser)
     try:
-        yield await context.new_page()
+        yield opened
     finally:
-        await context.close()
+        await opened.context.close()
 
 
 async def screenshot(page: Page, folder: Path, name: str) -> Path:

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import http.server
 import os
-import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,9 +23,10 @@ from playwright.async_api import Browser, Page
 from cluster.registry.migrate import migrate
 from tests.support import REPO
 from tests.support.browser import open_page, screenshot
+from tests.support.local_http import QuietHandler, local_http
 from tests.support.nodes import NodeProcess, start_all
 from tests.support.peers import Peers
-from tests.support.postgres import PostgresServer, free_port
+from tests.support.postgres import PostgresServer
 
 pytest_plugins = ["tests.support.browser"]
 pytestmark = pytest.mark.postgres
@@ -38,11 +37,6 @@ WAIT_MS = 20_000
 FRAMES = 30
 
 
-class _Quiet(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 @pytest.fixture(scope="module")
 def pages_url() -> Iterator[str]:
     """The test page and the SDK, served from tests/browser_assets on 127.0.0.1."""
@@ -50,16 +44,8 @@ def pages_url() -> Iterator[str]:
         pytest.fail(
             "Ant Media's SDK is missing: run bash .ci/install (npm ci in tests/browser_assets)"
         )
-    handler = functools.partial(_Quiet, directory=str(ASSETS))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/antmedia.html"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with local_http(functools.partial(QuietHandler, directory=str(ASSETS))) as url:
+        yield f"{url}/antmedia.html"
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ import asyncio
 import http.server
 import json
 import os
-import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -26,8 +25,9 @@ from cluster.tokens import sign_pull_token, sign_stream_token
 from media.contrib.client import Player, Publisher
 from media.contrib.synthetic import SyntheticAudioTrack, SyntheticVideoTrack, VideoSettings
 from tests.support.antmedia import Signalling
+from tests.support.local_http import local_http
 from tests.support.nodes import ADMIN_TOKEN, CLUSTER_SECRET, NodeProcess, start_all
-from tests.support.postgres import PostgresServer, free_port
+from tests.support.postgres import PostgresServer
 
 pytestmark = pytest.mark.postgres
 KEY = "jwt-stream-secret-for-tests-0123456789"
@@ -50,15 +50,8 @@ class _Webhook(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def webhook() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), _Webhook)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/auth"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with local_http(_Webhook) as url:
+        yield f"{url}/auth"
 
 
 @pytest.fixture(scope="module")

@@ -18,8 +18,7 @@ from websockets.asyncio.client import ClientConnection
 
 from media.contrib.client import Player, Publisher
 from media.contrib.synthetic import SyntheticAudioTrack, SyntheticVideoTrack, VideoSettings
-
-WAIT = 10.0
+from tests.support.waits import WAIT
 
 
 class Signalling:

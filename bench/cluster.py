@@ -173,8 +173,9 @@ def _table(
     }
     for hop, values in latency.items():
         p50 = statistics.median(values)
-        lines.append(f"{names[hop]:<44}{p50:>10.1f}{percentile(values, 0.99):>14.1f}"
-                     f"{p50 / direct:>13.2f}x")  # fmt: skip
+        lines.append(
+            f"{names[hop]:<44}{p50:>10.1f}{percentile(values, 0.99):>14.1f}{p50 / direct:>13.2f}x"
+        )
     per_hop = (statistics.median(latency[2]) - direct) / 2
     lines.append(f"{'added latency per relay hop ms':<44}{per_hop:>10.1f}{'':>14}{'':>14}")
     base = statistics.median(warm)
@@ -183,11 +184,12 @@ def _table(
         ("first frame, cold region ms", cold),
     ):
         p50 = statistics.median(values)
-        lines.append(f"{name:<44}{p50:>10.0f}{percentile(values, 0.95):>14.0f}"
-                     f"{p50 / base:>13.2f}x")  # fmt: skip
+        lines.append(f"{name:<44}{p50:>10.0f}{percentile(values, 0.95):>14.0f}{p50 / base:>13.2f}x")
     gap = statistics.median(gaps)
-    lines.append(f"{'failover gap, secondary SIGKILLed ms':<44}{gap:>10.0f}{max(gaps):>14.0f}"
-                 f"{gap / FRAME_INTERVAL_MS:>13.1f}x")  # fmt: skip
+    lines.append(
+        f"{'failover gap, secondary SIGKILLed ms':<44}{gap:>10.0f}{max(gaps):>14.0f}"
+        f"{gap / FRAME_INTERVAL_MS:>13.1f}x"
+    )
     return "\n".join(lines)
 
 

@@ -28,8 +28,13 @@ def sign_pull_token(secret: str, node_id: NodeId, stream_id: str) -> str:
     if not secret:
         raise Forbidden("cluster.secret is not set: this node cannot pull from other nodes")
     now = int(time.time())
-    claims = {"iss": node_id, "sub": stream_id, "aud": PULL_AUDIENCE, "iat": now,
-              "exp": now + LIFETIME_S}  # fmt: skip
+    claims = {
+        "iss": node_id,
+        "sub": stream_id,
+        "aud": PULL_AUDIENCE,
+        "iat": now,
+        "exp": now + LIFETIME_S,
+    }
     return jwt.encode(claims, secret, algorithm="HS256")
 
 
@@ -42,9 +47,13 @@ def verify_pull_token(secret: str, authorization: str, stream_id: str) -> NodeId
         raise Unauthorized("a pull needs 'Authorization: Bearer <cluster token>'")
     try:
         claims = jwt.decode(
-            token.strip(), secret, algorithms=["HS256"], audience=PULL_AUDIENCE,
-            leeway=LEEWAY_S, options={"require": ["exp", "iss", "sub", "aud"]},
-        )  # fmt: skip
+            token.strip(),
+            secret,
+            algorithms=["HS256"],
+            audience=PULL_AUDIENCE,
+            leeway=LEEWAY_S,
+            options={"require": ["exp", "iss", "sub", "aud"]},
+        )
     except jwt.ExpiredSignatureError:
         raise Unauthorized("the cluster token has expired") from None
     except jwt.InvalidTokenError as error:
@@ -73,9 +82,12 @@ def verify_stream_token(secret: str, token: str, stream_id: str, kind: StreamTok
     """
     try:
         claims = jwt.decode(
-            token, secret, algorithms=["HS256"], leeway=LEEWAY_S,
+            token,
+            secret,
+            algorithms=["HS256"],
+            leeway=LEEWAY_S,
             options={"require": ["exp", "streamId", "type"]},
-        )  # fmt: skip
+        )
     except jwt.ExpiredSignatureError:
         raise Unauthorized("the stream token has expired") from None
     except jwt.InvalidTokenError as error:

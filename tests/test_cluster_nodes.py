@@ -40,6 +40,7 @@ async def test_every_node_is_listed_alive_in_its_region_with_load(
         return found if len(found) == 3 else None
 
     seen = await eventually(all_three, "all three nodes listed", 5)
+    assert seen is not None
     assert {name: n["nodeGroup"] for name, n in seen.items()} == {
         "eu-1": "eu",
         "eu-2": "eu",

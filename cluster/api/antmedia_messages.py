@@ -27,14 +27,30 @@ GET_SUBSCRIBER_COUNT = "getSubscriberCount"
 
 UNSUPPORTED_COMMANDS = frozenset(
     {
-        "join", "leave", "joinRoom", "leaveFromRoom", "getRoomInfo", "getTrackList",
-        "enableTrack", "getSubtracks", "getSubtracksCount", "toggleVideo", "toggleAudio",
-        "forceStreamQuality", "updateStreamMetaData", "getVideoTrackAssignmentsCommand",
-        "assignVideoTrackCommand", "updateVideoTrackAssignmentsCommand",
-        "setMaxVideoTrackCountCommand", "getDebugInfo", "peerMessageCommand",
-        "registerPushNotificationToken", "sendPushNotification", "getSubscribers",
+        "join",
+        "leave",
+        "joinRoom",
+        "leaveFromRoom",
+        "getRoomInfo",
+        "getTrackList",
+        "enableTrack",
+        "getSubtracks",
+        "getSubtracksCount",
+        "toggleVideo",
+        "toggleAudio",
+        "forceStreamQuality",
+        "updateStreamMetaData",
+        "getVideoTrackAssignmentsCommand",
+        "assignVideoTrackCommand",
+        "updateVideoTrackAssignmentsCommand",
+        "setMaxVideoTrackCountCommand",
+        "getDebugInfo",
+        "peerMessageCommand",
+        "registerPushNotificationToken",
+        "sendPushNotification",
+        "getSubscribers",
     }
-)  # fmt: skip
+)
 """Conference rooms, P2P, multitrack, server-side mute, ABR and push notifications: Ant
 Media features this cluster does not offer. Each gets an ``error`` naming the command."""
 

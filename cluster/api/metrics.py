@@ -30,9 +30,12 @@ class NodeCollector(Collector):
         yield InfoMetricFamily(
             "tierstream_node",
             "The node's identity and region.",
-            value={"node": settings.node_id, "node_group": settings.node_group,
-                   "state": node.state},
-        )  # fmt: skip
+            value={
+                "node": settings.node_id,
+                "node_group": settings.node_group,
+                "state": node.state,
+            },
+        )
         gauges = {
             "registry_reachable": (
                 "1 while heartbeats reach the registry.",

@@ -21,18 +21,28 @@ def topology(tree: RelayTree, alive: Mapping[NodeId, NodeRecord]) -> dict[str, A
     nodes: list[dict[str, Any]] = []
     if live and stream.origin_node in alive:
         nodes.append(
-            {"node": stream.origin_node, "nodeGroup": stream.origin_group, "role": "main-origin",
-             "upstream": None, "players": stream.origin_players}
-        )  # fmt: skip
+            {
+                "node": stream.origin_node,
+                "nodeGroup": stream.origin_group,
+                "role": "main-origin",
+                "upstream": None,
+                "players": stream.origin_players,
+            }
+        )
     for edge in tree.pulls:
         record = alive.get(edge.downstream)
         if not live or record is None:
             continue
         role = "secondary-origin" if edge.downstream in secondary else "edge"
         nodes.append(
-            {"node": edge.downstream, "nodeGroup": record.node_group, "role": role,
-             "upstream": edge.upstream, "players": edge.players}
-        )  # fmt: skip
+            {
+                "node": edge.downstream,
+                "nodeGroup": record.node_group,
+                "role": role,
+                "upstream": edge.upstream,
+                "players": edge.players,
+            }
+        )
     regions: dict[str, dict[str, int]] = {}
     for entry in nodes:
         region = regions.setdefault(entry["nodeGroup"], {"players": 0, "nodes": 0})

@@ -201,11 +201,18 @@ def write_state(path: Path, nodes: Sequence[DemoNode], stream: str) -> None:
     state = {
         "stream": stream,
         "nodes": [
-            {"name": n.name, "region": n.region, "port": n.port, "url": n.url, "pid": n.pid,
-             "config": str(n.config), "log": str(n.log)}
+            {
+                "name": n.name,
+                "region": n.region,
+                "port": n.port,
+                "url": n.url,
+                "pid": n.pid,
+                "config": str(n.config),
+                "log": str(n.log),
+            }
             for n in nodes
         ],
-    }  # fmt: skip
+    }
     temporary = path.with_suffix(".tmp")
     temporary.write_text(json.dumps(state, indent=2) + "\n", "utf-8")
     temporary.replace(path)

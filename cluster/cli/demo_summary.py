@@ -69,8 +69,15 @@ def render(
         (dashboard_url, "underline"),
     )
     table = Table(expand=True, show_edge=False)
-    for title in ("region", "nodes", "players", "demo players receiving", "pulls", "kbit/s in/out",
-                  "secondary origin (epoch)"):  # fmt: skip
+    for title in (
+        "region",
+        "nodes",
+        "players",
+        "demo players receiving",
+        "pulls",
+        "kbit/s in/out",
+        "secondary origin (epoch)",
+    ):
         table.add_column(title)
     regions: dict[str, list[DemoNode]] = {}
     for node in nodes:

@@ -354,8 +354,11 @@ class Registry:
                 holder = secondary_origin_record(rows[0])
                 logger.info(
                     "node %s holds the secondary origin of %s in %s (epoch %d)",
-                    node_id, stream_id, node_group, holder.epoch,
-                )  # fmt: skip
+                    node_id,
+                    stream_id,
+                    node_group,
+                    holder.epoch,
+                )
                 return ClaimResult(won=True, holder=holder)
             current = await self._rows(
                 doing, select(secondary_origin).where(self._slot(stream_id, node_group))
@@ -426,10 +429,14 @@ class Registry:
             )
             await connection.execute(
                 self._insert(stream_token).values(
-                    token=token, stream_id=stream_id, app=app, type=kind,
-                    expires_at=expires_at, created_at=db_now(),
+                    token=token,
+                    stream_id=stream_id,
+                    app=app,
+                    type=kind,
+                    expires_at=expires_at,
+                    created_at=db_now(),
                 )
-            )  # fmt: skip
+            )
 
     async def spend_stream_token(
         self, token: str, stream_id: StreamId, app: AppName, kind: str

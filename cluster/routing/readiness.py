@@ -66,12 +66,13 @@ class Readiness:
         if registry_age_s is None or registry_age_s > stale_after_s:
             shown = "never" if registry_age_s is None else f"{registry_age_s:.1f} s ago"
             return Verdict(
-                "stale", f"the registry last acknowledged this node {shown} "
-                f"(limit {stale_after_s:.1f} s)"
-            )  # fmt: skip
+                "stale",
+                f"the registry last acknowledged this node {shown} (limit {stale_after_s:.1f} s)",
+            )
         if self._full:
             return Verdict(
-                "full", f"load at {used * 100:.0f}% of the tightest limit "
-                f"(ready again under {resume_percent}%)"
-            )  # fmt: skip
+                "full",
+                f"load at {used * 100:.0f}% of the tightest limit "
+                f"(ready again under {resume_percent}%)",
+            )
         return Verdict("accepting", f"load at {used * 100:.0f}% of the tightest limit")

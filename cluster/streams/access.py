@@ -83,8 +83,13 @@ class StreamAccess:
         self, settings: AppSettings, app: str, stream_id: str, token: str, client: str
     ) -> None:
         url = settings.webhook_authenticate_url
-        body = {"streamId": stream_id, "appName": app, "clientIp": client, "token": token,
-                "mode": "publish"}  # fmt: skip
+        body = {
+            "streamId": stream_id,
+            "appName": app,
+            "clientIp": client,
+            "token": token,
+            "mode": "publish",
+        }
         try:
             async with httpx.AsyncClient(timeout=settings.webhook_timeout_s) as client_:
                 reply = await client_.post(url, json=body)
@@ -117,7 +122,17 @@ class StreamAccess:
         await self._registry.create_stream_token(
             token, StreamId(stream_id), AppName(app), kind, expires_at
         )
-        logger.info("one-time %s token for %s in %s, valid until %s", kind, stream_id, app,
-                    expires_at.isoformat())  # fmt: skip
-        return {"tokenId": token, "streamId": stream_id, "expireDate": expires, "type": kind,
-                "roomId": ""}  # fmt: skip
+        logger.info(
+            "one-time %s token for %s in %s, valid until %s",
+            kind,
+            stream_id,
+            app,
+            expires_at.isoformat(),
+        )
+        return {
+            "tokenId": token,
+            "streamId": stream_id,
+            "expireDate": expires,
+            "type": kind,
+            "roomId": "",
+        }

@@ -367,8 +367,10 @@ class Pulls:
             await self._registry.remove_pull(pull.stream_id, settings.node_id)
             if pull.secondary is not None:
                 await self._registry.release_secondary_origin(
-                    pull.stream_id, pull.secondary.node_group, settings.node_id,
+                    pull.stream_id,
+                    pull.secondary.node_group,
+                    settings.node_id,
                     pull.secondary.epoch,
-                )  # fmt: skip
+                )
         except RegistryUnavailable as error:
             logger.warning("could not clear the pull of %s: %s", pull.stream_id, error)

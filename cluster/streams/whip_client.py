@@ -1,6 +1,6 @@
 """The client side of WHIP/WHEP: trade an SDP offer for an answer over HTTP, end it with DELETE.
 
-Used by ``tierstream publish``/``play``, the tests and benchmarks, and (later)
+Used by ``tierstream publish``/``play``, the tests and benchmarks, and
 by nodes pulling from each other. It follows redirects (a node may send a
 client to the node it should use) and resolves a relative ``Location`` against
 the endpoint, as RFC 9725 asks.

@@ -102,7 +102,6 @@ class Player:
         self._keep = keep_frames
         self.pc = ice.peer_connection(ice_servers)
         self.tracks: dict[str, TrackReport] = {}
-        self.created_at = time.monotonic()
         self.ended = asyncio.Event()
         self._kinds = tuple(kinds)
         self._arrived = asyncio.Event()

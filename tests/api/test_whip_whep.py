@@ -89,8 +89,11 @@ async def test_published_stream_plays_to_several_player_and_ends_with_its_publis
             assert video.keyframes >= 1
     await wait_for_load(a, publishers=1, players=2)
     metrics = (await asyncio.to_thread(a.get, "/metrics")).text
-    for line in ("tierstream_publishers 1.0", "tierstream_players 2.0",
-                 'tierstream_stream_players{stream="lifecycle"} 2.0'):  # fmt: skip
+    for line in (
+        "tierstream_publishers 1.0",
+        "tierstream_players 2.0",
+        'tierstream_stream_players{stream="lifecycle"} 2.0',
+    ):
         assert line in metrics.splitlines(), line
     stream = await registry.stream(StreamId("lifecycle"))
     assert stream is not None and (stream.origin_node, stream.state) == ("a", "live")
@@ -190,25 +193,35 @@ def sdp(text: str, content_type: str = "application/sdp") -> dict[str, Any]:
     [
         pytest.param("POST", "/LiveApp/whip/s1", sdp("hello"), 400, "", id="malformed SDP"),
         pytest.param(
-            "POST", "/LiveApp/whep/s1", sdp("v=0", "text/plain"), 415, "application/sdp",
+            "POST",
+            "/LiveApp/whep/s1",
+            sdp("v=0", "text/plain"),
+            415,
+            "application/sdp",
             id="wrong content type",
         ),
         pytest.param(
-            "POST", "/LiveApp/whip/s1", sdp("v" * 70_000), 413, "65536 byte limit",
+            "POST",
+            "/LiveApp/whip/s1",
+            sdp("v" * 70_000),
+            413,
+            "65536 byte limit",
             id="body over 64 KiB",
         ),
         pytest.param(
             "POST", "/LiveApp/whip/bad.name", sdp("v=0"), 400, "stream id", id="bad stream id"
         ),
+        pytest.param("POST", "/Live%20App/whip/s1", sdp("v=0"), 400, "app name", id="bad app name"),
         pytest.param(
-            "POST", "/Live%20App/whip/s1", sdp("v=0"), 400, "app name", id="bad app name"
-        ),
-        pytest.param(
-            "DELETE", "/LiveApp/whep/s1/nosuchsession", {}, 404, "no media session",
+            "DELETE",
+            "/LiveApp/whep/s1/nosuchsession",
+            {},
+            404,
+            "no media session",
             id="DELETE of an unknown session",
         ),
     ],
-)  # fmt: skip
+)
 async def test_bad_requests_get_a_clear_status_and_the_node_keeps_serving(
     nodes: dict[str, NodeProcess],
     method: str,

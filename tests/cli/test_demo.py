@@ -120,9 +120,15 @@ async def test_a_node_that_cannot_start_is_named_with_its_port_and_log(tmp_path:
         (["--stream", "a/b"], "--stream must be 1 to 128"),
         (["--port", "80"], "--port must leave room"),
     ],
-    ids=["unknown action", "move without a region", "a region twice", "bad region", "bad stream",
-         "privileged port"],
-)  # fmt: skip
+    ids=[
+        "unknown action",
+        "move without a region",
+        "a region twice",
+        "bad region",
+        "bad stream",
+        "privileged port",
+    ],
+)
 def test_bad_options_are_refused_by_name(
     words: list[str], expected: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 from aiortc import RTCPeerConnection
@@ -14,6 +15,7 @@ from media.config import MediaConfig
 from media.contrib.client import Player, Publisher, TrackReport
 from media.contrib.synthetic import SyntheticAudioTrack, SyntheticVideoTrack, VideoSettings
 from media.engine import MediaEngine
+from media.types import StreamListener
 from tests.support.waits import WAIT
 
 
@@ -63,7 +65,7 @@ async def make_engine(events: Events) -> AsyncIterator[EngineFactory]:
     """Builds engines on 127.0.0.1 with no ICE servers; all closed at teardown."""
     engines: list[MediaEngine] = []
 
-    def make(listener: object = events, **settings: object) -> MediaEngine:
+    def make(listener: StreamListener = events, **settings: Any) -> MediaEngine:
         config = MediaConfig(candidate_addresses=("127.0.0.1",), **settings)
         engine = MediaEngine(config, listener)
         engines.append(engine)
@@ -142,7 +144,7 @@ async def watch() -> AsyncIterator[Watch]:
     players: list[Player] = []
 
     async def start(
-        engine: MediaEngine, stream_id: str = "s1", downstream: bool = False, **options: object
+        engine: MediaEngine, stream_id: str = "s1", downstream: bool = False, **options: Any
     ) -> Watching:
         player = Player(**options)
         players.append(player)

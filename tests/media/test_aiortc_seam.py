@@ -76,7 +76,7 @@ async def test_tapped_receivers_never_run_a_decoder(
     await watching.frames("audio", 10)
 
     for transceiver in watching.player.pc.getTransceivers():
-        thread = transceiver.receiver._RTCRtpReceiver__decoder_thread
+        thread = transceiver.receiver._RTCRtpReceiver__decoder_thread  # type: ignore[attr-defined]
         await asyncio.to_thread(thread.join, 5)
         assert not thread.is_alive(), f"{transceiver.kind} decoder thread is running"
     with pytest.raises(aiortc_seam.SeamBroken, match="already started"):

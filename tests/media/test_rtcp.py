@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import struct
 from collections.abc import Callable
+from typing import Any
 
 from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCSessionDescription
 
@@ -79,7 +80,7 @@ async def test_sender_reports_count_the_forwarded_packets(
     receiver = video_receiver(watching.player.pc)
 
     async with asyncio.timeout(WAIT):
-        reports: list[object] = []
+        reports: list[Any] = []
         while not reports:
             await asyncio.sleep(0.2)  # sender reports come every 0.5-1.5 s
             stats = await receiver.getStats()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import av
 import pytest
 
@@ -25,7 +27,7 @@ async def test_stamped_frames_decode_and_carry_their_sequence(mime_type: str) ->
     for _ in range(20):
         await track.recv()
 
-    decoder = av.CodecContext.create(DECODERS[mime_type], "r")
+    decoder: Any = av.CodecContext.create(DECODERS[mime_type], "r")  # a decoder of that kind
     pictures = [p for frame in frames for p in decoder.decode(av.Packet(frame))]
     stamps = [stamp.read(frame) for frame in frames]
     keyframes = [n for n, frame in enumerate(frames) if codecs.is_keyframe(mime_type, frame)]
@@ -53,5 +55,7 @@ async def test_audio_is_twenty_millisecond_opus_frames() -> None:
     track = SyntheticAudioTrack(on_frame=frames.append)
     packets = [await track.recv() for _ in range(3)]
 
-    assert [p.pts for p in packets[1:]] == [packets[0].pts + 960, packets[0].pts + 1920]
+    first = packets[0].pts
+    assert first is not None
+    assert [p.pts for p in packets[1:]] == [first + 960, first + 1920]
     assert all(frames)

@@ -13,8 +13,15 @@ from cluster.registry import Registry
 from cluster.types import NodeGroup, NodeId, NodeLoad
 from tests.support.factories import node_info
 
-BUSY = NodeLoad(cpu=0.25, memory=0.5, players=12, publishers=1, pulls=2,
-                bitrate_in_kbps=2500, bitrate_out_kbps=30_000)  # fmt: skip
+BUSY = NodeLoad(
+    cpu=0.25,
+    memory=0.5,
+    players=12,
+    publishers=1,
+    pulls=2,
+    bitrate_in_kbps=2500,
+    bitrate_out_kbps=30_000,
+)
 
 
 async def test_registered_node_is_listed_serving_with_its_capacity(registry: Registry) -> None:

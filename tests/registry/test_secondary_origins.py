@@ -132,9 +132,15 @@ async def test_node_processes_racing_for_a_region_have_exactly_one_winner(
 
 async def _claim_in_a_process(url: str, prefix: str, start_at: float) -> str:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.support.claimer", url, prefix, str(start_at),
-        cwd=REPO, stdout=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+        sys.executable,
+        "-m",
+        "tests.support.claimer",
+        url,
+        prefix,
+        str(start_at),
+        cwd=REPO,
+        stdout=asyncio.subprocess.PIPE,
+    )
     try:
         output, _ = await asyncio.wait_for(process.communicate(), timeout=60)
     finally:

@@ -37,10 +37,16 @@ S = StreamId("s1")
 def node(name: str) -> NodeRecord:
     group = name.split("-")[0]
     return NodeRecord(
-        id=NodeId(name), node_group=NodeGroup(group), public_url=f"http://{name}",
-        internal_url=f"http://{name}", state="serving", capacity=NodeCapacity(2, 1000, 10**6),
-        load=NodeLoad(), heartbeat_at=NOW, registered_at=NOW,
-    )  # fmt: skip
+        id=NodeId(name),
+        node_group=NodeGroup(group),
+        public_url=f"http://{name}",
+        internal_url=f"http://{name}",
+        state="serving",
+        capacity=NodeCapacity(2, 1000, 10**6),
+        load=NodeLoad(),
+        heartbeat_at=NOW,
+        registered_at=NOW,
+    )
 
 
 def snapshot(
@@ -50,16 +56,21 @@ def snapshot(
     origin: str = "eu-1",
 ) -> Snapshot:
     stream = StreamRecord(
-        id=S, app=AppName("LiveApp"), origin_node=NodeId(origin),
-        origin_group=NodeGroup(origin.split("-")[0]), state="live", codecs=(), lease_expires_at=NOW,
-    )  # fmt: skip
-    secondary = (
+        id=S,
+        app=AppName("LiveApp"),
+        origin_node=NodeId(origin),
+        origin_group=NodeGroup(origin.split("-")[0]),
+        state="live",
+        codecs=(),
+        lease_expires_at=NOW,
+    )
+    holder = (
         SecondaryOrigin(S, NodeGroup(secondary.split("-")[0]), NodeId(secondary), 1, NOW)
         if secondary
         else None
     )
     edges = tuple(PullEdge(S, NodeId(down), NodeId(up), NOW) for down, up in pulls)
-    return Snapshot(stream, secondary, edges, {NodeId(n): node(n) for n in alive})
+    return Snapshot(stream, holder, edges, {NodeId(n): node(n) for n in alive})
 
 
 def decide(me: str, snap: Snapshot, max_downstreams: int = 8) -> object:
@@ -74,27 +85,37 @@ ALL = ["eu-1", "eu-2", "eu-3", "us-1", "us-2", "us-3", "ap-1"]
     [
         pytest.param("eu-1", snapshot(ALL), IsOrigin(), id="the main origin serves its publisher"),
         pytest.param(
-            "eu-2", snapshot(ALL), Upstream(NodeId("eu-1")),
+            "eu-2",
+            snapshot(ALL),
+            Upstream(NodeId("eu-1")),
             id="an edge in the origin's region pulls from the origin",
         ),
         pytest.param(
-            "us-1", snapshot(ALL), ClaimSecondary(),
+            "us-1",
+            snapshot(ALL),
+            ClaimSecondary(),
             id="first node of another region claims the secondary origin",
         ),
         pytest.param(
-            "us-1", snapshot(ALL, secondary="us-1"), Upstream(NodeId("eu-1"), True),
+            "us-1",
+            snapshot(ALL, secondary="us-1"),
+            Upstream(NodeId("eu-1"), True),
             id="the secondary origin pulls from the main origin",
         ),
         pytest.param(
-            "us-2", snapshot(ALL, [("us-1", "eu-1")], secondary="us-1"), Upstream(NodeId("us-1")),
+            "us-2",
+            snapshot(ALL, [("us-1", "eu-1")], secondary="us-1"),
+            Upstream(NodeId("us-1")),
             id="second edge in region pulls from secondary",
         ),
         pytest.param(
-            "us-2", snapshot([n for n in ALL if n != "us-1"], [("us-1", "eu-1")], secondary="us-1"),
-            ClaimSecondary(), id="a dead secondary origin is claimed again",
+            "us-2",
+            snapshot([n for n in ALL if n != "us-1"], [("us-1", "eu-1")], secondary="us-1"),
+            ClaimSecondary(),
+            id="a dead secondary origin is claimed again",
         ),
     ],
-)  # fmt: skip
+)
 def test_plan(me: str, snap: Snapshot, expected: object) -> None:
     assert decide(me, snap) == expected
 

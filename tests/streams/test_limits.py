@@ -11,6 +11,7 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -53,7 +54,7 @@ async def make_streams(tmp_path: Path) -> AsyncIterator[StreamsFactory]:
     registry = await Registry.connect(base.registry_url)
     made: list[LocalStreams] = []
 
-    def make(load: NodeLoad = IDLE, **limits: int) -> LocalStreams:
+    def make(load: NodeLoad = IDLE, **limits: Any) -> LocalStreams:
         settings: Settings = replace(base, **limits)
         events = StreamEvents()
         engine = MediaEngine(MediaConfig(candidate_addresses=("127.0.0.1",)), events)

@@ -98,7 +98,7 @@ async def test_stream_crosses_each_region_once_and_survives_its_secondary_origin
     pulls = edges(tree)
     assert {("eu-2", "eu-1"), ("us-1", "eu-1"), ("us-2", "us-1")} <= pulls
     assert tree is not None
-    secondaries = {o.node_group: o.node_id for o in tree.secondary_origins}
+    secondaries: dict[str, str] = {o.node_group: o.node_id for o in tree.secondary_origins}
     assert secondaries["us"] == "us-1"
     ap_origin = secondaries["ap"]
     ap_edge = "ap-2" if ap_origin == "ap-1" else "ap-1"
@@ -120,8 +120,14 @@ async def test_stream_crosses_each_region_once_and_survives_its_secondary_origin
     assert {r: v["players"] for r, v in topology["regions"].items()} == {"eu": 1, "us": 2, "ap": 2}
     assert {(p["downstream"], p["upstream"]) for p in topology["pulls"]} == pulls
     roles = {n["node"]: n["role"] for n in topology["nodes"]}
-    assert roles == {"eu-1": "main-origin", "eu-2": "edge", "us-1": "secondary-origin",
-                     "us-2": "edge", ap_origin: "secondary-origin", ap_edge: "edge"}  # fmt: skip
+    assert roles == {
+        "eu-1": "main-origin",
+        "eu-2": "edge",
+        "us-1": "secondary-origin",
+        "us-2": "edge",
+        ap_origin: "secondary-origin",
+        ap_edge: "edge",
+    }
     broadcast = await get_json(f"{nodes['us-2'].url}/LiveApp/rest/v2/broadcasts/s1")
     assert (broadcast["status"], broadcast["webRTCViewerCount"]) == ("broadcasting", 5)
 
@@ -156,9 +162,12 @@ async def test_full_upstreams_deepen_the_tree_and_idle_pulls_stop(
     make_cluster: ClusterFactory, peers: Peers, registry: Registry
 ) -> None:
     nodes = make_cluster(
-        "eu-1", "eu-2", "eu-3", "eu-4", **{"cluster.maxDownstreams": "1",
-                                          "cluster.idlePullTimeoutMs": "1500"}
-    )  # fmt: skip
+        "eu-1",
+        "eu-2",
+        "eu-3",
+        "eu-4",
+        **{"cluster.maxDownstreams": "1", "cluster.idlePullTimeoutMs": "1500"},
+    )
     await peers.publish(whip(nodes["eu-1"]))
     together = await asyncio.gather(*(peers.play(whep(nodes["eu-2"])) for _ in range(3)))
     for playing in together:
@@ -170,6 +179,7 @@ async def test_full_upstreams_deepen_the_tree_and_idle_pulls_stop(
         return load if load["players"] == 3 else None
 
     load = await eventually(eu2_reports_its_players, "eu-2 reporting its 3 players")
+    assert load is not None
     assert load["pulls"] == 1, "concurrent first plays on one node share one pull"
     players = [together[0]]
     for name in ("eu-3", "eu-4"):

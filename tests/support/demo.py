@@ -59,10 +59,19 @@ class DemoProcess:
         self.port = free_consecutive_ports(self.count)
         self.output = workdir / "demo.out"
         self.args = [
-            "demo", "--regions", regions, "--nodes-per-region", str(per_region),
-            "--players-per-node", "1", "--port", str(self.port), "--workdir", str(workdir),
+            "demo",
+            "--regions",
+            regions,
+            "--nodes-per-region",
+            str(per_region),
+            "--players-per-node",
+            "1",
+            "--port",
+            str(self.port),
+            "--workdir",
+            str(workdir),
             *options,
-        ]  # fmt: skip
+        ]
         self.process: subprocess.Popen[bytes] | None = None
         self.pids: list[int] = []
 
@@ -72,8 +81,10 @@ class DemoProcess:
         with self.output.open("wb") as out:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "cluster", *self.args],
-                cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
-            )  # fmt: skip
+                cwd=REPO,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -92,7 +103,7 @@ class DemoProcess:
         return state
 
     def node_url(self, name: str) -> str:
-        return next(n["url"] for n in self.state()["nodes"] if n["name"] == name)
+        return str(next(n["url"] for n in self.state()["nodes"] if n["name"] == name))
 
     def text(self) -> str:
         return self.output.read_text("utf-8", errors="replace") if self.output.exists() else ""

@@ -84,21 +84,53 @@ class PostgresServer:
             for path in (self._root, sockets):
                 shutil.chown(path, self._run_as, self._run_as)
         initdb = subprocess.run(
-            [binaries / "initdb", "-D", data, "-U", self.user, "--auth=trust", "--no-sync",
-             "-E", "UTF8", "--locale=C"],
-            user=self._run_as, capture_output=True, timeout=timeout_s, cwd=self._root,
-        )  # fmt: skip
+            [
+                binaries / "initdb",
+                "-D",
+                data,
+                "-U",
+                self.user,
+                "--auth=trust",
+                "--no-sync",
+                "-E",
+                "UTF8",
+                "--locale=C",
+            ],
+            user=self._run_as,
+            capture_output=True,
+            timeout=timeout_s,
+            cwd=self._root,
+        )
         if initdb.returncode != 0:
             raise RuntimeError(f"initdb failed:\n{initdb.stderr.decode(errors='replace')}")
         self.port = free_port()
         log = (self._root / "postgres.log").open("wb")
         with log:
             self._process = subprocess.Popen(
-                [binaries / "postgres", "-D", data, "-h", "127.0.0.1", "-p", str(self.port),
-                 "-k", sockets, "-c", "fsync=off", "-c", "synchronous_commit=off",
-                 "-c", "full_page_writes=off", "-c", f"max_connections={self._max_connections}"],
-                user=self._run_as, stdout=log, stderr=subprocess.STDOUT, cwd=self._root,
-            )  # fmt: skip
+                [
+                    binaries / "postgres",
+                    "-D",
+                    data,
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    str(self.port),
+                    "-k",
+                    sockets,
+                    "-c",
+                    "fsync=off",
+                    "-c",
+                    "synchronous_commit=off",
+                    "-c",
+                    "full_page_writes=off",
+                    "-c",
+                    f"max_connections={self._max_connections}",
+                ],
+                user=self._run_as,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self._root,
+            )
         self._wait_ready(binaries, timeout_s)
 
     def _wait_ready(self, binaries: Path, timeout_s: float) -> None:
@@ -109,8 +141,9 @@ class PostgresServer:
                 raise RuntimeError(f"postgres exited at start-up:\n{self.log_tail()}")
             probe = subprocess.run(
                 [binaries / "pg_isready", "-q", "-h", "127.0.0.1", "-p", str(self.port)],
-                check=False, timeout=5,
-            )  # fmt: skip
+                check=False,
+                timeout=5,
+            )
             if probe.returncode == 0:
                 return
             time.sleep(0.05)

@@ -250,6 +250,8 @@ class Settings:
         "websocket.idleTimeoutMs", _milliseconds(1000, 3_600_000), "30000"
     )
     """A signalling WebSocket that sends nothing (not even a ping) for this long is closed."""
+    dashboard_max_event_streams: int = key("dashboard.maxEventStreams", _integer(1, 10_000), "50")
+    """Dashboard live feeds (GET /dashboard/events) this node serves at once; 503 past it."""
     apps: Mapping[str, AppSettings] = field(default_factory=dict)
     """Per-app stream security: the ``app.<AppName>.<setting>`` keys (``cluster.app_settings``)."""
 

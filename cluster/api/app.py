@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from cluster.api import rest, websocket, whip
+from cluster.api import dashboard, rest, websocket, whip
 from cluster.api.metrics import metrics_endpoint
 from cluster.errors import ClusterError
 from cluster.node import Node
@@ -83,6 +83,7 @@ def build_app(node: Node) -> Starlette:
             *rest.routes,
             *whip.routes,
             *websocket.routes,
+            *dashboard.routes(node),
             Route("/metrics", metrics_endpoint(node), methods=["GET"]),
         ],
         middleware=[

@@ -4,7 +4,8 @@ The registry keeps state, not history, so the dashboard's event log is the
 difference between successive ``ClusterSnapshot``s: a node appearing or
 disappearing (died while serving, left after draining), changing region or
 starting to drain; a stream published, orphaned or ended; a secondary origin
-claimed, re-claimed (with its new epoch) or given up; a pull started, moved
+claimed, re-claimed (any epoch past the first: the role changed hands, even
+if its lease lapsed between two snapshots) or given up; a pull started, moved
 to another upstream or stopped. Pure functions, so each case is a unit test.
 """
 
@@ -122,12 +123,12 @@ def _secondary_origins(
     new: dict[Key, Any] = {(o.stream_id, o.node_group): o for o in after.secondary_origins}
     for (stream_id, group), holder in new.items():
         was = old.get((stream_id, group))
-        if was is None:
-            kind, verb = "secondary-origin-claimed", "claimed"
-        elif was.epoch != holder.epoch:
+        if was is not None and was.epoch == holder.epoch:
+            continue
+        if holder.epoch > 1:  # the role changed hands, whether or not a lapse was seen between
             kind, verb = "secondary-origin-reclaimed", "re-claimed"
         else:
-            continue
+            kind, verb = "secondary-origin-claimed", "claimed"
         events.append(
             ClusterEvent(at, kind,
                          f"{holder.node_id} {verb} the secondary origin of {stream_id} in region "

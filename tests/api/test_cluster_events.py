@@ -84,6 +84,9 @@ TREE = (EU1, EU2, US1, US2, stream(), origin("us-1", 1), pull("us-1", "eu-1"), p
         ((US1, US2, origin("us-1", 1)), (US1, US2, origin("us-2", 2)),
          [("secondary-origin-reclaimed",
            "us-2 re-claimed the secondary origin of s1 in region us (epoch 2)")]),
+        ((US1, US2), (US1, US2, origin("us-2", 3)),
+         [("secondary-origin-reclaimed",
+           "us-2 re-claimed the secondary origin of s1 in region us (epoch 3)")]),
         ((US1, origin("us-1", 1)), (US1,),
          [("secondary-origin-released",
            "us-1 is no longer the secondary origin of s1 in region us")]),
@@ -98,6 +101,7 @@ TREE = (EU1, EU2, US1, US2, stream(), origin("us-1", 1), pull("us-1", "eu-1"), p
     ids=["node joined", "node died", "drained node left", "node draining", "node changed region",
          "stream published", "main origin lost", "published again elsewhere", "stream ended",
          "secondary origin claimed", "secondary origin re-claimed with its epoch",
+         "re-claimed after its lease lapsed",
          "secondary origin given up", "pull started", "pull moved upstream", "pull stopped",
          "nothing changed"],
 )  # fmt: skip

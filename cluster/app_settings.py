@@ -22,7 +22,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from cluster.errors import ConfigError
-from cluster.types import APP_NAME_PATTERN
+from cluster.types import parse_app_name
 
 APP_KEY = re.compile(r"app\.([^.]+)\.(.+)")
 
@@ -104,8 +104,10 @@ def app_settings(written: Mapping[str, str]) -> dict[str, AppSettings]:
         if match is None:
             continue
         app, setting = match.groups()
-        if not APP_NAME_PATTERN.fullmatch(app):
-            raise ConfigError(name, f"{app!r} is not an app name (1 to 64 of A-Z a-z 0-9 _ -)")
+        try:
+            parse_app_name(app)
+        except ValueError as error:
+            raise ConfigError(name, f"{app!r}: {error}") from None
         if setting not in SETTINGS:
             raise ConfigError(name, f"unknown app setting; known: {', '.join(SETTINGS)}")
         field, parse = SETTINGS[setting]

@@ -27,6 +27,20 @@ STREAM_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,128}")
 APP_NAME_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
+def parse_stream_id(raw: str) -> StreamId:
+    """``raw`` as a stream id; ``ValueError`` saying what a stream id is, for any entry point."""
+    if not STREAM_ID_PATTERN.fullmatch(raw):
+        raise ValueError("a stream id is 1 to 128 of A-Z a-z 0-9 _ -")
+    return StreamId(raw)
+
+
+def parse_app_name(raw: str) -> AppName:
+    """``raw`` as an app name; ``ValueError`` saying what an app name is."""
+    if not APP_NAME_PATTERN.fullmatch(raw):
+        raise ValueError("an app name is 1 to 64 of A-Z a-z 0-9 _ -")
+    return AppName(raw)
+
+
 @dataclass(frozen=True, slots=True)
 class NodeCapacity:
     """What a node may take on; the selector normalises load by it."""

@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from cluster.api import params
 from cluster.api.auth import require_admin
 from cluster.api.bodies import read_json_object
 from cluster.api.topology import topology
@@ -23,8 +24,6 @@ from cluster.errors import BadRequest, ConfigError, NotFound
 from cluster.node import Node
 from cluster.settings import Settings
 from cluster.types import (
-    APP_NAME_PATTERN,
-    STREAM_ID_PATTERN,
     NodeId,
     NodeRecord,
     RelayTree,
@@ -143,22 +142,20 @@ async def count_nodes(request: Request) -> JSONResponse:
     return JSONResponse({"number": await _node(request).registry.count_live_nodes()})
 
 
-async def relay_tree(node: Node, stream_id: str) -> tuple[RelayTree, dict[NodeId, NodeRecord]]:
+async def relay_tree(node: Node, stream_id: StreamId) -> tuple[RelayTree, dict[NodeId, NodeRecord]]:
     """A stream's relay tree and the live nodes, from the registry (``NotFound`` if unknown)."""
-    if not STREAM_ID_PATTERN.fullmatch(stream_id):
-        raise BadRequest("the stream id must be 1 to 128 of A-Z a-z 0-9 _ -")
-    tree = await node.registry.relay_tree(StreamId(stream_id))
+    tree = await node.registry.relay_tree(stream_id)
     if tree is None:
         raise NotFound(f"stream {stream_id} is not known")
     return tree, {n.id: n for n in await node.registry.live_nodes()}
 
 
 async def stream_topology(request: Request) -> JSONResponse:
-    tree, alive = await relay_tree(_node(request), request.path_params["stream"])
+    tree, alive = await relay_tree(_node(request), params.stream_id(request))
     return JSONResponse(topology(tree, alive))
 
 
-async def broadcast_json(node: Node, app: str, stream_id: str) -> dict[str, Any]:
+async def broadcast_json(node: Node, app: str, stream_id: StreamId) -> dict[str, Any]:
     """Ant Media's broadcast object, with the cluster-wide WebRTC player count."""
     tree, alive = await relay_tree(node, stream_id)
     stream = tree.stream
@@ -181,18 +178,15 @@ async def broadcast_json(node: Node, app: str, stream_id: str) -> dict[str, Any]
 
 
 async def broadcast(request: Request) -> JSONResponse:
-    app: str = request.path_params["app"]
-    return JSONResponse(await broadcast_json(_node(request), app, request.path_params["stream"]))
+    app, stream_id = params.app_and_stream(request)
+    return JSONResponse(await broadcast_json(_node(request), app, stream_id))
 
 
 async def one_time_token(request: Request) -> JSONResponse:
     """Ant Media's one-time token: ``?expireDate=<Unix seconds>&type=play|publish`` (admin)."""
     node = _node(request)
     require_admin(request, node.settings)
-    app: str = request.path_params["app"]
-    stream_id: str = request.path_params["stream"]
-    if not APP_NAME_PATTERN.fullmatch(app) or not STREAM_ID_PATTERN.fullmatch(stream_id):
-        raise BadRequest("bad app name or stream id")
+    app, stream_id = params.app_and_stream(request)
     query = request.query_params
     if "expireDate" not in query or "type" not in query:
         raise BadRequest("give expireDate (Unix seconds) and type (play or publish)")

@@ -52,7 +52,7 @@ from cluster.errors import (
     UpstreamTimeout,
 )
 from cluster.node import Node
-from cluster.types import APP_NAME_PATTERN, STREAM_ID_PATTERN
+from cluster.types import StreamId, parse_app_name, parse_stream_id
 from media.errors import (
     BadSdp,
     CodecMismatch,
@@ -201,9 +201,10 @@ class Connection:
         if not stream_id:
             self._send(msg.error(msg.NO_STREAM_NAME_SPECIFIED))
             return
-        if not STREAM_ID_PATTERN.fullmatch(stream_id):
-            information = "a stream id is 1 to 128 of A-Z a-z 0-9 _ -"
-            self._send(msg.error(msg.INVALID_STREAM_NAME, stream_id[:128], information))
+        try:
+            parse_stream_id(stream_id)
+        except ValueError as error:
+            self._send(msg.error(msg.INVALID_STREAM_NAME, stream_id[:128], str(error)))
             return
         try:
             await handler(stream_id, message)
@@ -364,7 +365,7 @@ class Connection:
         )
 
     async def _broadcast_object(self, stream_id: str, message: dict[str, Any]) -> None:
-        broadcast = await broadcast_json(self._node, self._app, stream_id)
+        broadcast = await broadcast_json(self._node, self._app, StreamId(stream_id))
         self._send(
             {
                 **msg.notification(msg.BROADCAST_OBJECT, stream_id),
@@ -373,7 +374,7 @@ class Connection:
         )
 
     async def _subscriber_count(self, stream_id: str, message: dict[str, Any]) -> None:
-        broadcast = await broadcast_json(self._node, self._app, stream_id)
+        broadcast = await broadcast_json(self._node, self._app, StreamId(stream_id))
         self._send(
             {
                 **msg.notification(msg.SUBSCRIBER_COUNT, stream_id),
@@ -504,8 +505,10 @@ async def _quietly(closing: Awaitable[None]) -> None:
 
 async def signalling(websocket: WebSocket) -> None:
     app: str = websocket.path_params["app"]
-    if not APP_NAME_PATTERN.fullmatch(app):
-        await websocket.close(CLOSE_POLICY, "the app name must be 1 to 64 of A-Z a-z 0-9 _ -")
+    try:
+        parse_app_name(app)
+    except ValueError as error:
+        await websocket.close(CLOSE_POLICY, str(error))
         return
     node: Node = websocket.app.state.node
     await Connection(websocket, node, app).serve()

@@ -23,13 +23,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from cluster.api import params
 from cluster.api.bodies import content_type, read_body
 from cluster.errors import BadRequest, NotFound, PreconditionFailed, UnsupportedMediaType
 from cluster.node import Node
 from cluster.streams.local import LocalStreams
 from cluster.streams.pulls import internal_pull_path
 from cluster.tokens import StreamTokenType, verify_pull_token
-from cluster.types import APP_NAME_PATTERN, STREAM_ID_PATTERN
 from media.types import SessionDescription
 
 SDP_LIMIT = 64 * 1024
@@ -56,16 +56,6 @@ register_url_convertor("direction", _DirectionConvertor())
 def _streams(request: Request) -> LocalStreams:
     node: Node = request.app.state.node
     return node.streams
-
-
-def _names(request: Request) -> tuple[str, str]:
-    app: str = request.path_params["app"]
-    stream_id: str = request.path_params["stream"]
-    if not APP_NAME_PATTERN.fullmatch(app):
-        raise BadRequest("the app name must be 1 to 64 of A-Z a-z 0-9 _ -")
-    if not STREAM_ID_PATTERN.fullmatch(stream_id):
-        raise BadRequest("the stream id must be 1 to 128 of A-Z a-z 0-9 _ -")
-    return app, stream_id
 
 
 def _session_id(request: Request) -> str:
@@ -122,7 +112,7 @@ class StreamResource(HTTPEndpoint):
     """``/{app}/whip|whep/{stream}``: POST an offer to publish or play."""
 
     async def post(self, request: Request) -> Response:
-        app, stream_id = _names(request)
+        app, stream_id = params.app_and_stream(request)
         direction: Direction = request.path_params["direction"]
         offer = await _offer(request)
         streams = _streams(request)
@@ -144,7 +134,7 @@ class SessionResource(HTTPEndpoint):
 
     async def patch(self, request: Request) -> Response:
         """Trickle ICE. Clients send the ETag back as If-Match (RFC 9725) or as ETag (Eyevinn)."""
-        _names(request)
+        params.app_and_stream(request)
         session_id = _session_id(request)
         if content_type(request) != "application/trickle-ice-sdpfrag":
             raise UnsupportedMediaType("PATCH takes application/trickle-ice-sdpfrag")
@@ -156,7 +146,7 @@ class SessionResource(HTTPEndpoint):
         return Response(status_code=204)
 
     async def delete(self, request: Request) -> Response:
-        _names(request)
+        params.app_and_stream(request)
         await _streams(request).close_session(_session_id(request))
         return Response(status_code=200)
 
@@ -168,7 +158,7 @@ class DownstreamResource(HTTPEndpoint):
     """Internal WHEP: another node pulls a stream, proving it is a node with a cluster token."""
 
     async def post(self, request: Request) -> Response:
-        app, stream_id = _names(request)
+        app, stream_id = params.app_and_stream(request)
         streams = _streams(request)
         downstream = verify_pull_token(
             request.app.state.node.settings.cluster_secret,
@@ -184,7 +174,7 @@ class DownstreamSessionResource(HTTPEndpoint):
     """The session of a downstream's pull: DELETE ends it."""
 
     async def delete(self, request: Request) -> Response:
-        _names(request)
+        params.app_and_stream(request)
         await _streams(request).close_session(_session_id(request))
         return Response(status_code=200)
 

@@ -41,7 +41,7 @@ from cluster.cli.demo_peers import DemoPlayer, DemoPublisher
 from cluster.cli.demo_summary import observe, render
 from cluster.errors import ClusterError
 from cluster.registry.migrate import migrate
-from cluster.types import NODE_GROUP_PATTERN, STREAM_ID_PATTERN
+from cluster.types import NODE_GROUP_PATTERN, parse_stream_id
 
 START_TIMEOUT_S = 45.0
 """Bound on each start-up phase: nodes healthy, stream live, players receiving."""
@@ -96,8 +96,10 @@ def options_from(args: argparse.Namespace) -> DemoOptions:
         raise ValueError("--players-per-node must be 0 to 50")
     if not 1024 <= args.port <= 65535 - len(regions) * args.nodes_per_region:
         raise ValueError("--port must leave room for every node's port between 1024 and 65535")
-    if not STREAM_ID_PATTERN.fullmatch(args.stream):
-        raise ValueError("--stream must be 1 to 128 of A-Z a-z 0-9 _ -")
+    try:
+        parse_stream_id(args.stream)
+    except ValueError as error:
+        raise ValueError(f"--stream: {error}") from None
     if args.registry is not None and not args.registry.startswith("postgresql+asyncpg://"):
         raise ValueError("--registry must be a postgresql+asyncpg:// URL")
     if args.duration is not None and args.duration <= 0:

@@ -3,13 +3,17 @@
 Programmatic Alembic: the script location is the installed ``migrations``
 package, so no alembic.ini is needed. Safe to run any number of times, and by
 several node processes at once (the migration transaction is serialised, see
-``migrations/env.py``). Within one process, do not run two at once: Alembic
-keeps its migration context in module-level state.
+``migrations/env.py``). Alembic's work is synchronous (it loads the
+migration scripts and runs the DDL), so it runs on a thread with an event
+loop of its own and never blocks the caller's loop; one at a time per process,
+since Alembic keeps its migration context in module-level state.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 from pathlib import Path
 
 from alembic import command
@@ -25,6 +29,8 @@ from cluster.registry.database import error_text, open_engine, transactional
 
 logger = logging.getLogger(__name__)
 
+_ONE_AT_A_TIME = threading.Lock()
+
 
 def _upgrade(connection: Connection) -> str | None:
     config = Config()
@@ -36,6 +42,15 @@ def _upgrade(connection: Connection) -> str | None:
 
 async def migrate(url: str) -> None:
     """Apply every pending migration to the registry at ``url``; a no-op when at head."""
+    await asyncio.to_thread(_migrate_on_this_thread, url)
+
+
+def _migrate_on_this_thread(url: str) -> None:
+    with _ONE_AT_A_TIME:
+        asyncio.run(_migrate(url))
+
+
+async def _migrate(url: str) -> None:
     # Alembic reads the current revision before it writes: on SQLite the
     # transaction must hold the write lock from its start.
     engine = open_engine(url, pool_size=1, sqlite_begin="BEGIN IMMEDIATE")

@@ -117,7 +117,7 @@ async def test_a_node_that_cannot_start_is_named_with_its_port_and_log(tmp_path:
         (["move", "us-1"], "usage: tierstream demo move NODE REGION"),
         (["--regions", "eu,eu"], "--regions must name one or more distinct regions"),
         (["--regions", "e u"], "--regions: 'e u' must be 1 to 64"),
-        (["--stream", "a/b"], "--stream must be 1 to 128"),
+        (["--stream", "a/b"], "--stream: a stream id is 1 to 128"),
         (["--port", "80"], "--port must leave room"),
     ],
     ids=[

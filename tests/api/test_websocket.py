@@ -21,7 +21,7 @@ from cluster.registry import Registry
 from cluster.registry.migrate import migrate
 from cluster.types import StreamId
 from tests.support.antmedia import Signalling
-from tests.support.nodes import NodeProcess
+from tests.support.nodes import NodeProcess, start_all
 from tests.support.peers import Peers
 from tests.support.postgres import PostgresServer
 from tests.support.waits import WAIT, eventually
@@ -299,3 +299,28 @@ async def test_draining_node_tells_its_sockets_server_will_stop(
             await socket.close()
     finally:
         draining.stop()
+
+
+async def test_a_player_hears_play_finished_when_the_main_origin_stays_lost(
+    tmp_path: Path, registry_db: str, peers: Peers
+) -> None:
+    grace = {"cluster.originGraceMs": "1000"}
+    origin = NodeProcess(tmp_path, "ws-origin", "eu", registry_db, **grace)
+    edge = NodeProcess(tmp_path, "ws-edge", "eu", registry_db, **grace)
+    start_all([origin, edge])
+    try:
+        await peers.publish(f"{origin.url}/LiveApp/whip/ws8")
+        socket = await Signalling.open(edge.url)
+        try:
+            player = await socket.play("ws8")
+            await socket.expect("notification", "play_started")
+            async with asyncio.timeout(WAIT):
+                await player.wait_for_frames("video", 5)
+            origin.kill()
+            finished = await socket.expect("notification", "play_finished", timeout_s=15)
+            assert finished["streamId"] == "ws8"
+        finally:
+            await socket.close()
+    finally:
+        origin.stop()
+        edge.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fractions import Fraction
+from typing import cast
 
 import av
 import pytest
@@ -11,7 +12,7 @@ from media.picture import picture_size
 
 
 def _keyframe(codec: str, width: int, height: int) -> bytes:
-    encoder = av.CodecContext.create(codec, "w")
+    encoder = cast(av.VideoCodecContext, av.CodecContext.create(codec, "w"))
     encoder.width, encoder.height, encoder.pix_fmt = width, height, "yuv420p"
     encoder.time_base = Fraction(1, 30)
     frame = av.VideoFrame(width, height, "yuv420p")

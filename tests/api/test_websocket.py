@@ -324,3 +324,55 @@ async def test_a_player_hears_play_finished_when_the_main_origin_stays_lost(
     finally:
         origin.stop()
         edge.stop()
+
+
+async def test_a_socket_publishes_and_plays_a_bounded_number_of_streams(
+    node: NodeProcess, sockets: list[Signalling]
+) -> None:
+    socket = await _open(node, sockets)
+    for number in range(16):
+        await socket.send("publish", streamId=f"many{number}")
+        await socket.expect("start")
+    await socket.send("publish", streamId="many16")
+    error = await socket.expect("error")
+    assert error["definition"] == "tooManyStreamsOnThisConnection", error
+    await socket.send("stop", streamId="many0")
+    await socket.expect("notification", "publish_finished")
+    await socket.send("publish", streamId="many16")
+    await socket.expect("start")
+
+
+async def test_bad_candidates_are_errors_and_the_session_goes_on(
+    node: NodeProcess, sockets: list[Signalling]
+) -> None:
+    publishing = await _open(node, sockets)
+    await publishing.publish("ws9")
+    await publishing.expect("notification", "publish_started")
+    await publishing.send("takeCandidate", streamId="ws9", label=0, id="0", candidate="nonsense")
+    assert (await publishing.expect("error"))["definition"] == "missingParameter"
+    await publishing.send(
+        "takeCandidate", streamId="ws9", label=0, id="0", candidate="candidate:1 x y"
+    )
+    assert (await publishing.expect("error"))["definition"] == "notSetRemoteDescription"
+    await publishing.send(
+        "takeCandidate", streamId="ws9", label=0, id="0",
+        candidate="candidate:1 1 udp 2122260223 127.0.0.1 50000 typ host generation 0",
+    )  # fmt: skip
+    await publishing.send("getStreamInfo", streamId="ws9")
+    await publishing.expect("streamInformation")
+    assert not [m for m in publishing.received if m.get("definition") == "publish_finished"]
+
+
+async def test_a_publisher_gone_between_start_and_offer_leaves_nothing(
+    node: NodeProcess, sockets: list[Signalling], registry: Registry
+) -> None:
+    socket = await _open(node, sockets)
+    await socket.send("publish", streamId="ws10")
+    await socket.expect("start")
+    await socket.connection.close()
+
+    again = await _open(node, sockets)
+    await again.publish("ws10")  # the id was never claimed
+    await again.expect("notification", "publish_started")
+    record = await registry.stream(StreamId("ws10"))
+    assert record is not None and record.origin_node == "ws-a"

@@ -9,6 +9,9 @@
 - ``postgres_url`` (per test): a new migrated PostgreSQL database only, for tests
   (e.g. multi-process node tests) that need the production back-end.
 - ``registry``: a ``Registry`` connected to ``registry_url``, closed after the test.
+- ``postgres_registry``: a ``Registry`` on ``postgres_url`` (the test's own PostgreSQL database).
+- ``module_postgres_url`` (per module): one migrated PostgreSQL database shared by a test
+  module whose node processes outlive single tests; ``module_registry`` is a ``Registry`` on it.
 
 ``peers`` (from ``tests.support.peers``) opens real aiortc publishers and players over WHIP/WHEP
 and closes them after the test; ``browser``, ``page`` and ``artifacts`` (from
@@ -20,6 +23,7 @@ the embedded half without starting a server.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 from collections.abc import AsyncIterator, Iterator
@@ -78,6 +82,32 @@ async def postgres_url(postgres_server: PostgresServer) -> str:
 @pytest.fixture
 async def registry(registry_url: str) -> AsyncIterator[Registry]:
     connected = await Registry.connect(registry_url)
+    try:
+        yield connected
+    finally:
+        await connected.close()
+
+
+@pytest.fixture
+async def postgres_registry(postgres_url: str) -> AsyncIterator[Registry]:
+    connected = await Registry.connect(postgres_url)
+    try:
+        yield connected
+    finally:
+        await connected.close()
+
+
+@pytest.fixture(scope="module")
+def module_postgres_url(postgres_server: PostgresServer, request: pytest.FixtureRequest) -> str:
+    module = request.module.__name__.rsplit(".", 1)[-1]
+    url = asyncio.run(postgres_server.create_database(f"{module}_{os.getpid()}"))
+    asyncio.run(migrate(url))
+    return url
+
+
+@pytest.fixture
+async def module_registry(module_postgres_url: str) -> AsyncIterator[Registry]:
+    connected = await Registry.connect(module_postgres_url)
     try:
         yield connected
     finally:

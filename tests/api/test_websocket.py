@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
@@ -18,39 +17,27 @@ import pytest
 import websockets
 
 from cluster.registry import Registry
-from cluster.registry.migrate import migrate
 from cluster.types import StreamId
 from tests.support.antmedia import Signalling
 from tests.support.nodes import NodeProcess, start_all
 from tests.support.peers import Peers
-from tests.support.postgres import PostgresServer
 from tests.support.waits import WAIT, eventually
 
 pytestmark = pytest.mark.postgres
 
 
 @pytest.fixture(scope="module")
-def registry_db(postgres_server: PostgresServer) -> str:
-    url = asyncio.run(postgres_server.create_database(f"ws_{os.getpid()}"))
-    asyncio.run(migrate(url))
-    return url
-
-
-@pytest.fixture(scope="module")
-def node(tmp_path_factory: pytest.TempPathFactory, registry_db: str) -> Iterator[NodeProcess]:
+def node(
+    tmp_path_factory: pytest.TempPathFactory, module_postgres_url: str
+) -> Iterator[NodeProcess]:
     workdir: Path = tmp_path_factory.mktemp("ws")
-    started = NodeProcess(workdir, "ws-a", "eu", registry_db, **{"websocket.idleTimeoutMs": "3000"})
+    started = NodeProcess(
+        workdir, "ws-a", "eu", module_postgres_url, **{"websocket.idleTimeoutMs": "3000"}
+    )
     try:
         yield started.start()
     finally:
         started.stop()
-
-
-@pytest.fixture
-async def registry(registry_db: str) -> AsyncIterator[Registry]:
-    connected = await Registry.connect(registry_db)
-    yield connected
-    await connected.close()
 
 
 @pytest.fixture
@@ -196,21 +183,21 @@ async def test_publishing_twice_and_a_stream_live_elsewhere_are_refused(
 
 
 async def test_an_unusable_offer_is_not_set_remote_description(
-    node: NodeProcess, sockets: list[Signalling], registry: Registry
+    node: NodeProcess, sockets: list[Signalling], module_registry: Registry
 ) -> None:
     socket = await _open(node, sockets)
     await socket.send("publish", streamId="ws4")
     await socket.expect("start")
     await socket.send("takeConfiguration", streamId="ws4", type="offer", sdp="v=0\r\nnonsense")
     assert (await socket.expect("error"))["definition"] == "notSetRemoteDescription"
-    record = await registry.stream(StreamId("ws4"))
+    record = await module_registry.stream(StreamId("ws4"))
     assert record is None or record.state == "ended"
     await socket.send("publish", streamId="ws4")  # the socket and the stream id are free again
     await socket.expect("start")
 
 
 async def test_socket_closed_mid_negotiation_leaves_nothing(
-    node: NodeProcess, sockets: list[Signalling], registry: Registry
+    node: NodeProcess, sockets: list[Signalling], module_registry: Registry
 ) -> None:
     publishing = await _open(node, sockets)
     await publishing.publish("ws5")
@@ -225,11 +212,11 @@ async def test_socket_closed_mid_negotiation_leaves_nothing(
     await publishing.connection.close()
 
     async def ended() -> bool:
-        record = await registry.stream(StreamId("ws5"))
+        record = await module_registry.stream(StreamId("ws5"))
         return record is not None and record.state == "ended"
 
     await eventually(ended, "the stream ended in the registry")
-    tree = await registry.relay_tree(StreamId("ws5"))
+    tree = await module_registry.relay_tree(StreamId("ws5"))
     assert tree is not None and not tree.pulls and not tree.secondary_origins
 
 
@@ -286,9 +273,9 @@ async def test_published_over_whip_plays_over_the_socket(
 
 
 async def test_draining_node_tells_its_sockets_server_will_stop(
-    tmp_path: Path, registry_db: str
+    tmp_path: Path, module_postgres_url: str
 ) -> None:
-    draining = NodeProcess(tmp_path, "ws-drain", "eu", registry_db).start()
+    draining = NodeProcess(tmp_path, "ws-drain", "eu", module_postgres_url).start()
     try:
         socket = await Signalling.open(draining.url)
         try:

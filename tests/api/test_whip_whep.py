@@ -9,8 +9,7 @@ and ``play`` use.
 from __future__ import annotations
 
 import asyncio
-import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,6 @@ import httpx
 import pytest
 
 from cluster.registry import Registry
-from cluster.registry.migrate import migrate
 from cluster.streams.whip_client import SignallingFailed, WhipClient
 from cluster.types import StreamId
 from media import codecs, ice
@@ -26,23 +24,15 @@ from media.contrib.client import Player, Publisher
 from media.contrib.synthetic import SyntheticAudioTrack, SyntheticVideoTrack, VideoSettings
 from tests.support.nodes import NodeProcess
 from tests.support.peers import Peers
-from tests.support.postgres import PostgresServer
 from tests.support.waits import WAIT, eventually
 
 
 @pytest.fixture(scope="module")
-def registry_db(postgres_server: PostgresServer) -> str:
-    url = asyncio.run(postgres_server.create_database(f"whip_{os.getpid()}"))
-    asyncio.run(migrate(url))
-    return url
-
-
-@pytest.fixture(scope="module")
 def nodes(
-    tmp_path_factory: pytest.TempPathFactory, registry_db: str
+    tmp_path_factory: pytest.TempPathFactory, module_postgres_url: str
 ) -> Iterator[dict[str, NodeProcess]]:
     workdir: Path = tmp_path_factory.mktemp("whip")
-    started = {name: NodeProcess(workdir, name, "eu", registry_db) for name in ("a", "b")}
+    started = {name: NodeProcess(workdir, name, "eu", module_postgres_url) for name in ("a", "b")}
     try:
         for node in started.values():
             node.start()
@@ -50,13 +40,6 @@ def nodes(
     finally:
         for node in started.values():
             node.stop()
-
-
-@pytest.fixture
-async def registry(registry_db: str) -> AsyncIterator[Registry]:
-    connected = await Registry.connect(registry_db)
-    yield connected
-    await connected.close()
 
 
 def load_of(node: NodeProcess, name: str) -> dict[str, int]:
@@ -74,7 +57,7 @@ async def wait_for_load(node: NodeProcess, **expected: int) -> None:
 
 
 async def test_published_stream_plays_to_several_player_and_ends_with_its_publisher(
-    nodes: dict[str, NodeProcess], peers: Peers, registry: Registry
+    nodes: dict[str, NodeProcess], peers: Peers, module_registry: Registry
 ) -> None:
     a = nodes["a"]
     publishing = (await peers.publish(f"{a.url}/LiveApp/whip/lifecycle")).client
@@ -95,7 +78,7 @@ async def test_published_stream_plays_to_several_player_and_ends_with_its_publis
         'tierstream_stream_players{stream="lifecycle"} 2.0',
     ):
         assert line in metrics.splitlines(), line
-    stream = await registry.stream(StreamId("lifecycle"))
+    stream = await module_registry.stream(StreamId("lifecycle"))
     assert stream is not None and (stream.origin_node, stream.state) == ("a", "live")
     assert "video/VP8" in stream.codecs
 
@@ -109,7 +92,7 @@ async def test_published_stream_plays_to_several_player_and_ends_with_its_publis
     async with asyncio.timeout(2.0):
         await second.ended.wait()
     await wait_for_load(a, publishers=0, players=0)
-    ended = await registry.stream(StreamId("lifecycle"))
+    ended = await module_registry.stream(StreamId("lifecycle"))
     assert ended is not None and ended.state == "ended"
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,13 +48,6 @@ def make_cluster(tmp_path: Path, postgres_url: str) -> Iterator[ClusterFactory]:
         node.kill()
 
 
-@pytest.fixture
-async def registry(postgres_url: str) -> AsyncIterator[Registry]:
-    connected = await Registry.connect(postgres_url)
-    yield connected
-    await connected.close()
-
-
 def whip(node: NodeProcess, stream: str = S1) -> str:
     return f"{node.url}/LiveApp/whip/{stream}"
 
@@ -79,7 +72,7 @@ def contiguous_run(sent: list[bytes], received: list[bytes]) -> list[bytes]:
 
 
 async def test_stream_crosses_each_region_once_and_survives_its_secondary_origin(
-    make_cluster: ClusterFactory, peers: Peers, registry: Registry
+    make_cluster: ClusterFactory, peers: Peers, postgres_registry: Registry
 ) -> None:
     nodes = make_cluster("eu-1", "eu-2", "us-1", "us-2", "ap-1", "ap-2")
     published = await peers.publish(whip(nodes["eu-1"]))
@@ -94,7 +87,7 @@ async def test_stream_crosses_each_region_once_and_survives_its_secondary_origin
     for playing in players.values():
         await playing.frames(30)
 
-    tree = await registry.relay_tree(S1)
+    tree = await postgres_registry.relay_tree(S1)
     pulls = edges(tree)
     assert {("eu-2", "eu-1"), ("us-1", "eu-1"), ("us-2", "us-1")} <= pulls
     assert tree is not None
@@ -138,7 +131,7 @@ async def test_stream_crosses_each_region_once_and_survives_its_secondary_origin
     await us2.frames(received + 30, timeout_s=5.0)
     assert time.monotonic() - killed_at < 5.0
     assert us2.player.pc.connectionState == "connected", "no renegotiation"
-    holder = await registry.secondary_origin(S1, NodeGroup("us"))
+    holder = await postgres_registry.secondary_origin(S1, NodeGroup("us"))
     assert holder is not None and (holder.node_id, holder.epoch) == ("us-2", 2)
 
     # The publisher leaves: every remaining player's session ends within 2 s.
@@ -152,14 +145,14 @@ async def test_stream_crosses_each_region_once_and_survives_its_secondary_origin
     assert time.monotonic() - left_at < 2.0
 
     async def ended_without_pulls() -> bool:
-        tree = await registry.relay_tree(S1)
+        tree = await postgres_registry.relay_tree(S1)
         return tree is not None and tree.stream.state == "ended" and not tree.pulls
 
     await eventually(ended_without_pulls, "the registry showing s1 ended with no pulls")
 
 
 async def test_full_upstreams_deepen_the_tree_and_idle_pulls_stop(
-    make_cluster: ClusterFactory, peers: Peers, registry: Registry
+    make_cluster: ClusterFactory, peers: Peers, postgres_registry: Registry
 ) -> None:
     nodes = make_cluster(
         "eu-1",
@@ -185,7 +178,7 @@ async def test_full_upstreams_deepen_the_tree_and_idle_pulls_stop(
     for name in ("eu-3", "eu-4"):
         players.append(await peers.play(whep(nodes[name])))
         await players[-1].frames(10)
-    assert edges(await registry.relay_tree(S1)) == {
+    assert edges(await postgres_registry.relay_tree(S1)) == {
         ("eu-2", "eu-1"),
         ("eu-3", "eu-2"),
         ("eu-4", "eu-3"),
@@ -194,7 +187,7 @@ async def test_full_upstreams_deepen_the_tree_and_idle_pulls_stop(
     await players[-1].client.close()  # eu-4's only player leaves
 
     async def eu4_stopped_pulling() -> bool:
-        return ("eu-4", "eu-3") not in edges(await registry.relay_tree(S1))
+        return ("eu-4", "eu-3") not in edges(await postgres_registry.relay_tree(S1))
 
     await eventually(eu4_stopped_pulling, "eu-4's idle pull stopping")
     frames = players[1].received
@@ -202,26 +195,29 @@ async def test_full_upstreams_deepen_the_tree_and_idle_pulls_stop(
 
 
 async def test_an_idle_secondary_origin_stops_pulling_and_releases_its_claim(
-    make_cluster: ClusterFactory, peers: Peers, registry: Registry
+    make_cluster: ClusterFactory, peers: Peers, postgres_registry: Registry
 ) -> None:
     nodes = make_cluster("eu-1", "us-1", **{"cluster.idlePullTimeoutMs": "1000"})
     await peers.publish(whip(nodes["eu-1"]))
     playing = await peers.play(whep(nodes["us-1"]))
     await playing.frames(10)
-    holder = await registry.secondary_origin(S1, NodeGroup("us"))
+    holder = await postgres_registry.secondary_origin(S1, NodeGroup("us"))
     assert holder is not None and holder.node_id == "us-1"
 
     await playing.client.close()
 
     async def released() -> bool:
-        tree = await registry.relay_tree(S1)
-        return not edges(tree) and await registry.secondary_origin(S1, NodeGroup("us")) is None
+        tree = await postgres_registry.relay_tree(S1)
+        return (
+            not edges(tree)
+            and await postgres_registry.secondary_origin(S1, NodeGroup("us")) is None
+        )
 
     await eventually(released, "us-1 stopping its idle pull and releasing the us claim")
 
 
 async def test_region_change_hands_the_secondary_origin_over_without_dropping_players(
-    make_cluster: ClusterFactory, peers: Peers, registry: Registry
+    make_cluster: ClusterFactory, peers: Peers, postgres_registry: Registry
 ) -> None:
     nodes = make_cluster("eu-1", "us-1", "us-2")
     await peers.publish(whip(nodes["eu-1"]))
@@ -229,7 +225,7 @@ async def test_region_change_hands_the_secondary_origin_over_without_dropping_pl
     await on_us1.frames(10)
     on_us2 = await peers.play(whep(nodes["us-2"]))
     await on_us2.frames(10)
-    assert edges(await registry.relay_tree(S1)) == {("us-1", "eu-1"), ("us-2", "us-1")}
+    assert edges(await postgres_registry.relay_tree(S1)) == {("us-1", "eu-1"), ("us-2", "us-1")}
 
     reply = await asyncio.to_thread(
         nodes["us-1"].post, "/rest/changeServerSettings", {"nodeGroup": "ap"}
@@ -237,8 +233,8 @@ async def test_region_change_hands_the_secondary_origin_over_without_dropping_pl
     assert reply.json()["success"] is True
 
     async def us2_is_the_us_secondary_origin() -> bool:
-        holder = await registry.secondary_origin(S1, NodeGroup("us"))
-        tree = await registry.relay_tree(S1)
+        holder = await postgres_registry.secondary_origin(S1, NodeGroup("us"))
+        tree = await postgres_registry.relay_tree(S1)
         return holder is not None and holder.node_id == "us-2" and ("us-2", "eu-1") in edges(tree)
 
     await eventually(us2_is_the_us_secondary_origin, "us-2 taking over the us secondary origin")
@@ -246,12 +242,12 @@ async def test_region_change_hands_the_secondary_origin_over_without_dropping_pl
         frames = playing.received
         await playing.frames(frames + 30)
         assert playing.player.pc.connectionState == "connected"
-    holder = await registry.secondary_origin(S1, NodeGroup("ap"))
+    holder = await postgres_registry.secondary_origin(S1, NodeGroup("ap"))
     assert holder is not None and holder.node_id == NodeId("us-1"), "us-1 now serves ap"
 
 
 async def test_players_wait_for_a_lost_origin_and_resume_when_the_stream_returns(
-    make_cluster: ClusterFactory, peers: Peers, registry: Registry
+    make_cluster: ClusterFactory, peers: Peers, postgres_registry: Registry
 ) -> None:
     nodes = make_cluster("eu-1", "eu-2", "eu-3", **{"cluster.originGraceMs": "15000"})
     await peers.publish(whip(nodes["eu-1"]))
@@ -261,7 +257,7 @@ async def test_players_wait_for_a_lost_origin_and_resume_when_the_stream_returns
     nodes["eu-1"].kill()
 
     async def orphaned() -> bool:
-        stream = await registry.stream(S1)
+        stream = await postgres_registry.stream(S1)
         return stream is not None and stream.state == "orphaned"
 
     await eventually(orphaned, "the stream being marked orphaned")
@@ -273,7 +269,7 @@ async def test_players_wait_for_a_lost_origin_and_resume_when_the_stream_returns
     await peers.publish(whip(nodes["eu-3"]))  # published again, on another node
     await playing.frames(frames + 30)
     assert playing.player.pc.connectionState == "connected"
-    assert ("eu-2", "eu-3") in edges(await registry.relay_tree(S1))
+    assert ("eu-2", "eu-3") in edges(await postgres_registry.relay_tree(S1))
 
 
 async def test_pulls_need_a_valid_cluster_token(make_cluster: ClusterFactory, peers: Peers) -> None:

@@ -110,6 +110,8 @@ class SecondaryOrigin:
 
     The epoch grows by one each time the role changes hands; a holder that
     renews with an older epoch has been fenced out and must stop serving.
+    The registry keeps these in the ``regional_origin`` table, its first name
+    for the role.
     """
 
     stream_id: StreamId

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterable
@@ -50,6 +51,8 @@ from cluster.types import (
     RelayTree,
     StreamId,
 )
+
+logger = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "static"
 HISTORY = 200
@@ -127,14 +130,17 @@ class DashboardHub:
         interval = self._node.settings.heartbeat_interval_s
         while True:
             snapshot = await self._node.view.next_update(max(2.0 * interval, 1.0))
-            events: list[ClusterEvent] = []
-            if snapshot is not None:
-                if self._previous is not None:
-                    events = diff(self._previous, snapshot)
-                    self._note_gone(self._previous, snapshot)
-                    self.history.extend(events)
-                self._previous = snapshot
-            self._publish(snapshot or self._previous, events)
+            try:
+                events: list[ClusterEvent] = []
+                if snapshot is not None:
+                    if self._previous is not None:
+                        events = diff(self._previous, snapshot)
+                        self._note_gone(self._previous, snapshot)
+                        self.history.extend(events)
+                    self._previous = snapshot
+                self._publish(snapshot or self._previous, events)
+            except Exception:  # a bug here must not silence every dashboard for good
+                logger.exception("the dashboard feed could not render the cluster view")
 
     def _note_gone(self, before: ClusterSnapshot, after: ClusterSnapshot) -> None:
         now = time.monotonic()

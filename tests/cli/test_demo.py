@@ -50,8 +50,11 @@ def test_bounded_run_serves_every_region_and_leaves_nothing(tmp_path: Path) -> N
     assert not list((tmp_path / "demo").glob("*.sock"))
 
 
-def test_another_shell_moves_and_kills_nodes_then_ctrl_c_stops_every_node(tmp_path: Path) -> None:
-    demo = DemoProcess(tmp_path / "demo").start()
+@pytest.mark.postgres
+def test_on_postgres_another_shell_moves_kills_restarts_then_ctrl_c_stops_all(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    demo = DemoProcess(tmp_path / "demo", "--registry", postgres_url).start()
     nodes = demo.state()["nodes"]
     try:
         moved = cli("demo", "move", "eu-2", "us", "--port", str(demo.port))

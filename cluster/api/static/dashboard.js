@@ -46,6 +46,8 @@ function connect() {
   });
   source.onerror = () => {
     banner("lost the connection to the node serving this page; retrying (last view kept)");
+    // A refusal (503: draining, or too many dashboards) closes an EventSource for good.
+    if (source.readyState === EventSource.CLOSED) setTimeout(() => { if (state.source === source) connect(); }, 3000);
   };
 }
 

@@ -24,7 +24,7 @@ from playwright.async_api import Page
 
 from tests.support.browser import screenshot
 from tests.support.demo import DemoProcess
-from tests.support.nodes import NodeProcess
+from tests.support.nodes import NodeProcess, start_all
 from tests.support.peers import Peers
 from tests.support.postgres import PostgresServer
 from tests.support.waits import eventually
@@ -259,3 +259,37 @@ async def test_a_registry_outage_shows_a_banner_keeps_the_view_and_recovers(
         assert await page.is_hidden("#banner")
     finally:
         node.stop()
+
+
+@pytest.mark.postgres
+async def test_a_deeper_tree_is_drawn_level_by_level(
+    tmp_path: Path, postgres_url: str, peers: Peers, page: Page, artifacts: Path
+) -> None:
+    """With cluster.maxDownstreams=1 each full node passes the next edge one level down."""
+    names = ("eu-1", "eu-2", "eu-3", "eu-4")
+    nodes = [NodeProcess(tmp_path, n, "eu", postgres_url, **{"cluster.maxDownstreams": "1"})
+             for n in names]  # fmt: skip
+    start_all(nodes)
+    try:
+        await peers.publish(f"{nodes[0].url}/LiveApp/whip/deep")
+        for node in nodes[1:]:  # one after the other, so each finds the one before it full
+            await (await peers.play(f"{node.url}/LiveApp/whep/deep")).frames(5)
+        await page.goto(f"{nodes[0].url}/dashboard?stream=deep")
+
+        async def chain_drawn() -> bool:
+            _, edges = await drawn(page)
+            return edges == {("eu-1", "eu-2"), ("eu-2", "eu-3"), ("eu-3", "eu-4")}
+
+        await eventually(chain_drawn, "the chain eu-1 → eu-2 → eu-3 → eu-4 drawn")
+        await screenshot(page, artifacts, "deeper-tree")
+        levels = await page.eval_on_selector_all(
+            "#tree g.node", "gs => gs.map(g => [g.dataset.node, g.transform.baseVal[0].matrix.f])"
+        )
+        tops = dict(levels)
+        assert tops["eu-1"] < tops["eu-2"] < tops["eu-3"] < tops["eu-4"]
+        async with httpx.AsyncClient(timeout=5) as http:
+            api = (await http.get(f"{nodes[0].url}/rest/v2/streams/deep/topology")).json()
+        assert await drawn(page) == expected(api)
+    finally:
+        for node in nodes:
+            node.stop()

@@ -78,13 +78,18 @@ CORS_EXPOSED = ["Location", "ETag", "Link", "Accept-Patch", "Accept-Post", "Retr
 
 
 def build_app(node: Node) -> Starlette:
+    feeds = dashboard.DashboardHub(node)
     app = Starlette(
         routes=[
             *rest.routes,
             *whip.routes,
             *websocket.routes,
-            *dashboard.routes(node),
-            Route("/metrics", metrics_endpoint(node), methods=["GET"]),
+            *dashboard.routes(feeds),
+            Route(
+                "/metrics",
+                metrics_endpoint(node, dashboard.DashboardCollector(feeds)),
+                methods=["GET"],
+            ),
         ],
         middleware=[
             Middleware(

@@ -28,11 +28,13 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Mount, Route
@@ -89,11 +91,17 @@ class DashboardHub:
 
     def __init__(self, node: Node) -> None:
         self._node = node
+        self.refused = 0
+        """Feeds refused since the node started (limit or draining), for /metrics."""
         self._subscribers: set[Subscriber] = set()
         self._task: asyncio.Task[None] | None = None
         self._previous: ClusterSnapshot | None = None
         self._gone: dict[NodeId, tuple[NodeRecord, str, float]] = {}
         self.history: deque[ClusterEvent] = deque(maxlen=HISTORY)
+
+    @property
+    def node(self) -> Node:
+        return self._node
 
     @property
     def subscribers(self) -> int:
@@ -103,8 +111,10 @@ class DashboardHub:
         """A new feed and its first message (the current view and the recent history)."""
         limit = self._node.settings.dashboard_max_event_streams
         if self._node.state == "draining":
+            self.refused += 1
             raise NodeDraining(f"node {self._node.settings.node_id} is draining")
         if len(self._subscribers) >= limit:
+            self.refused += 1
             raise TooManyEventStreams(
                 f"this node serves at most {limit} dashboard event streams "
                 "(dashboard.maxEventStreams); close another dashboard or use another node"
@@ -221,8 +231,27 @@ def _stream(request: Request) -> StreamId | None:
     return StreamId(raw)
 
 
-def routes(node: Node) -> list[BaseRoute]:
-    hub = DashboardHub(node)
+class DashboardCollector(Collector):
+    """``/metrics`` gauges of the dashboard's feeds (open now, refused so far)."""
+
+    def __init__(self, hub: DashboardHub) -> None:
+        self._hub = hub
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "tierstream_dashboard_feeds",
+            "Dashboard live feeds open on this node.",
+            value=float(self._hub.subscribers),
+        )
+        yield CounterMetricFamily(
+            "tierstream_dashboard_feeds_refused",
+            "Dashboard feeds refused at dashboard.maxEventStreams or while draining.",
+            value=float(self._hub.refused),
+        )
+
+
+def routes(hub: DashboardHub) -> list[BaseRoute]:
+    node = hub.node
 
     async def page(request: Request) -> Response:
         _stream(request)

@@ -60,10 +60,13 @@ class NodeCollector(Collector):
         yield per_stream
 
 
-def metrics_endpoint(node: Node) -> Callable[[Request], Awaitable[Response]]:
-    """Build the ``/metrics`` handler for ``node``, with a registry of its own."""
+def metrics_endpoint(node: Node, *more: Collector) -> Callable[[Request], Awaitable[Response]]:
+    """Build the ``/metrics`` handler for ``node`` (and ``more`` collectors), with a registry of
+    its own."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(NodeCollector(node))
+    for collector in more:
+        registry.register(collector)
 
     async def metrics(request: Request) -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -189,6 +189,9 @@ async def test_a_hundred_event_streams_are_bounded_and_media_keeps_flowing(
             assert "at most 50 dashboard event streams (dashboard.maxEventStreams)" in refused[0][1]
             before = playing.received
             await playing.frames(before + 10, timeout_s=10)  # video goes on while all are open
+            metrics = (await http.get(f"{url}/metrics")).text.splitlines()
+            assert "tierstream_dashboard_feeds 50.0" in metrics
+            assert "tierstream_dashboard_feeds_refused_total 50.0" in metrics
             first = opened[0].aiter_text()
             assert "event: view" in await asyncio.wait_for(anext(first), 5)
         finally:

@@ -188,7 +188,23 @@ async def test_jwt_play_tokens(entry: str, nodes: list[NodeProcess], opened: Ope
     assert await _play(entry, node, "Jwt", stream, _jwt(stream, "play", -60), opened) in REFUSED
     assert await _play(entry, node, "Jwt", stream, _jwt("another", "play"), opened) in REFUSED
     assert await _play(entry, node, "Jwt", stream, _jwt(stream, "publish"), opened) in REFUSED
+    pull = sign_pull_token(CLUSTER_SECRET, NodeId("sec-b"), stream)
+    assert await _play(entry, node, "Jwt", stream, pull, opened) in REFUSED
     assert await _play(entry, node, "Jwt", stream, _jwt(stream, "play"), opened) == "ok"
+
+
+async def test_whip_and_whep_take_the_token_in_the_query_too(
+    nodes: list[NodeProcess], opened: Opened
+) -> None:
+    node = nodes[0]
+    publisher = Publisher([SyntheticVideoTrack(VideoSettings()), SyntheticAudioTrack()])
+    whip = WhipClient(f"{node.url}/Jwt/whip/jq?token={_jwt('jq', 'publish')}")
+    opened += [publisher, whip]
+    await publisher.start(whip.exchange)
+    player = Player()
+    whep = WhipClient(f"{node.url}/Jwt/whep/jq?token={_jwt('jq', 'play')}")
+    opened += [player, whep]
+    await player.play(whep.exchange)
 
 
 def _one_time(

@@ -11,10 +11,8 @@ from cluster.api.cluster_events import diff
 from cluster.types import (
     AppName,
     ClusterSnapshot,
-    NodeCapacity,
     NodeGroup,
     NodeId,
-    NodeLoad,
     NodeRecord,
     NodeState,
     PullEdge,
@@ -23,16 +21,14 @@ from cluster.types import (
     StreamRecord,
     StreamState,
 )
+from tests.support.factories import node_record
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 S = StreamId("s1")
 
 
 def node(name: str, group: str = "eu", state: NodeState = "serving") -> NodeRecord:
-    return NodeRecord(
-        NodeId(name), NodeGroup(group), f"http://127.0.0.1/{name}", f"http://127.0.0.1/{name}",
-        state, NodeCapacity(2, 100, 1000), NodeLoad(), T0, T0,
-    )  # fmt: skip
+    return node_record(name, group, state, T0)
 
 
 def stream(origin: str = "eu-1", state: StreamState = "live") -> StreamRecord:

@@ -19,34 +19,22 @@ from cluster.routing.placement import (
 )
 from cluster.types import (
     AppName,
-    NodeCapacity,
     NodeGroup,
     NodeId,
-    NodeLoad,
     NodeRecord,
     PullEdge,
     SecondaryOrigin,
     StreamId,
     StreamRecord,
 )
+from tests.support.factories import node_record
 
 NOW = datetime(2026, 11, 21, tzinfo=UTC)
 S = StreamId("s1")
 
 
 def node(name: str) -> NodeRecord:
-    group = name.split("-")[0]
-    return NodeRecord(
-        id=NodeId(name),
-        node_group=NodeGroup(group),
-        public_url=f"http://{name}",
-        internal_url=f"http://{name}",
-        state="serving",
-        capacity=NodeCapacity(2, 1000, 10**6),
-        load=NodeLoad(),
-        heartbeat_at=NOW,
-        registered_at=NOW,
-    )
+    return node_record(name, seen=NOW)
 
 
 def snapshot(

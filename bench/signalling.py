@@ -6,13 +6,14 @@ play a real aiortc player negotiating a new session and leaving at once:
 
 - **WebSocket**: on one socket per worker, ``play`` → our offer → the player's
   answer → ``play_started``; then ``stop`` → ``play_finished``;
-- **WHEP** (the baseline): ``POST`` the player's offer → ``201`` with the answer;
-  then ``DELETE``.
+- **WHEP** (the baseline): ``POST`` the player's offer → ``201`` with the answer →
+  the connection up; then ``DELETE``.
 
 Both run in the same run against the same stream, in alternating rounds so that
 drift in the machine's load hits both. It reports plays completed per second
 and the p50/p95 time from the first signalling message (``play`` / the ``POST``)
-to the play being established (``play_started`` / the answer applied). The
+to the play being established (``play_started``, sent once the player's ICE and
+DTLS are up / the WHEP player's connection up). The
 players' own offer/answer work runs in this process for both, so the ratio is
 the node's signalling cost. The node is stopped by its PID; the run is bounded.
 """
@@ -65,6 +66,15 @@ async def _websocket_worker(node: NodeProcess) -> tuple[Play, Signalling]:
     return play, socket
 
 
+async def _connected(player: Player) -> None:
+    """Wait (bounded) until the player's connection is up: what ``play_started`` waits for."""
+    async with asyncio.timeout(10):
+        while player.pc.connectionState != "connected":
+            changed = asyncio.Event()
+            player.pc.once("connectionstatechange", changed.set)
+            await changed.wait()
+
+
 def _whep_play(node: NodeProcess) -> Play:
     async def play() -> float:
         player = Player()
@@ -72,6 +82,7 @@ def _whep_play(node: NodeProcess) -> Play:
         started = time.perf_counter()
         try:
             await player.play(client.exchange)
+            await _connected(player)
             return time.perf_counter() - started
         finally:
             await client.close()

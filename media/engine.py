@@ -8,6 +8,7 @@
     answer = await engine.play("s1", offer_sdp, downstream=True) # a downstream node pulling
     offer = await engine.offer_play("s1")                   # Ant Media WebSocket play
     await engine.accept_answer(offer.session_id, answer_sdp)
+    await engine.wait_connected(offer.session_id)             # Ant Media's play_started
     session_id = await engine.pull("s1", exchange)          # from an upstream node
     await engine.add_ice_candidates(session_id, fragment)   # trickle (PATCH)
     await engine.close_session(session_id)                  # DELETE
@@ -189,6 +190,18 @@ class MediaEngine:
         sdp.parse(answer_sdp)
         wanted = _names(self._stream(session.stream_id).source.codecs)
         await self._negotiate(session, session.accept(answer_sdp, wanted))
+
+    async def wait_connected(self, session_id: str) -> None:
+        """Return once the session's connection is up (ICE and DTLS); ``UnknownSession`` if
+        it ends first. Bounded by the session itself: one that does not connect within
+        ``connect_timeout_s`` is ended."""
+        session = self._session(session_id)
+        while session.pc.connectionState != "connected":
+            changed = asyncio.Event()
+            session.pc.once("connectionstatechange", changed.set)
+            await changed.wait()
+            if session_id not in self._sessions or session.pc.connectionState == "closed":
+                raise UnknownSession(session_id)
 
     async def add_ice_candidates(self, session_id: str, sdp_fragment: str) -> None:
         """Trickle ICE: add a peer's candidates (mDNS ``.local`` ones are ignored)."""

@@ -3,9 +3,10 @@
 One ``Connection`` per socket. Publish: ``publish`` → ``start`` → the page's
 offer → our answer (candidates inline) → ``publish_started`` once media flows.
 Play is server-offer: ``play`` → our offer with ``idMapping`` → the page's answer
-→ ``play_started``. Both go through the node's streams facade, the same path as
-WHIP/WHEP (registry claims, pulls, secondary origins, stream tokens), so a stream
-published here plays over WHEP anywhere and the other way round.
+→ ``play_started`` once the player's connection is up. Both go through the node's
+streams facade, the same path as WHIP/WHEP (registry claims, pulls, secondary
+origins, stream tokens), so a stream published here plays over WHEP anywhere
+and the other way round.
 
 A session that ends for any reason (``stop``, the publisher leaving anywhere in
 the cluster, its main origin lost past the grace period) is reported as
@@ -128,6 +129,8 @@ class Connection:
         self._throttle = _Throttle()
         self._client = websocket.client.host if websocket.client else ""
         self._closing: tuple[int, str] | None = None
+        self._waits: set[asyncio.Task[None]] = set()
+        """Plays waiting for their connection before ``play_started``."""
         self._commands: dict[str, Callable[[str, dict[str, Any]], Awaitable[None]]] = {
             msg.PUBLISH: self._publish,
             msg.PLAY: self._play,
@@ -147,6 +150,9 @@ class Connection:
             await self._read()
         finally:
             drain.cancel()
+            for wait in self._waits:
+                wait.cancel()
+            await asyncio.gather(*self._waits, return_exceptions=True)
             await self._end_all()
             await self._flush(writer)
             await asyncio.gather(drain, return_exceptions=True)
@@ -277,8 +283,9 @@ class Connection:
             await self._negotiate_publish(stream_id, entry, sdp)
         elif entry.role == "play" and kind == "answer" and entry.session_id is not None:
             await self._streams.accept_answer(entry.session_id, sdp)
-            entry.started = True
-            self._send(msg.notification(msg.PLAY_STARTED, stream_id))
+            task = asyncio.create_task(self._play_started(stream_id, entry.session_id))
+            self._waits.add(task)
+            task.add_done_callback(self._waits.discard)
         else:
             raise BadSdp(f"a {kind or 'typeless'} is not expected now for {stream_id}")
 
@@ -332,6 +339,16 @@ class Connection:
         if entry is not None and entry.role == "publish" and not entry.started:
             entry.started = True
             self._send(msg.notification(msg.PUBLISH_STARTED, stream_id))
+
+    async def _play_started(self, stream_id: str, session_id: str) -> None:
+        """``play_started`` once the player's connection is up, as Ant Media sends it; a
+        session that ends first gets ``play_finished`` instead (from its watcher)."""
+        with contextlib.suppress(UnknownSession):
+            await self._streams.wait_connected(session_id)
+            entry = self._entries.get(stream_id)
+            if entry is not None and entry.session_id == session_id and not entry.started:
+                entry.started = True
+                self._send(msg.notification(msg.PLAY_STARTED, stream_id))
 
     def _finished(self, stream_id: str, session_id: str) -> None:
         entry = self._entries.get(stream_id)

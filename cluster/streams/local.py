@@ -148,6 +148,10 @@ class LocalStreams:
     async def accept_answer(self, session_id: str, answer_sdp: str) -> None:
         await self._engine.accept_answer(session_id, answer_sdp)
 
+    async def wait_connected(self, session_id: str) -> None:
+        """Return once the session's peer is connected (``UnknownSession`` if it ends first)."""
+        await self._engine.wait_connected(session_id)
+
     async def trickle(self, session_id: str, sdp_fragment: str) -> None:
         """Add a peer's trickled candidates to one of this node's sessions."""
         await self._engine.add_ice_candidates(session_id, sdp_fragment)

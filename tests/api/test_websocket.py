@@ -289,11 +289,11 @@ async def test_draining_node_tells_its_sockets_server_will_stop(
 
 
 async def test_a_player_hears_play_finished_when_the_main_origin_stays_lost(
-    tmp_path: Path, registry_db: str, peers: Peers
+    tmp_path: Path, module_postgres_url: str, peers: Peers
 ) -> None:
     grace = {"cluster.originGraceMs": "1000"}
-    origin = NodeProcess(tmp_path, "ws-origin", "eu", registry_db, **grace)
-    edge = NodeProcess(tmp_path, "ws-edge", "eu", registry_db, **grace)
+    origin = NodeProcess(tmp_path, "ws-origin", "eu", module_postgres_url, **grace)
+    edge = NodeProcess(tmp_path, "ws-edge", "eu", module_postgres_url, **grace)
     start_all([origin, edge])
     try:
         await peers.publish(f"{origin.url}/LiveApp/whip/ws8")
@@ -351,7 +351,7 @@ async def test_bad_candidates_are_errors_and_the_session_goes_on(
 
 
 async def test_a_publisher_gone_between_start_and_offer_leaves_nothing(
-    node: NodeProcess, sockets: list[Signalling], registry: Registry
+    node: NodeProcess, sockets: list[Signalling], module_registry: Registry
 ) -> None:
     socket = await _open(node, sockets)
     await socket.send("publish", streamId="ws10")
@@ -361,5 +361,5 @@ async def test_a_publisher_gone_between_start_and_offer_leaves_nothing(
     again = await _open(node, sockets)
     await again.publish("ws10")  # the id was never claimed
     await again.expect("notification", "publish_started")
-    record = await registry.stream(StreamId("ws10"))
+    record = await module_registry.stream(StreamId("ws10"))
     assert record is not None and record.origin_node == "ws-a"

@@ -48,7 +48,7 @@ def test_each_app_section_becomes_its_settings_and_others_stay_open(tmp_path: Pa
          "at least 32"),
         ("app.LiveApp.tokenControl=true\n", "app.LiveApp.tokenControl", "unknown app setting"),
         ("app.Bad!App.playTokenControlEnabled=true\n", "app.Bad!App.playTokenControlEnabled",
-         "not an app name"),
+         "an app name is"),
         ("app.LiveApp.webhookAuthenticateURL=ftp://x\n", "app.LiveApp.webhookAuthenticateURL",
          "not an http(s) URL"),
         ("app.LiveApp.webhookAuthenticateTimeoutMs=0\n",

@@ -25,6 +25,9 @@ from cluster.types import NodeCapacity, NodeInfo
 
 logger = logging.getLogger(__name__)
 
+PRUNE_EVERY_S = 60.0
+"""How often a node prunes streams that ended long ago (any node may; the delete is idempotent)."""
+
 
 def node_info(settings: Settings) -> NodeInfo:
     """How a node with these settings introduces itself to the registry."""
@@ -55,6 +58,7 @@ class Heartbeat:
         self._settings = settings
         self._sampler = sampler
         self._view = view
+        self._pruned_at: float | None = None
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.healthy = True
@@ -91,7 +95,7 @@ class Heartbeat:
             known = await self._registry.heartbeat(info.id, info.node_group, self._sampler.sample())
             if not known:
                 logger.warning("registry had forgotten node %s; registering it again", info.id)
-                await self._registry.register(info)
+                await self._registry.register(info, new_life=False)
             await self._view.update(await self._registry.snapshot())
         except RegistryUnavailable as error:
             if self.healthy:
@@ -106,6 +110,17 @@ class Heartbeat:
             logger.info("registry reachable again; node %s heartbeating", info.id)
         self.healthy = True
         self.acknowledged_at = time.monotonic()
+        await self._prune(settings.ended_stream_retention_s)
+
+    async def _prune(self, retention_s: float) -> None:
+        now = time.monotonic()
+        if self._pruned_at is not None and now - self._pruned_at < PRUNE_EVERY_S:
+            return
+        self._pruned_at = now
+        try:
+            await self._registry.prune_ended_streams(retention_s)
+        except RegistryUnavailable as error:
+            logger.warning("could not prune ended streams: %s", error)
 
     def registry_age_s(self) -> float | None:
         """Seconds since the registry last took a beat; None before the first."""

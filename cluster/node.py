@@ -23,7 +23,7 @@ from cluster.registry import Registry
 from cluster.registry.migrate import migrate
 from cluster.routing.readiness import Readiness, Verdict
 from cluster.routing.view import ClusterView
-from cluster.settings import LiveSettings, Settings, changed_settings
+from cluster.settings import LiveSettings, Settings, changed_settings, differing
 from cluster.streams.access import StreamAccess
 from cluster.streams.events import StreamEvents
 from cluster.streams.local import LocalStreams
@@ -50,6 +50,7 @@ async def start_node(settings: Settings) -> Node:
             MediaConfig(
                 candidate_addresses=settings.candidate_addresses,
                 ice_servers=settings.ice_servers,
+                connect_timeout_s=settings.connect_timeout_s,
             ),
             events,
         )
@@ -122,16 +123,22 @@ class Node:
             s.ready_resume_percent,
         )
 
-    async def change_settings(self, changes: Mapping[str, str]) -> Settings:
+    async def change_settings(self, changes: Mapping[str, str]) -> dict[str, str]:
         """Persist ``changes`` (properties key → raw value) and apply them live.
 
         The change is validated as a restart would read the file, so it can
-        never store what a restart would refuse.
+        never store what a restart would refuse; a value that reads as the
+        current one (``" eu "`` for ``eu``) is no change. Returns what changed,
+        as written to the file.
         """
         async with self._settings_lock:
             old = self._settings()
             new = changed_settings(old, changes)
-            await asyncio.to_thread(update_properties, old.config_path, dict(changes))
+            written = {name: changes[name].strip() for name in differing(old, new, changes)}
+            if not written:
+                return written
+            new = changed_settings(old, written)
+            await asyncio.to_thread(update_properties, old.config_path, written)
             self._settings.replace(new)
         if new.log_level != old.log_level:
             apply_log_level(new.log_level)
@@ -144,7 +151,7 @@ class Node:
             )
             self.heartbeat.beat_now()
             self.streams.region_changed()
-        return new
+        return written
 
     async def drain(self) -> None:
         """Stop taking new work: the registry shows the node as draining."""

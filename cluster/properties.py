@@ -14,6 +14,10 @@ from pathlib import Path
 
 import javaproperties
 
+PRIVATE_MODE = 0o600
+"""The file may hold the cluster secret, the admin token and the registry password: only its
+owner reads it, whatever mode it had before."""
+
 
 def read_properties(path: Path) -> dict[str, str]:
     """Every key of the file with its value, as written (no defaults, no environment)."""
@@ -25,12 +29,12 @@ def update_properties(path: Path, changes: Mapping[str, str]) -> None:
 
     The new text is written to a temporary file beside the original, flushed
     to disk and renamed over it, so a crash leaves either the old file or the
-    new one, never a torn one.
+    new one, never a torn one; the new file is readable by its owner only.
     """
     document = _load(path)
     for key, value in changes.items():
         document[key] = value
-    _replace(path, document, path.stat().st_mode & 0o777)
+    _replace(path, document, PRIVATE_MODE)
 
 
 APPLIED_SUFFIX = ".applied"
@@ -68,8 +72,8 @@ def apply_rendered(
         if keep and document.get(key) != value:
             kept[key] = value
             document[key] = value
-    _replace(path, document, 0o600)
-    _replace(applied_path, new_applied, 0o600)
+    _replace(path, document, PRIVATE_MODE)
+    _replace(applied_path, new_applied, PRIVATE_MODE)
     return kept
 
 

@@ -19,6 +19,7 @@ import uvicorn
 
 from cluster.api.app import build_app
 from cluster.api.websocket import MAX_MESSAGE_BYTES
+from cluster.api.connections import ConnectionLimits, guarded_protocol
 from cluster.errors import ConfigError
 from cluster.node import start_node
 from cluster.settings import Settings
@@ -26,6 +27,10 @@ from cluster.settings import Settings
 logger = logging.getLogger(__name__)
 
 GRACEFUL_HTTP_SHUTDOWN_S = 5
+KEEP_ALIVE_S = 5
+"""An idle kept-alive connection closes after this (uvicorn's own bound)."""
+MAX_HEAD_BYTES = 16 * 1024
+"""A request head (request line and headers) larger than this is refused (400)."""
 
 
 class _Server(uvicorn.Server):
@@ -55,11 +60,20 @@ async def run_node(settings: Settings) -> None:
     except BaseException:
         listener.close()
         raise
+    app = build_app(node)
+    limits = ConnectionLimits(
+        header_timeout_s=settings.header_timeout_s,
+        body_timeout_s=settings.body_timeout_s,
+        max_per_address=settings.max_connections_per_address,
+    )
     config = uvicorn.Config(
-        build_app(node),
+        app,
+        http=guarded_protocol(limits, app.state.client_faults),
         log_config=None,
         access_log=False,
         lifespan="off",
+        timeout_keep_alive=KEEP_ALIVE_S,
+        h11_max_incomplete_event_size=MAX_HEAD_BYTES,
         timeout_graceful_shutdown=GRACEFUL_HTTP_SHUTDOWN_S,
         ws_max_size=MAX_MESSAGE_BYTES,
     )

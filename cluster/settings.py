@@ -21,7 +21,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
@@ -246,6 +246,22 @@ class Settings:
     ready_resume_percent: int = key("server.readyResumePercent", _integer(1, 100), "90")
     """A full node is ready again only once every load is under this percent of its limit
     (hysteresis, so a node at the edge does not flap in DNS answers)."""
+    connect_timeout_s: float = key("webrtc.connectTimeoutMs", _milliseconds(1000, 120_000), "10000")
+    """A WebRTC session not connected this long after its offer ends; until a publisher's
+    media flows, its claim on the stream id lasts no longer and is not renewed."""
+    ended_stream_retention_s: float = key(
+        "cluster.endedStreamRetentionMs", _milliseconds(0, 30 * 86_400_000), "3600000"
+    )
+    """Ended streams stay in the registry this long (their broadcast object answers
+    "finished"), then are pruned."""
+    header_timeout_s: float = key("http.headerTimeoutMs", _milliseconds(100, 600_000), "10000")
+    """A request head not complete this long after its connection opened: 408, closed."""
+    body_timeout_s: float = key("http.bodyTimeoutMs", _milliseconds(100, 600_000), "30000")
+    """A request body not complete this long after its head: the connection closes."""
+    max_connections_per_address: int = key(
+        "http.maxConnectionsPerAddress", _integer(1, 1_000_000), "256"
+    )
+    """Open HTTP connections one client address may hold at once; more get 503."""
     websocket_idle_timeout_s: float = key(
         "websocket.idleTimeoutMs", _milliseconds(1000, 3_600_000), "30000"
     )
@@ -353,6 +369,11 @@ def changed_settings(current: Settings, changes: Mapping[str, str]) -> Settings:
                 "change it there and restart the node"
             )
     return settings_from(current.config_path, {**current.written, **changes}, current.environ)
+
+
+def differing(old: Settings, new: Settings, names: Iterable[str]) -> list[str]:
+    """The keys among ``names`` whose values differ between ``old`` and ``new``."""
+    return [n for n in names if getattr(old, _FIELDS_BY_KEY[n]) != getattr(new, _FIELDS_BY_KEY[n])]
 
 
 def _derive(s: Settings) -> Settings:

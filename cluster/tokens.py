@@ -5,11 +5,13 @@ A pulling node signs ``{iss: its node id, sub: stream id, aud: tierstream-pull,
 exp: now + 30 s}`` with ``cluster.secret`` (HS256); the upstream node checks the
 signature, the audience, the expiry and that the token names the stream asked
 for. A player cannot pull as a node, and a leaked token is useless for other
-streams and within a minute.
+streams and within a minute: a token whose lifetime (``exp - iat``) is over 30 s
+is refused, whoever signed it, and so is one whose issuer is not a node name.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Literal
 
@@ -22,6 +24,9 @@ PULL_AUDIENCE = "tierstream-pull"
 LIFETIME_S = 30
 LEEWAY_S = 5
 """Clock skew tolerated between nodes; leases use the registry's clock, tokens cannot."""
+NODE_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+"""What ``server.name`` allows: a token naming anything else is not from one of our nodes."""
+SHOWN_CHARS = 64
 
 
 def sign_pull_token(secret: str, node_id: NodeId, stream_id: str) -> str:
@@ -52,15 +57,27 @@ def verify_pull_token(secret: str, authorization: str, stream_id: str) -> NodeId
             algorithms=["HS256"],
             audience=PULL_AUDIENCE,
             leeway=LEEWAY_S,
-            options={"require": ["exp", "iss", "sub", "aud"]},
+            options={"require": ["exp", "iat", "iss", "sub", "aud"]},
         )
     except jwt.ExpiredSignatureError:
         raise Unauthorized("the cluster token has expired") from None
     except jwt.InvalidTokenError as error:
         raise Unauthorized(f"the cluster token is not valid: {error}") from None
-    if claims["sub"] != stream_id:
-        raise Forbidden(f"the cluster token is for stream {claims['sub']}, not {stream_id}")
-    return NodeId(str(claims["iss"]))
+    lifetime = claims.get("exp", 0) - claims.get("iat", 0)
+    if not isinstance(lifetime, int) or lifetime > LIFETIME_S:
+        raise Unauthorized(f"the cluster token's lifetime is over {LIFETIME_S} s")
+    issuer, subject = claims["iss"], claims["sub"]
+    if not isinstance(issuer, str) or not NODE_NAME.fullmatch(issuer):
+        raise Unauthorized(f"the cluster token names no node: {_shown(issuer)}")
+    if subject != stream_id:
+        raise Forbidden(f"the cluster token is for stream {_shown(subject)}, not {stream_id}")
+    return NodeId(issuer)
+
+
+def _shown(value: object) -> str:
+    """An untrusted claim as messages quote it: short, whatever its length."""
+    text = repr(value)
+    return text if len(text) <= SHOWN_CHARS else text[: SHOWN_CHARS - 3] + "..."
 
 
 StreamTokenType = Literal["publish", "play"]

@@ -90,18 +90,52 @@ class MediaEngine:
         self._closed = False
 
     async def publish(self, stream_id: str, offer_sdp: str) -> SessionDescription:
-        """Ingest a publisher (WHIP): its offer in, our answer out."""
+        """Ingest a publisher (WHIP): its offer in, our answer out.
+
+        A stream this node pulls (held or not) is taken over in place: its pull
+        goes, and its players and downstreams continue from the publisher, as
+        after a failover. Its codecs must be the held ones (else
+        ``CodecMismatch``: the players negotiated them); if the publisher's
+        negotiation fails, the stream is left held, without an upstream.
+        """
         tracks = sdp.ingestable(sdp.parse(offer_sdp))
         self._check_open()
-        if stream_id in self._streams:
-            raise StreamAlreadyPublished(stream_id)
+        stream = self._streams.get(stream_id)
+        if stream is not None:
+            if stream.upstream is not None and stream.upstream.role == "publisher":
+                raise StreamAlreadyPublished(stream_id)
+            if stream.source.tracks:
+                _check_same_codecs(stream.source.codecs, tracks)
+            await self._detach(stream)
+            if self._streams.get(stream_id) is not stream:  # ended while its pull closed
+                raise UnknownStream(stream_id)
+        held = stream is not None and bool(stream.source.tracks)
         session = self._ingest_session(stream_id, "publisher")
-        self._streams[stream_id] = _Stream(self._source(stream_id, tracks), session)
-        session.feed(self._streams[stream_id].source)
+        if stream is None or not held:
+            stream = self._streams[stream_id] = _Stream(self._source(stream_id, tracks))
+        stream.upstream = session
+        session.feed(stream.source)
         for codec in tracks:
             session.receive(codec.kind, codec.preferences())
-        answer = await self._negotiate(session, session.answer(offer_sdp, _names(tracks)))
-        logger.info("publisher %s connecting to %s (%s)", session.id, stream_id, _label(tracks))
+        try:
+            answer = await session.answer(offer_sdp, _names(tracks))
+        except BaseException:
+            if held and stream.upstream is session:
+                await self._detach(stream)
+            else:
+                await self._finish(session)
+            raise
+        if held:
+            logger.info(
+                "publisher %s takes %s over (%s), %d players and %d downstreams continue",
+                session.id,
+                stream_id,
+                _label(tracks),
+                stream.count("player"),
+                stream.count("downstream"),
+            )
+        else:
+            logger.info("publisher %s connecting to %s (%s)", session.id, stream_id, _label(tracks))
         return SessionDescription(session.id, answer)
 
     async def pull(self, stream_id: str, exchange: Exchange) -> str:
@@ -237,6 +271,11 @@ class MediaEngine:
 
     def has_session(self, session_id: str) -> bool:
         return session_id in self._sessions
+
+    def session_of(self, session_id: str) -> tuple[str, Role]:
+        """The stream and role of a session, so that signalling can check who addresses it."""
+        session = self._session(session_id)
+        return session.stream_id, session.role
 
     def stream_codecs(self, stream_id: str) -> tuple[str, ...]:
         return _names(self._stream(stream_id).source.codecs)

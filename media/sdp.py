@@ -8,6 +8,8 @@ multicast queries off the configured addresses.
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +20,8 @@ from media import aiortc_seam
 from media.codecs import TrackCodec, match
 from media.errors import BadSdp, CodecMismatch
 
+_SDP_LINE = re.compile(r"[a-z]=\S")
+_CANDIDATE_TYPES = ("host", "srflx", "prflx", "relay")
 _PARSE_ERRORS = (ValueError, AssertionError, IndexError, KeyError, TypeError, StopIteration)
 _MEDIA_KINDS = ("audio", "video")
 _MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
@@ -92,6 +96,8 @@ def ingestable(lines: tuple[MediaLine, ...]) -> tuple[TrackCodec, ...]:
     codec we relay, else ``CodecMismatch``.
     """
     sending = tuple(line for line in lines if line.sends)
+    if not sending:
+        raise BadSdp(_no_direction("sends", "sendonly or sendrecv", lines))
     kinds = [line.kind for line in sending]
     if len(set(kinds)) != len(kinds):
         raise BadSdp("more than one audio or video m-line: we relay one of each")
@@ -109,6 +115,8 @@ def playable(
     A player may leave out a kind (no audio m-line: video only), but an m-line of
     a kind we send must accept exactly the stream's codec: we never transcode.
     """
+    if not any(line.receives for line in lines):
+        raise BadSdp(_no_direction("receives", "recvonly or sendrecv", lines))
     chosen = []
     for codec in codecs:
         line = next((x for x in lines if x.kind == codec.kind and x.receives), None)
@@ -120,6 +128,11 @@ def playable(
     if not chosen:
         raise CodecMismatch(tuple(c.mime_type for c in codecs), offered_codecs(lines))
     return tuple(chosen)
+
+
+def _no_direction(verb: str, wanted: str, lines: tuple[MediaLine, ...]) -> str:
+    found = ", ".join(sorted({line.direction for line in lines}))
+    return f"the description {verb} no audio or video: an m-line must be {wanted} (found {found})"
 
 
 def offered_codecs(lines: tuple[MediaLine, ...]) -> tuple[str, ...]:
@@ -187,7 +200,8 @@ def trickle_candidates(fragment: str, session: Transports) -> tuple[list[RTCIceC
             try:
                 candidate = aiortc_sdp.candidate_from_sdp(value)
             except _PARSE_ERRORS as exc:
-                raise BadSdp(f"malformed candidate line {line!r}") from exc
+                raise BadSdp(f"malformed candidate line {_shown(line)}") from exc
+            _check_candidate(candidate, line)
             candidate.sdpMid = session.carrier(mid)
             key = (
                 candidate.sdpMid,
@@ -199,7 +213,30 @@ def trickle_candidates(fragment: str, session: Transports) -> tuple[list[RTCIceC
             candidates.setdefault(key, candidate)
         elif line == "a=end-of-candidates":
             ended = True
+        elif line and not _SDP_LINE.match(line):
+            raise BadSdp(f"not a line of an SDP fragment: {_shown(line)}")
     return list(candidates.values()), ended
+
+
+def _check_candidate(candidate: RTCIceCandidate, line: str) -> None:
+    """What aiortc's candidate parser lets through and its ICE agent would trip on later."""
+    try:
+        ipaddress.ip_address(candidate.ip)
+    except ValueError:
+        raise BadSdp(f"candidate address is not an IP address: {_shown(line)}") from None
+    if not (
+        0 <= candidate.port <= 65535
+        and 1 <= candidate.component <= 256
+        and 0 <= candidate.priority < 2**32
+        and candidate.protocol.lower() in ("udp", "tcp")
+        and candidate.type in _CANDIDATE_TYPES
+    ):
+        raise BadSdp(f"candidate line out of range: {_shown(line)}")
+
+
+def _shown(line: str) -> str:
+    """An untrusted line as error messages quote it: short."""
+    return repr(line if len(line) <= 100 else line[:97] + "...")
 
 
 def _check_usable(description: Any) -> None:
@@ -213,6 +250,10 @@ def _check_usable(description: Any) -> None:
             raise BadSdp(f"{where} has no ICE credentials (a=ice-ufrag, a=ice-pwd)")
         if media.dtls is None:
             raise BadSdp(f"{where} has no usable DTLS setup and fingerprint")
+        if not media.dtls.fingerprints:
+            raise BadSdp(
+                f"{where} has no DTLS fingerprint (a=fingerprint): media cannot be secured"
+            )
         if media.kind in _MEDIA_KINDS and media.direction is None:
             raise BadSdp(f"{where} has no direction (a=sendrecv, a=sendonly, ...)")
         mids.append(media.rtp.muxId)

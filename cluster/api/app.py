@@ -15,11 +15,12 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from cluster.api import dashboard, rest, websocket, whip
+from cluster.api.client_faults import ClientFaults, shown
 from cluster.api.metrics import metrics_endpoint
 from cluster.errors import ClusterError
 from cluster.node import Node
@@ -68,6 +69,17 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return _failure(exc.detail, exc.status_code)
 
 
+async def _client_disconnect(request: Request, exc: Exception) -> Response:
+    """The client left mid-request: one short line, no traceback; nobody reads the reply."""
+    faults: ClientFaults = request.app.state.client_faults
+    faults.report(
+        request.client.host if request.client else "?",
+        "disconnected mid-request",
+        f"disconnected during {request.method} {shown(request.url.path)}",
+    )
+    return Response(status_code=400)
+
+
 async def _unexpected_error(request: Request, exc: Exception) -> Response:
     logger.exception("%s %s failed unexpectedly", request.method, request.url.path)
     return _failure("internal error; the node's log has the details", 500)
@@ -105,8 +117,10 @@ def build_app(node: Node) -> Starlette:
             ClusterError: _cluster_error,
             MediaError: _media_error,
             HTTPException: _http_error,
+            ClientDisconnect: _client_disconnect,
             Exception: _unexpected_error,
         },
     )
     app.state.node = node
+    app.state.client_faults = ClientFaults()
     return app

@@ -43,8 +43,14 @@ async def read_json_object(request: Request, limit: int = JSON_LIMIT) -> dict[st
     body = await read_body(request, limit)
     try:
         value = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise BadRequest(f"the body is not valid JSON: {error}") from None
+    except ValueError as error:  # bad UTF-8, bad JSON, or a number too long to read
+        raise BadRequest(f"the body is not valid JSON: {_shown(error)}") from None
     if not isinstance(value, dict):
         raise BadRequest("the body must be a JSON object")
     return value
+
+
+def _shown(error: Exception) -> str:
+    """A parser's message, short: some quote the input back."""
+    text = str(error)
+    return text if len(text) <= 200 else text[:197] + "..."

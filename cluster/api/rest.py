@@ -40,6 +40,8 @@ WRITABLE_SETTINGS: dict[str, str] = {
 """JSON field of the settings object → the properties key it is stored under."""
 
 MAX_PAGE = 1000
+MAX_OFFSET = 1_000_000_000
+"""Far past any cluster's size, well inside both registries' integer range."""
 
 
 def _node(request: Request) -> Node:
@@ -87,14 +89,14 @@ async def change_server_settings(request: Request) -> JSONResponse:
                 raise BadRequest(f"{field} cannot be changed at runtime")
         else:
             raise BadRequest(f"unknown setting {field!r}")
-    if not changes:
-        return JSONResponse({"success": True, "message": "nothing to change"})
     try:
-        await node.change_settings(changes)
+        written = await node.change_settings(changes) if changes else {}
     except ConfigError as error:
         field = next(f for f, key in WRITABLE_SETTINGS.items() if key == error.key)
         raise BadRequest(f"{field}: {error.reason}") from None
-    changed = ", ".join(f"{key}={value}" for key, value in changes.items())
+    if not written:
+        return JSONResponse({"success": True, "message": "nothing to change"})
+    changed = ", ".join(f"{key}={value}" for key, value in written.items())
     logger.info(
         "settings changed by %s: %s", request.client.host if request.client else "?", changed
     )
@@ -129,11 +131,24 @@ def node_json(record: NodeRecord) -> dict[str, Any]:
     }
 
 
+def _whole_number(request: Request, name: str, low: int, high: int) -> int:
+    """A path parameter that must be a whole number in ``low..high``; 400 naming it otherwise.
+
+    Read as text, never by the router's int converter: a number too long for
+    the database (or for Python's int parsing) is a bad request, not a 500.
+    """
+    text: str = request.path_params[name]
+    if not (text.isascii() and text.isdigit() and len(text) <= len(str(high))):
+        raise BadRequest(f"{name} must be a whole number from {low} to {high}")
+    value = int(text)
+    if not low <= value <= high:
+        raise BadRequest(f"{name} must be a whole number from {low} to {high}")
+    return value
+
+
 async def list_nodes(request: Request) -> JSONResponse:
-    offset: int = request.path_params["offset"]
-    size: int = request.path_params["size"]
-    if not 1 <= size <= MAX_PAGE:
-        raise BadRequest(f"size must be 1 to {MAX_PAGE}")
+    offset = _whole_number(request, "offset", 0, MAX_OFFSET)
+    size = _whole_number(request, "size", 1, MAX_PAGE)
     records = await _node(request).registry.live_nodes(offset=offset, limit=size)
     return JSONResponse([node_json(r) for r in records])
 
@@ -232,7 +247,7 @@ routes = [
     Route("/rest/v2/server-settings", get_server_settings, methods=["GET"]),
     Route("/rest/changeServerSettings", change_server_settings, methods=["POST"]),
     Route("/rest/v2/server-settings", change_server_settings, methods=["POST", "PUT"]),
-    Route("/rest/v2/cluster/nodes/{offset:int}/{size:int}", list_nodes, methods=["GET"]),
+    Route("/rest/v2/cluster/nodes/{offset}/{size}", list_nodes, methods=["GET"]),
     Route("/rest/v2/cluster/node-count", count_nodes, methods=["GET"]),
     Route("/rest/v2/streams/{stream}/topology", stream_topology, methods=["GET"]),
     Route("/{app}/rest/v2/broadcasts/{stream}", broadcast, methods=["GET"]),

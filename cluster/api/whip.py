@@ -27,9 +27,10 @@ from cluster.api import params
 from cluster.api.bodies import content_type, read_body
 from cluster.errors import BadRequest, NotFound, PreconditionFailed, UnsupportedMediaType
 from cluster.node import Node
-from cluster.streams.local import LocalStreams
+from cluster.streams.local import LocalStreams, SessionRole
 from cluster.streams.pulls import internal_pull_path
 from cluster.tokens import StreamTokenType, verify_pull_token
+from cluster.types import NodeId
 from media.types import SessionDescription
 
 SDP_LIMIT = 64 * 1024
@@ -134,8 +135,7 @@ class SessionResource(HTTPEndpoint):
 
     async def patch(self, request: Request) -> Response:
         """Trickle ICE. Clients send the ETag back as If-Match (RFC 9725) or as ETag (Eyevinn)."""
-        params.app_and_stream(request)
-        session_id = _session_id(request)
+        session_id = _bound_session(request)
         if content_type(request) != "application/trickle-ice-sdpfrag":
             raise UnsupportedMediaType("PATCH takes application/trickle-ice-sdpfrag")
         tag = request.headers.get("if-match") or request.headers.get("etag")
@@ -146,8 +146,7 @@ class SessionResource(HTTPEndpoint):
         return Response(status_code=204)
 
     async def delete(self, request: Request) -> Response:
-        params.app_and_stream(request)
-        await _streams(request).close_session(_session_id(request))
+        await _streams(request).close_session(_bound_session(request))
         return Response(status_code=200)
 
     async def options(self, request: Request) -> Response:
@@ -160,11 +159,7 @@ class DownstreamResource(HTTPEndpoint):
     async def post(self, request: Request) -> Response:
         app, stream_id = params.app_and_stream(request)
         streams = _streams(request)
-        downstream = verify_pull_token(
-            request.app.state.node.settings.cluster_secret,
-            request.headers.get("authorization", ""),
-            stream_id,
-        )
+        downstream = _pulling_node(request, stream_id)
         offer = await _offer(request)
         answer = await streams.serve_downstream(app, stream_id, offer, downstream)
         return _created(answer, internal_pull_path(app, stream_id))
@@ -174,9 +169,29 @@ class DownstreamSessionResource(HTTPEndpoint):
     """The session of a downstream's pull: DELETE ends it."""
 
     async def delete(self, request: Request) -> Response:
-        params.app_and_stream(request)
-        await _streams(request).close_session(_session_id(request))
+        _pulling_node(request, request.path_params["stream"])
+        await _streams(request).close_session(_bound_session(request))
         return Response(status_code=200)
+
+
+def _bound_session(request: Request) -> str:
+    """The session a session URL names, checked to be of that URL's app, kind and stream."""
+    app, stream_id = params.app_and_stream(request)
+    session_id = _session_id(request)
+    direction = request.path_params.get("direction")
+    role: SessionRole = (
+        "publisher" if direction == "whip" else "player" if direction == "whep" else "downstream"
+    )
+    _streams(request).check_session(app, role, stream_id, session_id)
+    return session_id
+
+
+def _pulling_node(request: Request, stream_id: str) -> NodeId:
+    """The node behind an internal request: only a valid cluster token for the stream opens it."""
+    node: Node = request.app.state.node
+    return verify_pull_token(
+        node.settings.cluster_secret, request.headers.get("authorization", ""), stream_id
+    )
 
 
 routes = [

@@ -26,6 +26,7 @@ from sqlalchemy import (
     and_,
     case,
     delete,
+    false,
     func,
     or_,
     select,
@@ -134,8 +135,16 @@ class Registry:
 
     # Nodes
 
-    async def register(self, info: NodeInfo) -> NodeRecord:
-        """Add a node, or give a restarted node its row back: serving, zero load, seen now."""
+    async def register(self, info: NodeInfo, *, new_life: bool = True) -> NodeRecord:
+        """Add a node, or give a restarted node its row back: serving, zero load, seen now.
+
+        ``new_life``: the process is starting, so whatever a previous process of
+        the same node left behind is void, in the same transaction: its pull
+        edges (it pulls nothing yet), its secondary-origin terms (expired, so the
+        next claim fences them out) and its live main-origin claims (orphaned:
+        its publishers died with it). A running node that the registry forgot
+        registers again with ``new_life=False`` and keeps its work.
+        """
         values = {
             "id": info.id,
             "node_group": info.node_group,
@@ -154,9 +163,36 @@ class Registry:
             index_elements=[node.c.id],
             set_={name: inserting.excluded[name] for name in values if name != "id"},
         ).returning(*node.c)
-        rows = await self._rows(f"register node {info.id}", statement)
+        doing = f"register node {info.id}"
+        async with self._connection(doing, self._transactions) as connection:
+            row = (await connection.execute(statement)).one()
+            if new_life:
+                await self._forget_previous_life(connection, info.id)
         logger.info("registered node %s in %s", info.id, info.node_group)
-        return node_record(rows[0])
+        return node_record(row)
+
+    @staticmethod
+    async def _forget_previous_life(connection: AsyncConnection, node_id: NodeId) -> None:
+        cleared = (
+            await connection.execute(delete(pull).where(pull.c.downstream == node_id))
+        ).rowcount
+        cleared += (
+            await connection.execute(
+                update(secondary_origin)
+                .where(secondary_origin.c.node_id == node_id)
+                .where(secondary_origin.c.lease_expires_at > db_now())
+                .values(lease_expires_at=db_now())
+            )
+        ).rowcount
+        cleared += (
+            await connection.execute(
+                update(stream)
+                .where(stream.c.origin_node == node_id, stream.c.state == "live")
+                .values(state="orphaned", updated_at=db_now())
+            )
+        ).rowcount
+        if cleared:
+            logger.info("cleared %d rows that a previous run of %s left behind", cleared, node_id)
 
     async def heartbeat(self, node_id: NodeId, node_group: NodeGroup, load: NodeLoad) -> bool:
         """Record that the node is alive, its load and its group (a region change shows here).
@@ -260,13 +296,21 @@ class Registry:
     ) -> bool:
         """Extend the main origin's lease and record its players.
 
-        False if the node no longer holds the live stream.
+        A stream orphaned while its main origin was cut off (frozen, or its
+        heartbeats lost) is live again as soon as that origin renews it: its
+        publisher never left, and the nodes holding its players resume. False
+        if the node no longer holds the stream (it ended, or another node took it).
         """
         statement = (
             update(stream)
             .where(stream.c.id == stream_id, stream.c.origin_node == node_id)
-            .where(stream.c.state == "live")
-            .values(lease_expires_at=db_now(lease_s), updated_at=db_now(), origin_players=players)
+            .where(stream.c.state.in_(("live", "orphaned")))
+            .values(
+                state="live",
+                lease_expires_at=db_now(lease_s),
+                updated_at=db_now(),
+                origin_players=players,
+            )
         )
         return await self._changed(f"renew stream {stream_id}", statement)
 
@@ -307,6 +351,27 @@ class Registry:
             logger.info("stream %s orphaned: its main origin %s is gone", stream_id, origin_node)
         return orphaned
 
+    async def prune_ended_streams(self, older_than_s: float) -> int:
+        """Delete streams that ended (or stayed orphaned) over ``older_than_s`` ago; how many.
+
+        An ended stream's row only answers "finished" to the broadcast REST
+        call; kept forever, every stream id ever published would stay in the
+        table. What still hangs off a pruned stream (the pulls and secondary
+        origins of an orphan nobody ended) goes with it, in the same transaction.
+        """
+        gone = and_(stream.c.state != "live", stream.c.updated_at < db_now(-older_than_s))
+        known = select(stream.c.id)
+        async with self._connection("prune ended streams", self._transactions) as connection:
+            pruned: int = (await connection.execute(delete(stream).where(gone))).rowcount
+            if pruned:
+                await connection.execute(delete(pull).where(pull.c.stream_id.not_in(known)))
+                await connection.execute(
+                    delete(secondary_origin).where(secondary_origin.c.stream_id.not_in(known))
+                )
+        if pruned:
+            logger.info("pruned %d streams that ended over %.0f s ago", pruned, older_than_s)
+        return pruned
+
     async def stream(self, stream_id: StreamId) -> StreamRecord | None:
         """The stream's record, whatever its state; None if never published."""
         rows = await self._rows(
@@ -317,14 +382,23 @@ class Registry:
     # Secondary origins
 
     async def claim_secondary_origin(
-        self, stream_id: StreamId, node_group: NodeGroup, node_id: NodeId, lease_s: float
+        self,
+        stream_id: StreamId,
+        node_group: NodeGroup,
+        node_id: NodeId,
+        lease_s: float,
+        *,
+        take_over: SecondaryOrigin | None = None,
     ) -> ClaimResult:
         """Try to become the secondary origin of ``stream_id`` in ``node_group``.
 
         A free slot is won with epoch 1. The holder's own claim renews its lease
         under the same epoch while the lease runs. An expired lease is taken over
         (even by its old holder) under epoch + 1, which fences out the previous
-        term. Otherwise the claim is lost and the result names the holder.
+        term. ``take_over`` names a term the caller saw fail (its holder stopped
+        answering a pull before the registry noticed): that exact holder and
+        epoch are taken over at once, lease or not; a term that already changed
+        hands is not. Otherwise the claim is lost and the result names the holder.
         """
         held = secondary_origin.c
         inserting = self._insert(secondary_origin).values(
@@ -345,7 +419,13 @@ class Registry:
                 ),
                 "lease_expires_at": inserting.excluded.lease_expires_at,
             },
-            where=or_(ours, held.lease_expires_at <= db_now()),
+            where=or_(
+                ours,
+                held.lease_expires_at <= db_now(),
+                and_(held.node_id == take_over.node_id, held.epoch == take_over.epoch)
+                if take_over is not None
+                else false(),
+            ),
         ).returning(*secondary_origin.c)
         doing = f"claim the secondary origin of {stream_id} in {node_group}"
         for _ in range(_CLAIM_ATTEMPTS):

@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, Literal
 
 from cluster.errors import ClusterError, NotFound, Overloaded, RegistryUnavailable, StreamBusy
 from cluster.registry import Registry
@@ -36,6 +36,9 @@ from media.errors import UnknownSession
 from media.types import MediaStats, SessionDescription, StreamInfo
 
 logger = logging.getLogger(__name__)
+
+SessionRole = Literal["publisher", "player", "downstream"]
+"""What a session URL addresses: WHIP, WHEP, or a downstream node's internal pull."""
 
 
 class LocalStreams:
@@ -60,6 +63,8 @@ class LocalStreams:
         """Streams published here → their app; reserved before the first await."""
         self._publishers: dict[str, str] = {}
         """Streams published here → the publisher's session id, once media is negotiated."""
+        self._flowing: set[str] = set()
+        """Streams published here whose media flows: only their claims are renewed."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._renewer: asyncio.Task[None] | None = None
         self._session_watchers: dict[str, Callable[[], None]] = {}
@@ -81,10 +86,10 @@ class LocalStreams:
         await self.access.check(app, stream_id, kind, token, client)
 
     async def check_publishable(self, app: str, stream_id: str) -> None:
-        """Raise ``StreamBusy`` when ``publish`` would: published or relayed here, or live
-        on another node (Ant Media answers ``streamIdInUse`` before the offer)."""
-        if stream_id in self._apps or self._engine.has_stream(stream_id):
-            raise StreamBusy(f"stream {stream_id} is already live on this node")
+        """Raise ``StreamBusy`` when ``publish`` would: published here, relayed here in
+        another app, or live on another node (Ant Media answers ``streamIdInUse`` before
+        the offer)."""
+        self._check_takeable(app, stream_id)
         record = await self._registry.stream(StreamId(stream_id))
         if (
             record is not None
@@ -100,14 +105,17 @@ class LocalStreams:
         return self._engine.stream_info(stream_id)
 
     async def publish(self, app: str, stream_id: str, offer_sdp: str) -> SessionDescription:
-        """Claim the stream's main origin, then ingest the publisher (WHIP)."""
-        if stream_id in self._apps:
-            raise StreamBusy(f"stream {stream_id} is already being published on this node")
+        """Claim the stream's main origin, then ingest the publisher (WHIP).
+
+        A stream this node pulls for its players (typically held after its main
+        origin was lost) is taken over in place: the pull is handed back and the
+        players continue from the new publisher. Until its media flows, the claim
+        lasts only the connect deadline and is not renewed, so an offer that never
+        connects cannot keep a stream id from its real publisher.
+        """
+        self._check_takeable(app, stream_id)
         self._check_cpu()
-        if self._engine.has_stream(stream_id):
-            raise StreamBusy(
-                f"stream {stream_id} is relayed to players on this node; publish it on another node"
-            )
+        pulled = self._pulls.app_of(stream_id) is not None
         settings = self._settings()
         self._apps[stream_id] = app
         try:
@@ -117,12 +125,16 @@ class LocalStreams:
                 settings.node_id,
                 settings.node_group,
                 (),
-                self.lease_s,
+                settings.connect_timeout_s,
             )
             try:
+                if pulled:
+                    await self._pulls.hand_over(stream_id)
                 answer = await self._engine.publish(stream_id, offer_sdp)
             except BaseException:
                 await self._registry.end_stream(StreamId(stream_id), settings.node_id)
+                if pulled and self._engine.has_stream(stream_id):
+                    self._pulls.adopt(app, stream_id)
                 raise
         except BaseException:
             del self._apps[stream_id]
@@ -190,6 +202,32 @@ class LocalStreams:
         logger.info("node %s pulls %s from here", downstream, stream_id)
         return answer
 
+    def check_session(self, app: str, role: SessionRole, stream_id: str, session_id: str) -> None:
+        """A session URL names its app, kind and stream: all three must be the session's.
+
+        Session ids are unguessable, but a URL that names another stream or kind
+        must not reach the session anyway: a player's URL never ends a publisher.
+        """
+        try:
+            session_stream, session_role = self._engine.session_of(session_id)
+        except UnknownSession:
+            raise NotFound("no such session") from None
+        if (session_stream, session_role) != (stream_id, role) or self._app_of(stream_id) != app:
+            raise NotFound("no such session")
+
+    def _app_of(self, stream_id: str) -> str | None:
+        """The app a stream on this node belongs to: where it was published, or pulled in."""
+        return self._apps.get(stream_id) or self._pulls.app_of(stream_id)
+
+    def _check_takeable(self, app: str, stream_id: str) -> None:
+        """A publisher may take a stream id unless it is published here, or relayed in
+        another app (a relayed one of the same app is taken over in place)."""
+        if stream_id in self._apps:
+            raise StreamBusy(f"stream {stream_id} is already being published on this node")
+        pulled_in = self._pulls.app_of(stream_id)
+        if pulled_in not in (None, app):
+            raise StreamBusy(f"stream {stream_id} is played here in {pulled_in}, not in {app}")
+
     def _check_here(self, app: str, stream_id: str) -> None:
         published_in = self._apps.get(stream_id)
         if not self._engine.has_stream(stream_id) or published_in not in (None, app):
@@ -245,6 +283,7 @@ class LocalStreams:
         if live is not None:
             live()
         logger.info("stream %s is live in %s (%s)", stream_id, app, "+".join(codecs))
+        self._flowing.add(stream_id)
         settings = self._settings()
         self._spawn(
             self._registry.claim_stream(
@@ -262,6 +301,7 @@ class LocalStreams:
         if self._apps.pop(stream_id, None) is None:
             return
         self._publishers.pop(stream_id, None)
+        self._flowing.discard(stream_id)
         self._live_watchers.pop(stream_id, None)
         logger.info("stream %s ended: its publisher left", stream_id)
         node_id = self._settings().node_id
@@ -295,6 +335,8 @@ class LocalStreams:
             settings = self._settings()
             await asyncio.sleep(settings.heartbeat_interval_s)
             for stream_id, session_id in list(self._publishers.items()):
+                if stream_id not in self._flowing:
+                    continue  # its claim runs out with the connect deadline
                 try:
                     kept = await self._registry.renew_stream(
                         StreamId(stream_id),

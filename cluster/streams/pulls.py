@@ -19,8 +19,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 
 import httpx
 
@@ -48,6 +49,7 @@ from cluster.tokens import sign_pull_token
 from cluster.types import NodeId, NodeRecord, SecondaryOrigin, StreamId
 from media.engine import MediaEngine
 from media.errors import MediaError
+from media.types import Exchange
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +63,14 @@ FIRST_PULL_ATTEMPTS = 3
 """Failed attempts after which a first pull gives up; an established pull keeps trying."""
 
 CLOSE_TIMEOUT_S = 5.0
+
+NODE_CALL_TIMEOUT = httpx.Timeout(2.0, connect=1.0)
+"""Every node-to-node request: 1 s to connect, 2 s for each other phase. Nodes answer a pull
+in tens of milliseconds; one that takes longer is frozen, cut off or overloaded, and is
+treated as a lost upstream rather than waited for."""
+
+EXCHANGE_TIMEOUT_S = 3.0
+"""The whole pull offer/answer exchange, whatever the phases: the same reasoning."""
 
 
 def internal_pull_path(app: str, stream_id: str) -> str:
@@ -83,6 +93,8 @@ class Pull:
     failure: ClusterError | None = None
     waiters: int = 0
     failed_attempts: int = 0
+    handed_over: bool = False
+    """A publisher took the stream over here: stopping the pull must leave its players."""
     idle_since: float | None = None
     orphaned_since: float | None = None
     task: asyncio.Task[None] | None = None
@@ -99,6 +111,11 @@ class Pulls:
         self._engine = engine
         self._pulls: dict[str, Pull] = {}
         self._closed = False
+        self._alive: Mapping[NodeId, NodeRecord] = {}
+        """The live nodes as the last step read them."""
+        self._unanswered: dict[NodeId, datetime] = {}
+        """Nodes that did not answer us (a pull went silent or timed out), with the
+        heartbeat they had then: not pulled from until the registry shows a newer one."""
 
     async def ensure(self, app: str, stream_id: str) -> None:
         """Return once this node carries ``stream_id``, pulling it if needed.
@@ -132,13 +149,65 @@ class Pulls:
         if pull.failure is not None:
             raise pull.failure
 
+    async def hand_over(self, stream_id: str) -> None:
+        """Stop pulling ``stream_id`` without ending it: a publisher takes it over here.
+
+        The pull edge and any secondary-origin claim are given back; the players
+        stay in the media engine for the publisher to feed.
+        """
+        pull = self._pulls.pop(stream_id, None)
+        if pull is None or pull.task is None:
+            return
+        pull.handed_over = True
+        pull.task.cancel()
+        await asyncio.gather(pull.task, return_exceptions=True)
+        logger.info("stopped pulling %s: it is published on this node now", stream_id)
+
+    def adopt(self, app: str, stream_id: str) -> None:
+        """Supervise again a stream held here without a pull (a takeover that failed)."""
+        if stream_id in self._pulls or self._closed:
+            return
+        pull = Pull(app, StreamId(stream_id))
+        pull.ready.set()
+        self._pulls[stream_id] = pull
+        pull.task = asyncio.create_task(self._supervise(pull), name=f"pull {stream_id}")
+
+    def app_of(self, stream_id: str) -> str | None:
+        """The app of a stream this node pulls; None when it pulls no such stream."""
+        pull = self._pulls.get(stream_id)
+        return pull.app if pull is not None else None
+
     def upstream_lost(self, stream_id: str) -> None:
-        """The media plane lost a pull's upstream: re-plan now."""
+        """The media plane lost a pull's upstream: re-plan now, around that node."""
         pull = self._pulls.get(stream_id)
         if pull is not None:
             logger.info("lost the upstream %s of %s; re-planning", pull.upstream, stream_id)
+            if pull.upstream is not None:
+                self._unanswering(pull.upstream)
             pull.upstream = None
             pull.wake.set()
+
+    def _unanswering(self, node_id: NodeId) -> None:
+        """``node_id`` did not answer: every pull plans around it until it heartbeats again."""
+        record = self._alive.get(node_id)
+        if record is not None and node_id not in self._unanswered:
+            self._unanswered[node_id] = record.heartbeat_at
+            for pull in self._pulls.values():
+                if pull.upstream == node_id:
+                    pull.wake.set()
+
+    def _reachable(self, alive: Mapping[NodeId, NodeRecord]) -> dict[NodeId, NodeRecord]:
+        """The live nodes, less those that did not answer us since their last heartbeat.
+
+        The registry's view lags a frozen or killed node by up to
+        ``cluster.nodeDeadTimeoutMs``; our own pulls see it first.
+        """
+        self._alive = alive
+        for node_id, heard_at in list(self._unanswered.items()):
+            record = alive.get(node_id)
+            if record is None or record.heartbeat_at > heard_at:
+                del self._unanswered[node_id]
+        return {n: r for n, r in alive.items() if n not in self._unanswered}
 
     def wake_all(self) -> None:
         """Re-plan every pull now (the node changed region)."""
@@ -179,7 +248,8 @@ class Pulls:
             logger.exception("pull of %s failed", pull.stream_id)
             pull.failure = pull.failure or NotFound(f"stream {pull.stream_id} could not pull")
         finally:
-            self._pulls.pop(pull.stream_id, None)
+            if self._pulls.get(pull.stream_id) is pull:
+                del self._pulls[pull.stream_id]
             pull.failure = pull.failure or NotFound(f"stream {pull.stream_id} is not live")
             pull.ready.set()
             await self._stop(pull)
@@ -188,12 +258,13 @@ class Pulls:
         """One round of supervision; False when the pull should stop."""
         settings = self._settings()
         cluster = await self._registry.snapshot(pull.stream_id)
-        stream, alive = cluster.stream(pull.stream_id), cluster.alive
+        stream, registered = cluster.stream(pull.stream_id), cluster.alive
+        alive = self._reachable(registered)
         if stream is None or stream.state == "ended":
             if pull.ready.is_set():
                 logger.info("stream %s ended; ending its players here", pull.stream_id)
             return False
-        if stream.state == "live" and stream.origin_node not in alive:
+        if stream.state == "live" and stream.origin_node not in registered:
             await self._registry.orphan_stream(pull.stream_id, stream.origin_node)
             stream = replace(stream, state="orphaned")
         if stream.state == "orphaned":
@@ -202,7 +273,7 @@ class Pulls:
         await self._keep_secondary_role(pull, settings)
         if self._idle(pull, settings):
             return False
-        snapshot = Snapshot.of(cluster, stream, settings.node_group)
+        snapshot = replace(Snapshot.of(cluster, stream, settings.node_group), alive=alive)
         if pull.secondary is not None:  # renewed just now, after the snapshot was read
             snapshot = replace(snapshot, secondary_origin=pull.secondary)
         decision = await self._plan(pull, snapshot, settings)
@@ -217,7 +288,8 @@ class Pulls:
             pull.upstream, decision, alive, settings.node_group
         ):
             target = pull.upstream
-        if target != pull.upstream and not await self._pull_from(pull, alive[target]):
+        # The main origin cannot be planned around: it is pulled from even when unanswering.
+        if target != pull.upstream and not await self._pull_from(pull, registered[target]):
             return pull.ready.is_set() or pull.failed_attempts < FIRST_PULL_ATTEMPTS
         assert pull.upstream is not None
         await self._registry.record_pull(
@@ -302,8 +374,10 @@ class Pulls:
         decision = plan(me, group, snapshot, settings.max_downstreams)
         if not isinstance(decision, ClaimSecondary):
             return decision
+        held = snapshot.secondary_origin
+        unanswering = held if held is not None and held.node_id in self._unanswered else None
         claim = await self._registry.claim_secondary_origin(
-            pull.stream_id, group, me, settings.node_dead_timeout_s
+            pull.stream_id, group, me, settings.node_dead_timeout_s, take_over=unanswering
         )
         if claim.won:
             pull.secondary = claim.holder
@@ -332,13 +406,18 @@ class Pulls:
         url = upstream.internal_url + internal_pull_path(pull.app, pull.stream_id)
         client: WhipClient | None = None
         try:
-            token = sign_pull_token(settings.cluster_secret, settings.node_id, pull.stream_id)
-            client = WhipClient(url, token)
-            await self._engine.pull(pull.stream_id, client.exchange)
-        except (ClusterError, MediaError, httpx.HTTPError) as error:
+            client = WhipClient(
+                url,
+                lambda: sign_pull_token(settings.cluster_secret, settings.node_id, pull.stream_id),
+                NODE_CALL_TIMEOUT,
+            )
+            await self._engine.pull(pull.stream_id, _bounded(client.exchange))
+        except (ClusterError, MediaError, httpx.HTTPError, TimeoutError) as error:
             if client is not None:
                 await client.close()
             pull.failed_attempts += 1
+            if isinstance(error, httpx.TransportError | TimeoutError):
+                self._unanswering(upstream.id)
             reason = str(error) or type(error).__name__
             logger.warning("could not pull %s from %s: %s", pull.stream_id, upstream.id, reason)
             pull.failure = UpstreamFailed(
@@ -359,7 +438,7 @@ class Pulls:
         """Give everything back: players, the upstream session, the pull edge, the claim."""
         settings = self._settings()
         with contextlib.suppress(MediaError):
-            if self._engine.has_stream(pull.stream_id):
+            if self._engine.has_stream(pull.stream_id) and not pull.handed_over:
                 await self._engine.end_stream(pull.stream_id)
         if pull.client is not None:
             await pull.client.close()
@@ -374,3 +453,13 @@ class Pulls:
                 )
         except RegistryUnavailable as error:
             logger.warning("could not clear the pull of %s: %s", pull.stream_id, error)
+
+
+def _bounded(exchange: Exchange) -> Exchange:
+    """``exchange`` with a deadline on the whole of it, not only on each HTTP phase."""
+
+    async def bounded(offer_sdp: str) -> str:
+        async with asyncio.timeout(EXCHANGE_TIMEOUT_S):
+            return await exchange(offer_sdp)
+
+    return bounded

@@ -8,6 +8,7 @@ the endpoint, as RFC 9725 asks.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from urllib.parse import urljoin
 
 import httpx
@@ -23,16 +24,36 @@ class SignallingFailed(ClusterError):
         self.status = status
 
 
-class WhipClient:
-    """One WHIP or WHEP session against ``endpoint``."""
+Token = str | Callable[[], str]
+"""A bearer token, or what signs a fresh one for each request (short-lived cluster tokens)."""
 
-    def __init__(self, endpoint: str, token: str | None = None, timeout_s: float = 10.0) -> None:
+
+class WhipClient:
+    """One WHIP or WHEP session against ``endpoint``.
+
+    ``timeout``: httpx's, per phase (connect, read, write, pool); nodes pulling
+    from each other pass short explicit ones, so an upstream that does not
+    answer in time is a lost upstream, not a wait.
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        token: Token | None = None,
+        timeout: httpx.Timeout | float = 10.0,
+    ) -> None:
         self.endpoint = endpoint
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._token = token
         self._http = httpx.AsyncClient(
-            headers=headers, timeout=timeout_s, follow_redirects=True, max_redirects=3
+            auth=self._authorize, timeout=timeout, follow_redirects=True, max_redirects=3
         )
         self.location: str | None = None
+
+    def _authorize(self, request: httpx.Request) -> httpx.Request:
+        token = self._token() if callable(self._token) else self._token
+        if token:
+            request.headers["Authorization"] = f"Bearer {token}"
+        return request
 
     async def exchange(self, offer_sdp: str) -> str:
         """POST the offer; return the answer and remember the session's location."""

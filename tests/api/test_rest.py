@@ -234,3 +234,61 @@ async def test_metrics_describe_the_node_in_prometheus_format(node: Node) -> Non
     assert 'tierstream_node_info{node="rest-node",node_group="eu",state="serving"} 1.0' in lines
     assert "tierstream_registry_reachable 1.0" in lines
     assert "tierstream_players 0.0" in lines
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        f"/rest/v2/cluster/nodes/{2**63}/10",
+        f"/rest/v2/cluster/nodes/{'9' * 5000}/10",
+        f"/rest/v2/cluster/nodes/0/{'9' * 5000}",
+        "/rest/v2/cluster/nodes/-1/10",
+        "/rest/v2/cluster/nodes/x/10",
+    ],
+    ids=["offset past 2^63", "5,000-digit offset", "5,000-digit size", "negative", "not a number"],
+)
+async def test_node_list_with_an_offset_out_of_range_is_400(node: Node, path: str) -> None:
+    async with client(node) as c:
+        reply = await c.get(path)
+    assert reply.status_code == 400
+    assert "must be a whole number" in reply.json()["message"]
+    assert len(reply.text) < 300, "the reply does not echo the number back"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"cpuLimit": ' + "9" * 5000 + "}",
+        '{"cpuLimit": ' + "9" * 4000 + "}",
+        '{"nodeGroup": "' + "x" * 5000 + '"}',
+    ],
+    ids=["5,000 digits", "4,000 digits", "5,000-character region"],
+)
+async def test_change_with_a_huge_value_is_400_and_changes_nothing(node: Node, body: str) -> None:
+    async with client(node) as c:
+        reply = await c.post("/rest/changeServerSettings", content=body, headers=JSON_AUTH)
+    assert reply.status_code == 400
+    assert reply.json()["success"] is False
+    assert node.settings.config_path.read_text(encoding="utf-8") == CONFIG
+
+
+@pytest.mark.parametrize("value", [" eu ", "eu\t", " eu"])
+async def test_a_region_that_normalises_to_the_current_one_is_no_change(
+    node: Node, value: str
+) -> None:
+    async with client(node) as c:
+        reply = await c.post(
+            "/rest/changeServerSettings", json={"nodeGroup": value}, headers=auth()
+        )
+    assert reply.json() == {"success": True, "message": "nothing to change"}
+    assert node.settings.config_path.read_text(encoding="utf-8") == CONFIG
+
+
+async def test_a_region_is_stored_as_start_up_reads_it(node: Node) -> None:
+    async with client(node) as c:
+        reply = await c.post(
+            "/rest/changeServerSettings", json={"nodeGroup": " us "}, headers=auth()
+        )
+    assert reply.json() == {"success": True, "message": "changed nodeGroup=us"}
+    assert node.settings.node_group == "us"
+    assert "\nnodeGroup=us\n" in node.settings.config_path.read_text(encoding="utf-8")

@@ -32,7 +32,12 @@ def nodes(
     tmp_path_factory: pytest.TempPathFactory, module_postgres_url: str
 ) -> Iterator[dict[str, NodeProcess]]:
     workdir: Path = tmp_path_factory.mktemp("whip")
-    started = {name: NodeProcess(workdir, name, "eu", module_postgres_url) for name in ("a", "b")}
+    started = {
+        name: NodeProcess(
+            workdir, name, "eu", module_postgres_url, **{"webrtc.connectTimeoutMs": "3000"}
+        )
+        for name in ("a", "b")
+    }
     try:
         for node in started.values():
             node.start()
@@ -200,7 +205,7 @@ def sdp(text: str, content_type: str = "application/sdp") -> dict[str, Any]:
             "/LiveApp/whep/s1/nosuchsession",
             {},
             404,
-            "no media session",
+            "no such session",
             id="DELETE of an unknown session",
         ),
     ],
@@ -270,3 +275,96 @@ async def test_publisher_that_trickles_its_candidates_over_patch_is_played(
         await client.close()
         await publisher.close()
     assert patched == [204]
+
+
+async def test_a_session_url_reaches_its_session_only_under_its_own_path(
+    nodes: dict[str, NodeProcess], peers: Peers
+) -> None:
+    a = nodes["a"]
+    published = await peers.publish(f"{a.url}/LiveApp/whip/bound")
+    playing = await peers.play(f"{a.url}/LiveApp/whep/bound")
+    await playing.frames(5)
+    assert published.client.location is not None
+    session = published.client.location.rsplit("/", 1)[1]
+    async with httpx.AsyncClient(base_url=a.url) as http:
+        replies = {
+            path: (await http.delete(path)).status_code
+            for path in (
+                f"/OtherApp/whep/x/{session}",
+                f"/OtherApp/whip/bound/{session}",
+                f"/LiveApp/whep/bound/{session}",
+                f"/LiveApp/whip/other/{session}",
+            )
+        }
+        internal = await http.delete(f"/internal/v1/LiveApp/pull/bound/{session}")
+    assert set(replies.values()) == {404}, replies
+    assert internal.status_code == 401, "the internal DELETE needs a cluster token"
+    before = playing.received
+    await playing.frames(before + 5)
+    assert published.publisher.pc.connectionState == "connected"
+
+
+async def test_an_offer_without_fingerprints_is_400_before_any_session(
+    nodes: dict[str, NodeProcess], peers: Peers
+) -> None:
+    a = nodes["a"]
+    await peers.publish(f"{a.url}/LiveApp/whip/nofp")
+    pc = ice.peer_connection(())
+    try:
+        for kind in ("video", "audio"):
+            pc.addTransceiver(kind, direction="recvonly")
+        offer = await ice.describe(pc, "offer", ("127.0.0.1",))
+    finally:
+        await pc.close()
+    stripped = "".join(
+        line for line in offer.splitlines(True) if not line.startswith("a=fingerprint")
+    )
+    async with httpx.AsyncClient(base_url=a.url) as http:
+        reply = await http.post("/LiveApp/whep/nofp", **sdp(stripped))
+        recvonly = await http.post("/LiveApp/whip/recvonly", **sdp(offer))
+    assert reply.status_code == 400
+    assert "no DTLS fingerprint" in reply.json()["message"]
+    assert recvonly.status_code == 400
+    assert "sends no audio or video" in recvonly.json()["message"]
+    assert "Task exception was never retrieved" not in a.log_text()
+
+
+async def test_garbage_trickle_candidates_are_400(
+    nodes: dict[str, NodeProcess], peers: Peers
+) -> None:
+    session = (await peers.publish(f"{nodes['a'].url}/LiveApp/whip/garbage")).client
+    assert session.location is not None
+    frag = {"Content-Type": "application/trickle-ice-sdpfrag"}
+    async with httpx.AsyncClient() as http:
+        for garbage in ("garbage\r\n", "a=candidate:1 1 udp 1 nowhere 1 typ host\r\n"):
+            reply = await http.patch(session.location, content=garbage, headers=frag)
+            assert reply.status_code == 400, garbage
+
+
+async def test_an_offer_that_never_connects_holds_its_stream_id_only_briefly(
+    nodes: dict[str, NodeProcess], peers: Peers, registry: Registry
+) -> None:
+    a, b = nodes["a"], nodes["b"]
+    pc = ice.peer_connection(())
+    for kind in ("video", "audio"):
+        transceiver = pc.addTransceiver(kind, direction="sendonly")
+        transceiver.setCodecPreferences(codecs.preferences(kind))
+    offer = await ice.describe(pc, "offer", ("127.0.0.1",))
+    await pc.close()  # the squatter never connects
+    async with httpx.AsyncClient() as http:
+        squat = await http.post(f"{a.url}/LiveApp/whip/squat", **sdp(offer))
+    assert squat.status_code == 201
+    squatted_at = asyncio.get_running_loop().time()
+
+    published = None
+    while published is None:
+        try:
+            published = await peers.publish(f"{b.url}/LiveApp/whip/squat")
+        except SignallingFailed as refused:
+            assert refused.status == 409
+            assert asyncio.get_running_loop().time() - squatted_at < 6, "the id is held too long"
+            await asyncio.sleep(0.25)
+    held_for = asyncio.get_running_loop().time() - squatted_at
+    assert held_for < 6
+    stream = await registry.stream(StreamId("squat"))
+    assert stream is not None and stream.origin_node == "b"

@@ -154,3 +154,60 @@ async def test_offers_aiortc_would_choke_on_are_bad_sdp(
     with pytest.raises(BadSdp):
         await engine.publish("s1", damaged)
     assert_nothing_left(engine)
+
+
+def without_fingerprints(text: str) -> str:
+    return "".join(
+        line for line in text.splitlines(keepends=True) if not line.startswith("a=fingerprint")
+    )
+
+
+async def test_offers_without_a_dtls_fingerprint_are_bad_sdp_before_any_session(
+    engine: MediaEngine, publish: Publish, offer: OfferFactory
+) -> None:
+    with pytest.raises(BadSdp, match="no DTLS fingerprint"):
+        await engine.publish("s0", without_fingerprints(await offer(direction="sendonly")))
+    await publish(engine)
+    with pytest.raises(BadSdp, match="no DTLS fingerprint"):
+        await engine.play("s1", without_fingerprints(await offer()))
+    stats = engine.stats()
+    assert (stats.publishers, stats.players) == (1, 0)
+
+
+async def test_a_publisher_offer_that_sends_nothing_is_bad_sdp_naming_the_direction(
+    engine: MediaEngine, publish: Publish, offer: OfferFactory
+) -> None:
+    with pytest.raises(BadSdp, match=r"sends no audio or video.*\(found recvonly\)"):
+        await engine.publish("s0", await offer(direction="recvonly"))
+    await publish(engine)
+    with pytest.raises(BadSdp, match=r"receives no audio or video.*\(found sendonly\)"):
+        await engine.play("s1", await offer(direction="sendonly"))
+    assert not engine.has_stream("s0")
+
+
+@pytest.mark.parametrize(
+    "fragment",
+    [
+        "hello world\r\n",
+        "a=candidate:1 1 udp 2130706431 not-an-ip 5000 typ host\r\n",
+        "a=candidate:1 1 udp 2130706431 127.0.0.1 99999 typ host\r\n",
+        "a=candidate:1 1 udp 2130706431 127.0.0.1 5000 typ whatever\r\n",
+        "a=candidate:1 1 sctp 2130706431 127.0.0.1 5000 typ host\r\n",
+        "a=candidate:1 0 udp 2130706431 127.0.0.1 5000 typ host\r\n",
+    ],
+    ids=[
+        "not SDP lines at all",
+        "an address that is not an IP",
+        "a port past 65535",
+        "an unknown candidate type",
+        "an unknown transport",
+        "component 0",
+    ],
+)
+async def test_garbage_trickle_candidates_are_bad_sdp(
+    engine: MediaEngine, offer: OfferFactory, fragment: str
+) -> None:
+    session = await engine.publish("s1", await offer(direction="sendonly"))
+    with pytest.raises(BadSdp):
+        await engine.add_ice_candidates(session.session_id, fragment)
+    assert engine.has_stream("s1"), "a bad fragment does not end the session"

@@ -25,7 +25,7 @@ from aiortc import RTCPeerConnection
 
 from media import aiortc_seam, codecs
 from media.engine import MediaEngine
-from media.errors import CodecMismatch, StreamAlreadyPublished, UnknownStream
+from media.errors import CodecMismatch, UnknownStream
 from media.types import Exchange
 from tests.media.conftest import EngineFactory, Events, OfferFactory, Publish, Watch
 from tests.support import REPO
@@ -290,8 +290,8 @@ async def test_a_new_upstream_with_other_codecs_is_refused_and_the_stream_stays_
         await asyncio.wait_for(
             edge.pull("s1", downstream_to(origin, "s2", downstreams_on_origin)), WAIT
         )
-    with pytest.raises(StreamAlreadyPublished):
-        await edge.publish("s1", await offer(direction="sendonly"))
+    with pytest.raises(CodecMismatch):
+        await edge.publish("s1", await offer(direction="sendonly", video="video/H264"))
 
     assert raised.value.wanted == ("video/VP8", "audio/opus")
     assert raised.value.offered == ("video/H264", "audio/opus")
@@ -299,3 +299,47 @@ async def test_a_new_upstream_with_other_codecs_is_refused_and_the_stream_stays_
     assert edge.players("s1") == 1 and edge.stats().pulls == 0
     assert edge_events.history.count(("upstream_lost", "s1")) == 1
     assert watching.player.pc.connectionState == "connected"
+
+
+async def test_a_publisher_takes_a_held_stream_over_and_its_players_continue(
+    make_engine: EngineFactory, publish: Publish, watch: Watch
+) -> None:
+    origin, edge_events = make_engine(), Events()
+    edge = make_engine(edge_events)
+    await publish(origin)
+    downstreams_on_origin: list[str] = []
+    await asyncio.wait_for(
+        edge.pull("s1", downstream_to(origin, "s1", downstreams_on_origin)), WAIT
+    )
+    watching = await watch(edge)
+    await watching.frames("video", 5)
+    await origin.close_session(downstreams_on_origin[0])
+    await edge_events.wait_for("upstream_lost", "s1")
+    held_at = watching.player.tracks["video"].frames
+
+    republished = await publish(edge)
+
+    await watching.frames("video", held_at + 10)
+    assert watching.player.pc.connectionState == "connected", "the player was never renegotiated"
+    stats = edge.stats()
+    assert (stats.publishers, stats.pulls, stats.players) == (1, 0, 1)
+    assert ("stream_ended", "s1") not in edge_events.history
+    await edge.close_session(republished.session_id)
+    await asyncio.wait_for(watching.player.ended.wait(), WAIT)
+    assert ("stream_ended", "s1") in edge_events.history, "the new publisher owns the stream"
+
+
+async def test_a_publisher_takes_over_a_stream_whose_pull_is_live(
+    make_engine: EngineFactory, publish: Publish, watch: Watch
+) -> None:
+    origin, edge = make_engine(), make_engine(Events())
+    await publish(origin)
+    await asyncio.wait_for(edge.pull("s1", downstream_to(origin, "s1", [])), WAIT)
+    watching = await watch(edge)
+    await watching.frames("video", 5)
+
+    await publish(edge)
+
+    stats = edge.stats()
+    assert (stats.publishers, stats.pulls) == (1, 0)
+    await watching.frames("video", watching.player.tracks["video"].frames + 10)

@@ -21,50 +21,10 @@ from cluster.registry import Registry
 from cluster.streams.whip_client import SignallingFailed
 from cluster.types import NodeGroup, NodeId, RelayTree, StreamId
 from media import codecs
-from tests.support.nodes import CLUSTER_SECRET, NodeProcess, start_all
+from tests.support.cluster import S1, ClusterFactory, edges, get_json, whep, whip
+from tests.support.nodes import CLUSTER_SECRET
 from tests.support.peers import Peers, Playing
 from tests.support.waits import eventually
-
-S1 = StreamId("s1")
-ClusterFactory = Callable[..., dict[str, NodeProcess]]
-
-
-@pytest.fixture
-def make_cluster(tmp_path: Path, postgres_url: str) -> Iterator[ClusterFactory]:
-    """Starts named nodes (``eu-1`` is in region ``eu``) on a fresh registry; stops them all."""
-    started: list[NodeProcess] = []
-
-    def make(*names: str, **config: str) -> dict[str, NodeProcess]:
-        nodes = {
-            name: NodeProcess(tmp_path, name, name.split("-")[0], postgres_url, **config)
-            for name in names
-        }
-        started.extend(nodes.values())
-        start_all(list(nodes.values()))
-        return nodes
-
-    yield make
-    for node in started:
-        node.kill()
-
-
-def whip(node: NodeProcess, stream: str = S1) -> str:
-    return f"{node.url}/LiveApp/whip/{stream}"
-
-
-def whep(node: NodeProcess, stream: str = S1) -> str:
-    return f"{node.url}/LiveApp/whep/{stream}"
-
-
-def edges(tree: RelayTree | None) -> set[tuple[str, str]]:
-    assert tree is not None
-    return {(edge.downstream, edge.upstream) for edge in tree.pulls}
-
-
-async def get_json(url: str) -> Any:
-    async with httpx.AsyncClient() as http:
-        return (await http.get(url, timeout=5)).json()
-
 
 def contiguous_run(sent: list[bytes], received: list[bytes]) -> list[bytes]:
     start = sent.index(received[0])
@@ -261,9 +221,6 @@ async def test_players_wait_for_a_lost_origin_and_resume_when_the_stream_returns
         return stream is not None and stream.state == "orphaned"
 
     await eventually(orphaned, "the stream being marked orphaned")
-    with pytest.raises(SignallingFailed) as refused:
-        await peers.publish(whip(nodes["eu-2"]))  # eu-2 holds the stream for its players
-    assert refused.value.status == 409
     assert not playing.player.ended.is_set()
     frames = playing.received
     await peers.publish(whip(nodes["eu-3"]))  # published again, on another node
@@ -276,12 +233,13 @@ async def test_pulls_need_a_valid_cluster_token(make_cluster: ClusterFactory, pe
     nodes = make_cluster("eu-1")
     await peers.publish(whip(nodes["eu-1"]))
     url = f"{nodes['eu-1'].url}/internal/v1/LiveApp/pull/s1"
-    claims = {"iss": "eu-9", "aud": "tierstream-pull", "exp": int(time.time()) + 30}
+    now = int(time.time())
+    claims = {"iss": "eu-9", "aud": "tierstream-pull", "iat": now, "exp": now + 30}
     forged = jwt.encode(
         claims | {"sub": "s1"}, "not-the-cluster-secret-at-all-but-as-long", "HS256"
     )
     other_stream = jwt.encode(claims | {"sub": "s2"}, CLUSTER_SECRET, "HS256")
-    expired = jwt.encode(claims | {"sub": "s1", "exp": int(time.time()) - 60}, CLUSTER_SECRET)
+    expired = jwt.encode(claims | {"sub": "s1", "iat": now - 90, "exp": now - 60}, CLUSTER_SECRET)
     sdp = {"Content-Type": "application/sdp"}
     async with httpx.AsyncClient() as http:
         replies = {

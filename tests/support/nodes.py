@@ -112,6 +112,16 @@ class NodeProcess:
             self.process.wait(5)
             self.process = None
 
+    def freeze(self) -> None:
+        """SIGSTOP by PID: the node is still listed, its sockets still accept, nothing answers."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """SIGCONT by PID: the node wakes and finds the cluster moved on."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
     def patch_config(self, **changes: str) -> None:
         """Change keys of the node's properties file (before it starts)."""
         lines = [

@@ -1,0 +1,73 @@
+"""A cluster of real node processes for stream tests: the factory, and what tests ask of it.
+
+``make_cluster("eu-1", "us-1", ...)`` (a fixture of ``tests/streams/conftest.py``)
+starts nodes named after their region on a fresh PostgreSQL registry and kills
+them all after the test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from cluster.types import RelayTree, StreamId
+from tests.support.nodes import NodeProcess
+from tests.support.peers import Playing
+
+S1 = StreamId("s1")
+ClusterFactory = Callable[..., dict[str, NodeProcess]]
+
+
+def whip(node: NodeProcess, stream: str = S1) -> str:
+    return f"{node.url}/LiveApp/whip/{stream}"
+
+
+def whep(node: NodeProcess, stream: str = S1) -> str:
+    return f"{node.url}/LiveApp/whep/{stream}"
+
+
+def edges(tree: RelayTree | None) -> set[tuple[str, str]]:
+    assert tree is not None
+    return {(edge.downstream, edge.upstream) for edge in tree.pulls}
+
+
+async def get_json(url: str) -> Any:
+    async with httpx.AsyncClient() as http:
+        return (await http.get(url, timeout=5)).json()
+
+
+class Pauses:
+    """The pauses in a player's video, from its frame count polled every 5 ms.
+
+    ``pauses`` holds (when the pause started, how long it lasted) for every
+    stretch without a new frame longer than ``over_s``.
+    """
+
+    def __init__(self, playing: Playing, over_s: float = 0.25) -> None:
+        self._playing = playing
+        self._over_s = over_s
+        self.pauses: list[tuple[float, float]] = []
+        self._task = asyncio.create_task(self._watch())
+
+    async def _watch(self) -> None:
+        count, since = self._playing.received, time.monotonic()
+        while True:
+            await asyncio.sleep(0.005)
+            now = time.monotonic()
+            if self._playing.received != count:
+                if now - since > self._over_s:
+                    self.pauses.append((since, now - since))
+                count, since = self._playing.received, now
+
+    def longest(self, after: float = 0.0) -> float:
+        """The longest pause that started at or after ``after`` (monotonic), in seconds."""
+        return max((length for start, length in self.pauses if start >= after), default=0.0)
+
+    async def close(self) -> None:
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)

@@ -58,7 +58,8 @@ class Heartbeat:
         self._settings = settings
         self._sampler = sampler
         self._view = view
-        self._pruned_at: float | None = None
+        self._pruned_at = time.monotonic()
+        """The first prune comes one period after start-up, not in the node's first beat."""
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.healthy = True
@@ -114,7 +115,7 @@ class Heartbeat:
 
     async def _prune(self, retention_s: float) -> None:
         now = time.monotonic()
-        if self._pruned_at is not None and now - self._pruned_at < PRUNE_EVERY_S:
+        if now - self._pruned_at < PRUNE_EVERY_S:
             return
         self._pruned_at = now
         try:

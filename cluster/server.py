@@ -18,8 +18,8 @@ from collections.abc import Iterator
 import uvicorn
 
 from cluster.api.app import build_app
-from cluster.api.websocket import MAX_MESSAGE_BYTES
 from cluster.api.connections import ConnectionLimits, guarded_protocol
+from cluster.api.websocket import MAX_MESSAGE_BYTES
 from cluster.errors import ConfigError
 from cluster.node import start_node
 from cluster.settings import Settings

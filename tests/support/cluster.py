@@ -13,7 +13,6 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
-import pytest
 
 from cluster.types import RelayTree, StreamId
 from tests.support.nodes import NodeProcess

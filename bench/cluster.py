@@ -13,8 +13,14 @@ publisher on eu-1 and players that never decode. It measures:
   region (ap-1 must claim ap's secondary origin and pull across regions first).
   Baseline: the warm edge.
 - **failover gap**: the longest pause in video frames a player on an edge sees
-  when its secondary origin is SIGKILLed, until it resumes on the same session.
-  Baseline: the stream's own frame interval (33 ms).
+  when its secondary origin is SIGKILLed, until it resumes on the same session;
+  the same when it is SIGSTOPped (frozen: still listed, sockets accepting,
+  nothing answering) for 5 s, and the longest pause in the 4 s after SIGCONT
+  (the woken node must learn from the epoch that it lost the role, without a
+  second gap). Baseline: the stream's own frame interval (33 ms).
+- **republish**: the main origin SIGKILLed, the stream published again on the
+  us node holding it for its players; from the new publisher's first frame (a
+  keyframe) to the first frame at a player held on another node.
 
 Every node and the database are stopped by PID at the end; the run is bounded.
 """
@@ -34,12 +40,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cluster.registry import Registry
 from cluster.registry.migrate import migrate
+from cluster.streams.whip_client import SignallingFailed
 from cluster.types import StreamId
 from tests.support.nodes import NodeProcess, start_all
 from tests.support.peers import Peers, Playing
 from tests.support.postgres import PostgresServer
 
-TIME_LIMIT_S = 240.0
+TIME_LIMIT_S = 420.0
 FRAME_INTERVAL_MS = 1000 / 30
 STREAM = StreamId("bench")
 IDLE_FAST = {"cluster.idlePullTimeoutMs": "500"}
@@ -158,11 +165,63 @@ async def _measure(
         await (await peers.play(whep(fresh))).frames(10)
         secondary, edge = edge, fresh
 
-    return _table(latency, warm, cold, gaps)
+    frozen, woken = [], []
+    for round_ in range(rounds):
+        watching = await peers.play(whep(edge))
+        await watching.frames(30)
+        nodes[secondary].freeze()
+        frozen.append(await _longest_pause(watching, watching.received + 30, timeout_s=15))
+        await asyncio.sleep(max(0.0, 5 - frozen[-1] / 1000))
+        nodes[secondary].thaw()
+        woken.append(await _longest_pause(watching, watching.received + 90, timeout_s=15))
+        print(
+            f"  frozen {round_ + 1}/{rounds}: {frozen[-1]:.0f} ms, after waking {woken[-1]:.0f} ms",
+            file=sys.stderr,
+        )
+        secondary, edge = edge, secondary  # the woken node now pulls from the new secondary
+
+    resumed = await _republish(
+        nodes, peers, whep(edge), f"{nodes[secondary].url}/LiveApp/whip/{STREAM}"
+    )
+    return _table(latency, warm, cold, gaps, frozen, woken, resumed)
+
+
+async def _republish(
+    nodes: dict[str, NodeProcess], peers: Peers, held_player: str, whip_on_holder: str
+) -> float:
+    """Kill the main origin, publish again on a node holding the stream; the ms from the new
+    publisher's first frame to the first frame a held player on another node gets."""
+    watching = await peers.play(held_player)
+    await watching.frames(30)
+    nodes["eu-1"].kill()
+    await asyncio.sleep(0.5)
+    deadline = time.monotonic() + 15
+    while True:
+        before = watching.received
+        try:
+            published = await peers.publish(whip_on_holder)
+            break
+        except SignallingFailed as refused:  # the dead origin's lease has not run out yet
+            if refused.status != 409 or time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.1)
+    for _ in range(7500):  # 15 s at most
+        if published.sent:
+            break
+        await asyncio.sleep(0.002)
+    first_sent = time.perf_counter()
+    await watching.frames(before + 2, timeout_s=15)
+    return (time.perf_counter() - first_sent) * 1000
 
 
 def _table(
-    latency: dict[int, list[float]], warm: list[float], cold: list[float], gaps: list[float]
+    latency: dict[int, list[float]],
+    warm: list[float],
+    cold: list[float],
+    gaps: list[float],
+    frozen: list[float],
+    woken: list[float],
+    resumed: float,
 ) -> str:
     direct = statistics.median(latency[0])
     lines = [f"{'measure':<44}{'p50':>10}{'p95/p99/max':>14}{'vs baseline':>14}"]
@@ -185,10 +244,16 @@ def _table(
     ):
         p50 = statistics.median(values)
         lines.append(f"{name:<44}{p50:>10.0f}{percentile(values, 0.95):>14.0f}{p50 / base:>13.2f}x")
-    gap = statistics.median(gaps)
+    for name, values in (
+        ("failover gap, secondary SIGKILLed ms", gaps),
+        ("failover gap, secondary SIGSTOPped ms", frozen),
+        ("longest pause after it wakes (SIGCONT) ms", woken),
+    ):
+        p50 = statistics.median(values)
+        lines.append(f"{name:<44}{p50:>10.0f}{max(values):>14.0f}{p50 / FRAME_INTERVAL_MS:>13.1f}x")
     lines.append(
-        f"{'failover gap, secondary SIGKILLed ms':<44}{gap:>10.0f}{max(gaps):>14.0f}"
-        f"{gap / FRAME_INTERVAL_MS:>13.1f}x"
+        f"{'republished on a holding node: resume ms':<44}{resumed:>10.0f}{'':>14}"
+        f"{resumed / FRAME_INTERVAL_MS:>13.1f}x"
     )
     return "\n".join(lines)
 

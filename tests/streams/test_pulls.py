@@ -9,22 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import jwt
-import pytest
 
 from cluster.registry import Registry
-from cluster.streams.whip_client import SignallingFailed
-from cluster.types import NodeGroup, NodeId, RelayTree, StreamId
+from cluster.types import NodeGroup, NodeId
 from media import codecs
 from tests.support.cluster import S1, ClusterFactory, edges, get_json, whep, whip
 from tests.support.nodes import CLUSTER_SECRET
 from tests.support.peers import Peers, Playing
 from tests.support.waits import eventually
+
 
 def contiguous_run(sent: list[bytes], received: list[bytes]) -> list[bytes]:
     start = sent.index(received[0])

@@ -342,7 +342,7 @@ async def test_garbage_trickle_candidates_are_400(
 
 
 async def test_an_offer_that_never_connects_holds_its_stream_id_only_briefly(
-    nodes: dict[str, NodeProcess], peers: Peers, registry: Registry
+    nodes: dict[str, NodeProcess], peers: Peers, module_registry: Registry
 ) -> None:
     a, b = nodes["a"], nodes["b"]
     pc = ice.peer_connection(())
@@ -366,5 +366,5 @@ async def test_an_offer_that_never_connects_holds_its_stream_id_only_briefly(
             await asyncio.sleep(0.25)
     held_for = asyncio.get_running_loop().time() - squatted_at
     assert held_for < 6
-    stream = await registry.stream(StreamId("squat"))
+    stream = await module_registry.stream(StreamId("squat"))
     assert stream is not None and stream.origin_node == "b"

@@ -16,17 +16,22 @@ hook the narrowest places, all of them here, and nowhere else in tierstream:
   ``__timestamp_mapper`` as the receiver does.
 - **keyframe request upstream**: ``RTCRtpReceiver._send_rtcp_pli`` (and
   ``__rtx_ssrc`` to tell the media SSRC from the retransmission one).
-- **send**: ``RTCDtlsTransport._send_rtp`` takes a whole RTP packet, protects it
-  with SRTP and sends it on the nominated ICE pair, so each player's transport
-  (ICE, DTLS, SRTP) stays aiortc's own while the RTP stream is ours. Its fast
-  path, ``RtpWriter``, does the same without five coroutine hops per packet:
-  ``RTCDtlsTransport._state`` and ``_tx_srtp``, and aioice's
-  ``Connection._nominated`` pair with its ``StunProtocol`` transport.
+- **send**: the native fan-out (``media._fanout``) protects and sends RTP itself,
+  so it needs two things aiortc keeps private. The player's outbound SRTP keys:
+  ``RTCDtlsTransport._ssl`` (the pyOpenSSL connection, whose keying material
+  export aiortc's ``_setup_srtp`` already used, repeated here), ``_role`` and
+  ``_srtp_profiles``. And the socket: aioice's ``Connection._nominated`` pair,
+  its ``StunProtocol`` transport's socket and the remote address. ICE, DTLS and
+  RTCP (SRTCP with aiortc's own ``_tx_srtp``) stay aiortc's. A player reached
+  through a TURN relay gets its packets protected natively and sent with
+  ``RTCIceTransport._send`` (the TURN send path awaits).
 - **player feedback**: ``RTCRtpSender._handle_rtcp_packet`` is wrapped per
   instance to take PLI/FIR and NACK; receiver reports still reach aiortc.
 - **sender reports**: ``RTCRtpSender.__ntp_timestamp``, ``__rtp_timestamp``,
-  ``__packet_count`` and ``__octet_count``, kept up to date so that aiortc's own
-  RTCP loop sends sender reports that count what we forwarded.
+  ``__packet_count`` and ``__octet_count`` become properties reading the native
+  slot's counters (the sender's class is swapped for a subclass), so that
+  aiortc's own RTCP loop sends sender reports that count what we forwarded,
+  with no per-frame work in Python.
 - **packetisers**: ``Vp8Encoder._packetize``, ``H264Encoder._split_bitstream``
   and ``H264Encoder._packetize``, pure functions, run once per frame per stream.
 - **ICE**: ``RTCIceGatherer._connection``, the aioice ``Connection`` behind a
@@ -43,12 +48,14 @@ loudly, naming what moved, instead of silently decoding or dropping media.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
+import socket
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import aiortc
-import pylibsrtp
 from aioice import Connection
 from aioice.ice import StunProtocol
 from aiortc import (
@@ -58,12 +65,11 @@ from aiortc import (
     rtcpeerconnection,
     rtcrtpreceiver,
 )
-from aiortc import clock as aiortc_clock
 from aiortc.codecs.h264 import H264Encoder
 from aiortc.codecs.vpx import Vp8Encoder
 from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.rtcdtlstransport import RTCDtlsTransport, State
-from aiortc.rtcicetransport import RTCIceGatherer
+from aiortc.rtcicetransport import RTCIceGatherer, RTCIceTransport
 from aiortc.rtcrtpreceiver import TimestampMapper
 from aiortc.rtp import (
     RTCP_PSFB_FIR,
@@ -201,52 +207,95 @@ def sender_ssrc(sender: RTCRtpSender) -> int:
     return ssrc
 
 
-async def send_rtp(sender: RTCRtpSender, packet: bytes) -> None:
-    """SRTP-protect and send one RTP packet on a sender's transport."""
-    await sender.transport._send_rtp(packet)
+@dataclass(frozen=True)
+class OutboundSrtp:
+    """What a native sender needs from one DTLS transport.
 
-
-class RtpWriter:
-    """Sends one sender's RTP packets synchronously: SRTP, then the nominated pair's socket.
-
-    Usable while ``direct()``: the nominated ICE pair is plain UDP (not a TURN
-    relay, whose send path awaits; use ``send_rtp`` then). ``write`` raises
-    ``ConnectionError`` once DTLS is no longer connected, as ``send_rtp`` does.
-    Only the transport's own byte counters (``getStats``) miss these packets.
+    ``profile`` is libsrtp's number for the negotiated SRTP profile (AES-GCM when
+    the peer offers it), ``key`` our outbound master key and salt; ``fd`` and
+    ``address`` are the nominated ICE pair's UDP socket and remote address, or
+    -1 and None when that pair is a TURN relay.
     """
 
-    __slots__ = ("_dtls", "_nominated", "_srtp")
-
-    def __init__(self, sender: RTCRtpSender) -> None:
-        self._dtls = sender.transport
-        self._nominated: dict[int, Any] = self._dtls.transport._connection._nominated
-        self._srtp = self._dtls._tx_srtp
-
-    def direct(self) -> bool:
-        pair = self._nominated.get(1)
-        return pair is not None and type(pair.protocol) is StunProtocol
-
-    def congested(self, limit: int) -> bool:
-        """Whether more than ``limit`` bytes wait in the socket's send buffer."""
-        pair = self._nominated.get(1)
-        return pair is not None and pair.protocol.transport.get_write_buffer_size() > limit
-
-    def write(self, packet: bytes) -> None:
-        pair = self._nominated.get(1)
-        if self._dtls._state is not State.CONNECTED or pair is None:
-            raise ConnectionError("player transport is not connected")
-        try:
-            protected = self._srtp.protect(packet)
-        except pylibsrtp.Error as exc:
-            raise ConnectionError(f"SRTP cannot protect for this player: {exc}") from exc
-        pair.protocol.transport.sendto(protected, pair.remote_addr)
+    profile: int
+    key: bytes
+    fd: int
+    address: tuple[str, int] | None
 
 
-def count_sent(sender: RTCRtpSender, rtp_timestamp: int, packets: int, octets: int) -> None:
-    """Make aiortc's sender reports describe what we forwarded."""
-    values = (aiortc_clock.current_ntp_time(), rtp_timestamp, packets, octets)
-    for name, value in zip(_SENDER_COUNTERS, values, strict=True):
-        setattr(sender, name, value)
+def outbound_srtp(dtls: RTCDtlsTransport) -> OutboundSrtp:
+    """Our outbound SRTP keys and socket for a connected DTLS transport.
+
+    The keys are derived the way ``RTCDtlsTransport._setup_srtp`` derives them
+    (RFC 5764 keying material export, client key first), from the same session;
+    ``tests/media/test_aiortc_seam.py`` checks that the peer decrypts what they
+    protect.
+    """
+    if dtls._state is not State.CONNECTED:
+        raise ConnectionError("the player's DTLS transport is not connected")
+    ssl = dtls._ssl
+    if ssl is None:
+        raise ConnectionError("the player's DTLS transport has no TLS session")
+    selected = ssl.get_selected_srtp_profile()
+    profile = next((p for p in dtls._srtp_profiles if p.openssl_profile == selected), None)
+    if profile is None:
+        raise ConnectionError(f"no SRTP profile negotiated ({selected!r})")
+    material = ssl.export_keying_material(
+        b"EXTRACTOR-dtls_srtp", 2 * (profile.key_length + profile.salt_length)
+    )
+    key: bytes = profile.get_key_and_salt(material, 1 if dtls._role == "server" else 0)
+    pair = dtls.transport._connection._nominated.get(1)
+    if pair is None:
+        raise ConnectionError("the player's ICE transport has no nominated pair")
+    if type(pair.protocol) is not StunProtocol:
+        return OutboundSrtp(profile.libsrtp_profile, key, -1, None)
+    sock = pair.protocol.transport.get_extra_info("socket")
+    host, port = pair.remote_addr[:2]
+    return OutboundSrtp(profile.libsrtp_profile, key, sock.fileno(), (host, port))
+
+
+async def send_protected(sender: RTCRtpSender, packet: bytes) -> None:
+    """Send one SRTP packet on a sender's ICE transport (the TURN path: it awaits)."""
+    await sender.transport.transport._send(packet)
+
+
+class SentCounters(Protocol):
+    """What sender reports need from whoever sends a track's RTP."""
+
+    @property
+    def packets(self) -> int: ...
+    @property
+    def octets(self) -> int: ...
+    @property
+    def last_timestamp(self) -> int: ...
+    @property
+    def last_sent_ntp(self) -> int: ...
+
+
+class _ReportingSender(RTCRtpSender):
+    """An ``RTCRtpSender`` whose sender-report fields read a ``SentCounters``."""
+
+    _tierstream_counters: SentCounters
+
+
+def _reading(name: str) -> property:
+    def read(self: _ReportingSender) -> int:
+        value: int = getattr(self._tierstream_counters, name)
+        return value
+
+    return property(read)
+
+
+for _private, _public in zip(
+    _SENDER_COUNTERS, ("last_sent_ntp", "last_timestamp", "packets", "octets"), strict=True
+):
+    setattr(_ReportingSender, _private, _reading(_public))
+
+
+def report_sent(sender: RTCRtpSender, counters: SentCounters) -> None:
+    """Make aiortc's sender reports (and getStats) describe what ``counters`` sent."""
+    sender.__class__ = _ReportingSender
+    sender._tierstream_counters = counters  # type: ignore[attr-defined]
 
 
 def hook_sender_feedback(
@@ -329,10 +378,40 @@ def count_rtp(
         connection.data_received = data_received  # type: ignore[method-assign]
 
     def unprotect(packet: bytes) -> bytes:
+        if dtls._rx_srtp is None:
+            raise ConnectionError("SRTP before this peer's DTLS handshake completed")
         plain: bytes = dtls._rx_srtp.unprotect(packet)
         return plain
 
     return unprotect
+
+
+def enlarge_receive_buffer(pc: RTCPeerConnection, size: int) -> None:
+    """Let a connected peer's nominated UDP socket queue ``size`` bytes (capped by the
+    kernel's ``net.core.rmem_max``): an ingest whose event loop is held up for a moment
+    (DTLS handshakes of a join storm) then gets its packets late instead of losing them."""
+    for connection in ice_connections(pc):
+        pair = connection._nominated.get(1)
+        if pair is not None and type(pair.protocol) is StunProtocol:
+            sock = pair.protocol.transport.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+
+
+def take_socket(pc: RTCPeerConnection) -> tuple[int, Callable[[bytes, Any], None]]:
+    """Take a connected (BUNDLEd) peer's UDP socket off the event loop (benchmark players).
+
+    Returns the socket's descriptor, for a reader thread of the caller's own, and the
+    function that hands aioice a datagram that is not RTP (STUN, DTLS, RTCP); call it
+    on the event loop. asyncio stops reading the socket (its private
+    ``_remove_reader``; public ``remove_reader`` refuses a transport's socket).
+    """
+    connection = next(iter(ice_connections(pc)))
+    pair = connection._nominated[1]
+    transport = pair.protocol.transport
+    fd: int = transport.get_extra_info("socket").fileno()
+    asyncio.get_running_loop()._remove_reader(fd)  # type: ignore[attr-defined]
+    deliver: Callable[[bytes, Any], None] = pair.protocol.datagram_received
+    return fd, deliver
 
 
 def codec_compatible(a: Any, b: Any) -> bool:
@@ -387,14 +466,21 @@ def check() -> None:
         problems.append("aioice's Connection no longer keeps its nominated pairs in _nominated")
     dtls_src = inspect.getsource(RTCDtlsTransport)
     for needle in (
-        "self._tx_srtp = Session(",
         "self._rx_srtp = Session(",
         "self._state != State.CONNECTED",
     ):
         if needle not in dtls_src:
             problems.append(f"RTCDtlsTransport no longer contains {needle!r}")
-    if not hasattr(RTCDtlsTransport, "_send_rtp"):
-        problems.append("RTCDtlsTransport._send_rtp is gone")
+    for needle in (
+        'self._ssl.export_keying_material(\n            b"EXTRACTOR-dtls_srtp"',
+        'if self._role == "server":\n            srtp_tx_key = srtp_profile.get_key_and_salt(',
+        "self._ssl.get_selected_srtp_profile()",
+        "for srtp_profile in self._srtp_profiles:",
+    ):
+        if needle not in dtls_src:
+            problems.append(f"RTCDtlsTransport no longer derives SRTP keys with {needle!r}")
+    if "self._send = self._connection.send" not in inspect.getsource(RTCIceTransport):
+        problems.append("RTCIceTransport no longer sends with _send (aioice's Connection.send)")
     if not hasattr(Connection, "data_received"):
         problems.append("aioice's Connection.data_received is gone")
     if problems:

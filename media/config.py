@@ -21,6 +21,12 @@ class MediaConfig:
     to notice. Keep it above 1.5 s, aiortc's longest interval between sender
     reports: a live upstream that holds the stream without media sends only
     those, and its downstream nodes must not take it for dead.
+    ``fanout_threads`` is how many threads send each frame to the players (the
+    event loop's own included); 0 means one per core the process may run on.
+    The threads are the process's, started by its first engine. While the event
+    loop's thread was busy ``busy_limit`` of the last second or more, new players
+    and downstream nodes are refused, and after a few such seconds the newest
+    players are shed (``media.load``).
     """
 
     candidate_addresses: tuple[str, ...]
@@ -29,12 +35,18 @@ class MediaConfig:
     keyframe_request_interval_s: float = 0.25
     connect_timeout_s: float = 30.0
     upstream_silence_s: float = 2.0
+    fanout_threads: int = 0
+    busy_limit: float = 0.9
 
     def __post_init__(self) -> None:
         if not self.candidate_addresses:
             raise ValueError("candidate_addresses: name at least one address to advertise")
         if self.play_queue_limit < 2:
             raise ValueError(f"play_queue_limit: {self.play_queue_limit} is below 2")
+        if not 0 < self.busy_limit <= 1:
+            raise ValueError(f"busy_limit: {self.busy_limit} is not in (0, 1]")
+        if self.fanout_threads < 0:
+            raise ValueError(f"fanout_threads: {self.fanout_threads} is negative")
         if self.connect_timeout_s <= 0:
             raise ValueError(f"connect_timeout_s: {self.connect_timeout_s} is not positive")
         if self.upstream_silence_s <= 0:

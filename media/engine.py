@@ -34,21 +34,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import uuid
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from media import aiortc_seam, codecs, sdp
+from media import _fanout, aiortc_seam, codecs, sdp
 from media.config import MediaConfig
 from media.errors import (
     BadSdp,
     CodecMismatch,
     MediaError,
+    Overloaded,
     StreamAlreadyPublished,
     UnknownSession,
     UnknownStream,
 )
+from media.load import SHED_AFTER, SHED_SHARE, LoopLoad
 from media.meter import Meter
 from media.picture import picture_size
 from media.sessions import IngestSession, PlayRole, PlaySession, Role, Session
@@ -81,12 +84,20 @@ class MediaEngine:
 
     def __init__(self, config: MediaConfig, listener: StreamListener) -> None:
         aiortc_seam.check()
+        threads = _fanout.start_workers(config.fanout_threads)
+        if config.fanout_threads and threads != config.fanout_threads:
+            logger.warning(
+                "fan-out runs on the %d threads this process started first, not %d",
+                threads,
+                config.fanout_threads,
+            )
         self._config = config
         self._listener = listener
         self._streams: dict[str, _Stream] = {}
         self._sessions: dict[str, Session] = {}
         self._closing: set[asyncio.Task[None]] = set()
         self._meter = Meter()
+        self._load = LoopLoad(config.busy_limit, self._busy)
         self._closed = False
 
     async def publish(self, stream_id: str, offer_sdp: str) -> SessionDescription:
@@ -303,11 +314,13 @@ class MediaEngine:
             players_per_stream=tuple(
                 (stream_id, stream.count("player")) for stream_id, stream in self._streams.items()
             ),
+            loop_busy=round(self._load.share, 3),
         )
 
     async def close(self) -> None:
         """End every stream and session and wait for all of it; harmless twice."""
         self._closed = True
+        self._load.stop()
         for stream in list(self._streams.values()):
             await self._end_stream(stream, "the media engine closed")
         for session in list(self._sessions.values()):
@@ -335,6 +348,16 @@ class MediaEngine:
         tracks: tuple[codecs.TrackCodec, ...],
     ) -> PlaySession:
         self._check_open()
+        self._load.start()  # from the first player on (the event loop runs here)
+        if self._load.busy:
+            logger.warning(
+                "refused a %s for %s: the event loop was %.0f%% busy (limit %.0f%%)",
+                role,
+                stream_id,
+                self._load.share * 100,
+                self._load.limit * 100,
+            )
+            raise Overloaded(self._load.share, self._load.limit)
         session = PlaySession(_new_id(), stream_id, role, self._config, self._ended, stream.source)
         session.send(tracks)
         stream.players[session.id] = session
@@ -367,6 +390,23 @@ class MediaEngine:
             "stream %s is live (%s) via %s", session.stream_id, _label(tracks), session.role
         )
         self._listener.stream_started(session.stream_id, _names(tracks))
+
+    def _busy(self, seconds: int) -> None:
+        """Another second with the event loop at its limit: past ``SHED_AFTER`` of them,
+        end the newest players (the sessions dict keeps the order they came in)."""
+        if seconds < SHED_AFTER:
+            return
+        players = [s for s in self._sessions.values() if s.role == "player"]
+        shed = players[-max(1, math.ceil(len(players) * SHED_SHARE)) :] if players else []
+        for session in shed:
+            logger.warning(
+                "shedding player %s of %s: the event loop has been %.0f%% busy for %d s",
+                session.id,
+                session.stream_id,
+                self._load.share * 100,
+                seconds,
+            )
+            session.end("shed: the node is overloaded")
 
     def _ended(self, session: Session) -> None:
         """A peer left, its connection failed or went silent: finish it in the background."""

@@ -2,7 +2,7 @@
 
 Media code never builds HTTP responses: the signalling layers catch these and
 map them (BadSdp 400, UnknownStream 404, StreamAlreadyPublished 409,
-CodecMismatch 406, UnknownSession 404).
+CodecMismatch 406, UnknownSession 404, Overloaded 503).
 """
 
 from __future__ import annotations
@@ -53,3 +53,15 @@ class UnknownSession(MediaError):
     def __init__(self, session_id: str) -> None:
         super().__init__(f"no media session {session_id!r}")
         self.session_id = session_id
+
+
+class Overloaded(MediaError):
+    """The node has no time left for another player (see ``media.load``)."""
+
+    def __init__(self, share: float, limit: float) -> None:
+        super().__init__(
+            f"this node is overloaded (its media loop was {share:.0%} busy, the limit is"
+            f" {limit:.0%}): try again shortly or another node"
+        )
+        self.share = share
+        self.limit = limit

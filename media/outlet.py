@@ -1,4 +1,4 @@
-"""One player's bounded queue of one track's frames."""
+"""One TURN player's bounded queue of one track's frames."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ class Outlet:
     up), it loses the queue, the source is asked for a keyframe, and the player
     resumes at the next one: it sees a short freeze, nobody else sees anything.
 
-    Frames are delivered one of two ways: a consumer that sends synchronously
-    registers ``deliver_to(callback)`` and is called on every frame put; one that
-    awaits its sends reads with ``take()``.
+    Players on plain UDP need no queue (the native fan-out sends each frame as
+    it comes); a player reached through a TURN relay, whose send path awaits,
+    reads its frames here with ``take()``.
     """
 
     def __init__(self, limit: int, on_overflow: Callable[[], None]) -> None:
@@ -26,14 +26,9 @@ class Outlet:
         self._limit = limit
         self._on_overflow = on_overflow
         self._ready = asyncio.Event()
-        self._wake: Callable[[], None] = self._ready.set
         self.waiting_for_keyframe = True
         self.closed = False
         self.overflows = 0
-
-    def deliver_to(self, callback: Callable[[], None] | None) -> None:
-        """Call ``callback`` on each frame put (None: wake ``take()`` instead)."""
-        self._wake = callback if callback is not None else self._ready.set
 
     def put(self, frame: EncodedFrame) -> None:
         if self.closed:
@@ -48,7 +43,7 @@ class Outlet:
                 return
             self.waiting_for_keyframe = False
         self._frames.append(frame)
-        self._wake()
+        self._ready.set()
 
     def wait_for_keyframe(self) -> None:
         """Take nothing more until a keyframe (the upstream changed); what is queued stays."""
@@ -61,16 +56,6 @@ class Outlet:
         self.overflows += 1
         self._on_overflow()
 
-    def drain(self) -> list[EncodedFrame]:
-        """Every queued frame, now."""
-        frames = list(self._frames)
-        self._frames.clear()
-        return frames
-
-    def requeue(self, frames: list[EncodedFrame]) -> None:
-        """Put drained frames back in front, for a consumer that must switch to ``take()``."""
-        self._frames.extendleft(reversed(frames))
-
     async def take(self) -> list[EncodedFrame]:
         """Every queued frame, waiting for one; ``[]`` once the outlet is closed."""
         while not self._frames:
@@ -78,9 +63,10 @@ class Outlet:
                 return []
             self._ready.clear()
             await self._ready.wait()
-        return self.drain()
+        frames = list(self._frames)
+        self._frames.clear()
+        return frames
 
     def close(self) -> None:
         self.closed = True
         self._ready.set()
-        self._wake = self._ready.set

@@ -21,7 +21,7 @@ from aiortc import RTCRtpReceiver, RTCSessionDescription
 from aiortc.exceptions import InternalError, InvalidAccessError, InvalidStateError, OperationError
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from media import aiortc_seam, ice, sdp
+from media import _fanout, aiortc_seam, ice, sdp
 from media.codecs import TrackCodec
 from media.config import MediaConfig
 from media.errors import BadSdp, CodecMismatch
@@ -30,6 +30,7 @@ from media.source import Source, TrackSource, new_epoch
 
 logger = logging.getLogger(__name__)
 
+INGEST_BUFFER = 4 << 20  # bytes an ingest socket may queue while the event loop is busy
 PlayRole = Literal["player", "downstream"]  # a player, or a downstream node pulling from us
 Role = Literal["publisher", "pull"] | PlayRole
 
@@ -117,6 +118,10 @@ class Session:
         logger.info("%s %s of %s %s", self.role, self.id, self.stream_id, reason)
         self._end(reason)
 
+    def end(self, reason: str) -> None:
+        """End this session as if its peer had gone, for ``reason`` (the engine then closes it)."""
+        self._end(reason)
+
     def _end(self, reason: str) -> None:
         if not self._ended:
             self._ended = True
@@ -174,6 +179,7 @@ class IngestSession(Session):
         await super().close()
 
     def _connected(self) -> None:
+        aiortc_seam.enlarge_receive_buffer(self.pc, INGEST_BUFFER)
         if self.role == "pull":
             self.spawn(self._watch_upstream())
 
@@ -261,6 +267,7 @@ class PlaySession(Session):
         self.source = source
         self.forwarders: list[Forwarder] = []
         self._tracks: list[tuple[Any, TrackSource]] = []
+        self._senders: dict[int, _fanout.Sender] = {}  # one per DTLS transport (BUNDLE: one)
 
     def send(self, codecs: tuple[TrackCodec, ...]) -> None:
         """Add a send-only track for each of these codecs of the source."""
@@ -273,7 +280,18 @@ class PlaySession(Session):
     async def close(self) -> None:
         for forwarder in self.forwarders:
             forwarder.close()
+        for sender in self._senders.values():
+            sender.close()
         await super().close()
+
+    def _sender(self, dtls: Any) -> _fanout.Sender:
+        """The native SRTP sender of one DTLS transport, made on first use."""
+        sender = self._senders.get(id(dtls))
+        if sender is None:
+            out = aiortc_seam.outbound_srtp(dtls)
+            sender = _fanout.Sender(out.profile, out.key, out.fd, out.address)
+            self._senders[id(dtls)] = sender
+        return sender
 
     def _connected(self) -> None:
         if self.forwarders:
@@ -285,12 +303,19 @@ class PlaySession(Session):
             line = lines.get(transceiver.mid)
             if line is None or not line.payload_types:
                 continue
+            try:
+                srtp = self._sender(transceiver.sender.transport)
+            except ConnectionError as exc:
+                logger.info("player %s of %s cannot be sent to: %s", self.id, self.stream_id, exc)
+                self._end(str(exc))
+                return
             forwarder = Forwarder(
                 transceiver.sender,
                 track,
-                track.subscribe(self.config.play_queue_limit),
+                srtp,
                 line.payload_types[0],
                 mid_extension(line.mid_extension, line.mid),
+                self.config.play_queue_limit,
             )
             self.forwarders.append(forwarder)
             forwarder.start(self.spawn)

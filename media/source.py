@@ -2,10 +2,13 @@
 
 A ``Source`` holds one ``TrackSource`` per track (video, audio). Each track keeps
 the frames since its last keyframe (the GOP) so that a joining player starts at
-a keyframe, and hands every frame to every player's ``Outlet``: a bounded queue
-per player and track. A player whose queue overflows loses its queue and waits
-for the next keyframe (and asks for one); nobody else notices, because pushing a
-frame never waits for any player.
+a keyframe, and sends every frame to every player in one native call
+(``media._fanout.Fanout.send``: header rewrite, SRTP and ``sendmmsg`` per
+player, across the fan-out threads, without the GIL). A player whose socket is
+full when its packets come skips to the next keyframe (and one is asked for);
+nobody else notices, because sending to UDP never waits. A player reached
+through a TURN relay, whose send path awaits, reads an ``Outlet`` instead: a
+bounded queue, dropping to the next keyframe when it overflows.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import random
 import time
 from collections import deque
 
-from media import aiortc_seam
+from media import _fanout, aiortc_seam
 from media.codecs import TrackCodec, is_keyframe
 from media.frame import EncodedFrame
 from media.keyframes import KeyframeRequests
@@ -47,28 +50,33 @@ class TrackSource:
         self._gop: list[EncodedFrame] = []
         self._gop_limit = gop_limit
         self._outlets: set[Outlet] = set()
-        self._picture_id = random.randint(0, (1 << 15) - 1)
-        self._epoch = 0
+        self._fanout = _fanout.Fanout()
         self._recent: deque[tuple[float, int]] = deque()
         """(arrival, bytes) of the frames of the last ``RATE_WINDOW_S``, for ``bitrate_bps``."""
+        self._picture_id = random.randint(0, (1 << 15) - 1)
+        self._epoch = 0
 
     @property
     def players(self) -> int:
-        return len(self._outlets)
+        return len(self._outlets) + len(self._fanout)
 
     def push(self, data: bytes, timestamp: int, epoch: int) -> None:
         """Take one encoded frame from the upstream and hand it to every player.
 
-        Players that send directly do so inside this loop; one player's failure
-        is logged and contained, it must not cost the others this frame.
+        Players on plain UDP get it in one native call, before this returns;
+        an outlet's failure is logged and contained, it must not cost the
+        others this frame.
         """
         mime = self.codec.mime_type
+        keyframe = is_keyframe(mime, data)
+        payloads = tuple(aiortc_seam.packetize(mime, data, self._picture_id))
         frame = EncodedFrame(
             data=data,
             timestamp=timestamp,
-            keyframe=is_keyframe(mime, data),
-            payloads=tuple(aiortc_seam.packetize(mime, data, self._picture_id)),
+            keyframe=keyframe,
+            payloads=payloads,
             epoch=epoch,
+            packed=_fanout.Frame(payloads, timestamp, keyframe, epoch),
         )
         self._picture_id = (self._picture_id + 1) % (1 << 15)
         self.meter.bytes_in += len(data)
@@ -87,6 +95,10 @@ class TrackSource:
                 "%s GOP over %d frames: not cached until the next keyframe", mime, self._gop_limit
             )
             self._gop = []
+        sent, overflowed = self._fanout.send(frame.packed)
+        self.meter.bytes_out += sent
+        if overflowed:
+            self._keyframes.request()
         for outlet in self._outlets:
             try:
                 outlet.put(frame)
@@ -103,6 +115,7 @@ class TrackSource:
         """
         if self._epoch:
             self._gop = []
+            self._fanout.wait_for_keyframe()
             for outlet in self._outlets:
                 outlet.wait_for_keyframe()
             if not frame.keyframe:
@@ -122,8 +135,21 @@ class TrackSource:
     def request_keyframe(self) -> None:
         self._keyframes.request()
 
+    def attach(self, slot: _fanout.Slot, limit: int) -> None:
+        """Send to a new player's slot from now on, starting at the cached keyframe
+        when the cached GOP has at most ``limit`` frames (else at the next one)."""
+        gop = [frame.packed for frame in self._gop] if len(self._gop) <= limit else []
+        sent, _ = self._fanout.add(slot, gop)
+        self.meter.bytes_out += sent
+        if self.codec.kind == "video":
+            self._keyframes.request()
+
+    def detach(self, slot: _fanout.Slot) -> None:
+        """Stop sending to a slot; once this returns nothing is being sent to it."""
+        self._fanout.remove(slot)
+
     def subscribe(self, limit: int) -> Outlet:
-        """A new player's outlet, started at the cached keyframe when it fits."""
+        """A new outlet (a TURN player), started at the cached keyframe when it fits."""
         outlet = Outlet(limit, self._keyframes.request)
         if self._gop and len(self._gop) <= limit:
             for frame in self._gop:

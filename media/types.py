@@ -53,6 +53,8 @@ class MediaStats:
     ``players`` and ``players_per_stream`` count players only; ``downstreams`` counts
     the sessions of downstream nodes pulling from us (``play(..., downstream=True)``),
     which cost the same to serve but are not audience.
+    ``loop_busy`` is the share of the last second the media event
+    loop's thread spent on CPU (``media.load``).
     """
 
     publishers: int
@@ -62,6 +64,7 @@ class MediaStats:
     bitrate_in_kbps: float
     bitrate_out_kbps: float
     players_per_stream: tuple[tuple[str, int], ...]
+    loop_busy: float = 0.0
 
 
 @dataclass(frozen=True)

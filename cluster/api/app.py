@@ -28,6 +28,7 @@ from media.errors import (
     BadSdp,
     CodecMismatch,
     MediaError,
+    Overloaded,
     StreamAlreadyPublished,
     UnknownSession,
     UnknownStream,
@@ -53,13 +54,14 @@ MEDIA_STATUS: dict[type[MediaError], int] = {
     UnknownSession: 404,
     CodecMismatch: 406,
     StreamAlreadyPublished: 409,
+    Overloaded: 503,
 }
 
 
 async def _media_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, MediaError)
     status = next((code for kind, code in MEDIA_STATUS.items() if isinstance(exc, kind)), 500)
-    if status >= 500:
+    if status >= 500 and not isinstance(exc, Overloaded):  # the engine logged the refusal
         logger.error("%s %s failed in the media plane: %s", request.method, request.url.path, exc)
     return _failure(str(exc), status)
 

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 import pytest
-from aiortc import RTCPeerConnection, RTCRtpReceiver
+from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCSessionDescription
 from aiortc.codecs import depayload
 from aiortc.codecs.vpx import Vp8Encoder
 from aiortc.jitterbuffer import JitterBuffer
@@ -23,7 +23,7 @@ from aiortc.rtcrtpparameters import (
 from aiortc.rtcrtpreceiver import RemoteStreamTrack
 from aiortc.rtp import RtpPacket
 
-from media import aiortc_seam, ice
+from media import _fanout, aiortc_seam, ice
 from media.contrib.synthetic import SyntheticAudioTrack, SyntheticVideoTrack, VideoSettings
 from media.engine import MediaEngine
 from tests.media.conftest import Publish, Watch
@@ -273,3 +273,42 @@ async def test_a_frame_whose_lost_packet_never_comes_is_dropped_whole_on_overflo
     assert receiving.frames, "the frames behind the dropped one never came"
     assert receiving.frames == sent[len(sent) - len(receiving.frames) :]
     assert len(receiving.frames) < len(sent)
+
+
+async def test_our_outbound_srtp_keys_are_what_the_peer_decrypts_with() -> None:
+    """Both DTLS roles: what the native sender protects with the keys the seam derives,
+    the other peer's own aiortc SRTP session unprotects; the socket is the nominated one."""
+    offerer, answerer = ice.peer_connection(()), ice.peer_connection(())
+    try:
+        offerer.createDataChannel("keys")  # a transport to negotiate, no media needed
+        offer = await ice.describe(offerer, "offer", ("127.0.0.1",))
+        await answerer.setRemoteDescription(RTCSessionDescription(offer, "offer"))
+        answer = await ice.describe(answerer, "answer", ("127.0.0.1",))
+        await offerer.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+        connected = asyncio.Event()
+
+        def changed() -> None:
+            if offerer.connectionState == answerer.connectionState == "connected":
+                connected.set()
+
+        for pc in (offerer, answerer):
+            pc.on("connectionstatechange", changed)
+        changed()
+        await asyncio.wait_for(connected.wait(), 10)
+        assert offerer.connectionState == answerer.connectionState == "connected"
+
+        for ours, theirs in ((offerer, answerer), (answerer, offerer)):
+            assert ours.sctp is not None and theirs.sctp is not None
+            dtls = ours.sctp.transport
+            out = aiortc_seam.outbound_srtp(dtls)
+            pair = dtls.transport._connection._nominated[1]
+            assert out.address == pair.remote_addr[:2] and out.fd >= 0
+            sender = _fanout.Sender(out.profile, out.key, -1, None)
+            slot = _fanout.Slot(sender, 0x5EED, 96, b"", 1, 2, 90000)
+            frame = _fanout.Frame([b"first", b"second"], 0, True, 1)
+            plain = [theirs.sctp.transport._rx_srtp.unprotect(p) for p in slot.protect(frame)]
+            assert [p[12:] for p in plain] == [b"first", b"second"]
+            assert out.profile == dtls._srtp_profiles[0].libsrtp_profile, "AES-GCM preferred"
+    finally:
+        await offerer.close()
+        await answerer.close()

@@ -1,0 +1,1196 @@
+/* The per-packet fan-out in native code: one call per frame and track sends that
+ * frame to every player of the track.
+ *
+ * Per player and packet: the RTP header rewritten (SSRC, payload type, sequence
+ * number, timestamp, MID extension), SRTP-protected with libsrtp 2 (the player's
+ * own outbound keys, derived from its DTLS handshake), and the frame's packets
+ * sent with one sendmmsg per player, all without the GIL. The players of a frame
+ * are split across a small pool of worker threads (one per usable core, the
+ * calling thread included). NACK history is kept per player as references to
+ * the frame's shared payloads (reference counted atomically, no copies).
+ *
+ * Types:
+ *   Sender  one player's outbound SRTP session and UDP socket (its own dup of the
+ *           ICE socket's descriptor), shared by that player's tracks; no socket:
+ *           packets are handed back (a TURN player, whose send path awaits).
+ *   Frame   one encoded frame's RTP payloads, packed once per stream.
+ *   Slot    one player's track: RTP sequence and timestamp spaces, counters,
+ *           keyframe wait, NACK history.
+ *   Fanout  one track's attached slots; send(frame) is the per-frame call.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <srtp2/srtp.h>
+
+#define HISTORY 256     /* packets per slot remembered for NACK (~2 s of video) */
+#define BATCH 64        /* packets built and sent per sendmmsg */
+#define BUFFER 1536     /* one packet: header, extension, payload, SRTP trailer */
+#define MAX_EXTENSION 64
+#define CHUNK 16        /* slots a worker takes at a time */
+#define MAX_THREADS 64
+#define NTP_EPOCH_OFFSET 2208988800ULL
+#define GSO_LIMIT 60000 /* bytes in one GSO send (the kernel takes up to 64 KiB) */
+#ifndef UDP_SEGMENT
+#define UDP_SEGMENT 103 /* linux/udp.h: send a buffer as equal-sized datagrams (UDP GSO) */
+#endif
+#ifndef SOL_UDP
+#define SOL_UDP 17
+#endif
+
+/* ------------------------------------------------------------------ frames */
+
+typedef struct {
+    atomic_int refs;
+    uint32_t timestamp;
+    int keyframe;
+    long long epoch;
+    int count;
+    size_t total;
+    size_t *offsets;      /* count + 1 entries into bytes */
+    unsigned char *bytes;
+} FrameData;
+
+static void frame_data_retain(FrameData *data) { atomic_fetch_add(&data->refs, 1); }
+
+static void frame_data_release(FrameData *data) {
+    if (data != NULL && atomic_fetch_sub(&data->refs, 1) == 1) {
+        free(data);
+    }
+}
+
+typedef struct {
+    PyObject_HEAD
+    FrameData *data;
+} FrameObject;
+
+static PyTypeObject FrameType;
+
+static int Frame_init(FrameObject *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"payloads", "timestamp", "keyframe", "epoch", NULL};
+    PyObject *payloads;
+    unsigned long long timestamp;
+    int keyframe;
+    long long epoch;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OKpL", kwlist, &payloads, &timestamp,
+                                     &keyframe, &epoch)) {
+        return -1;
+    }
+    PyObject *seq = PySequence_Fast(payloads, "payloads must be a sequence of bytes");
+    if (seq == NULL) {
+        return -1;
+    }
+    Py_ssize_t count = PySequence_Fast_GET_SIZE(seq);
+    size_t total = 0;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
+        if (!PyBytes_Check(item)) {
+            Py_DECREF(seq);
+            PyErr_SetString(PyExc_TypeError, "payloads must be bytes");
+            return -1;
+        }
+        if (PyBytes_GET_SIZE(item) > BUFFER - 12 - MAX_EXTENSION - SRTP_MAX_TRAILER_LEN) {
+            Py_DECREF(seq);
+            PyErr_SetString(PyExc_ValueError, "an RTP payload is too large for one packet");
+            return -1;
+        }
+        total += (size_t)PyBytes_GET_SIZE(item);
+    }
+    FrameData *data = malloc(sizeof(FrameData) + sizeof(size_t) * (size_t)(count + 1) + total);
+    if (data == NULL) {
+        Py_DECREF(seq);
+        PyErr_NoMemory();
+        return -1;
+    }
+    atomic_init(&data->refs, 1);
+    data->timestamp = (uint32_t)(timestamp & 0xFFFFFFFFULL);
+    data->keyframe = keyframe;
+    data->epoch = epoch;
+    data->count = (int)count;
+    data->total = total;
+    data->offsets = (size_t *)(data + 1);
+    data->bytes = (unsigned char *)(data->offsets + count + 1);
+    size_t at = 0;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
+        data->offsets[i] = at;
+        memcpy(data->bytes + at, PyBytes_AS_STRING(item), (size_t)PyBytes_GET_SIZE(item));
+        at += (size_t)PyBytes_GET_SIZE(item);
+    }
+    data->offsets[count] = at;
+    Py_DECREF(seq);
+    frame_data_release(self->data);
+    self->data = data;
+    return 0;
+}
+
+static void Frame_dealloc(FrameObject *self) {
+    frame_data_release(self->data);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *Frame_get_packets(FrameObject *self, void *closure) {
+    return PyLong_FromLong(self->data ? self->data->count : 0);
+}
+
+static PyGetSetDef Frame_getset[] = {
+    {"packets", (getter)Frame_get_packets, NULL, "RTP packets in the frame", NULL},
+    {NULL},
+};
+
+static PyTypeObject FrameType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "media._fanout.Frame",
+    .tp_basicsize = sizeof(FrameObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "One encoded frame's RTP payloads, packed once for every player.",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Frame_init,
+    .tp_dealloc = (destructor)Frame_dealloc,
+    .tp_getset = Frame_getset,
+};
+
+/* ------------------------------------------------------------------ senders */
+
+typedef struct {
+    PyObject_HEAD
+    pthread_mutex_t lock;
+    srtp_t srtp;
+    int fd; /* our own descriptor of the player's socket; -1: hand packets back */
+    int gso; /* UDP GSO: 1 while the kernel takes it for this socket */
+    struct sockaddr_storage address;
+    socklen_t address_length;
+} SenderObject;
+
+static PyTypeObject SenderType;
+
+static int parse_address(const char *host, int port, struct sockaddr_storage *out,
+                         socklen_t *length) {
+    memset(out, 0, sizeof(*out));
+    struct sockaddr_in *v4 = (struct sockaddr_in *)out;
+    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)out;
+    if (inet_pton(AF_INET, host, &v4->sin_addr) == 1) {
+        v4->sin_family = AF_INET;
+        v4->sin_port = htons((uint16_t)port);
+        *length = sizeof(*v4);
+        return 0;
+    }
+    if (inet_pton(AF_INET6, host, &v6->sin6_addr) == 1) {
+        v6->sin6_family = AF_INET6;
+        v6->sin6_port = htons((uint16_t)port);
+        *length = sizeof(*v6);
+        return 0;
+    }
+    return -1;
+}
+
+static PyObject *Sender_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    SenderObject *self = (SenderObject *)type->tp_alloc(type, 0);
+    if (self != NULL) {
+        pthread_mutex_init(&self->lock, NULL);
+        self->srtp = NULL;
+        self->fd = -1;
+        self->gso = 1;
+    }
+    return (PyObject *)self;
+}
+
+static int Sender_init(SenderObject *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"profile", "key", "fd", "address", NULL};
+    int profile, fd;
+    Py_buffer key;
+    PyObject *address;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iy*iO", kwlist, &profile, &key, &fd,
+                                     &address)) {
+        return -1;
+    }
+    if (self->srtp != NULL) {
+        PyBuffer_Release(&key);
+        PyErr_SetString(PyExc_RuntimeError, "a Sender is initialised once");
+        return -1;
+    }
+    srtp_policy_t policy;
+    memset(&policy, 0, sizeof(policy));
+    if (srtp_crypto_policy_set_from_profile_for_rtp(&policy.rtp, (srtp_profile_t)profile) !=
+            srtp_err_status_ok ||
+        srtp_crypto_policy_set_from_profile_for_rtcp(&policy.rtcp, (srtp_profile_t)profile) !=
+            srtp_err_status_ok) {
+        PyBuffer_Release(&key);
+        PyErr_Format(PyExc_ValueError, "SRTP profile %d is not supported by this libsrtp", profile);
+        return -1;
+    }
+    Py_ssize_t wanted = srtp_profile_get_master_key_length((srtp_profile_t)profile) +
+                        srtp_profile_get_master_salt_length((srtp_profile_t)profile);
+    if (key.len != wanted) {
+        PyBuffer_Release(&key);
+        PyErr_Format(PyExc_ValueError, "SRTP profile %d needs a %zd-byte key and salt, got %zd",
+                     profile, wanted, key.len);
+        return -1;
+    }
+    unsigned char material[64];
+    memcpy(material, key.buf, (size_t)key.len);
+    PyBuffer_Release(&key);
+    policy.ssrc.type = ssrc_any_outbound;
+    policy.key = material;
+    policy.window_size = 1024;
+    policy.allow_repeat_tx = 1; /* retransmissions protect the same index again */
+    policy.next = NULL;
+    srtp_err_status_t status = srtp_create(&self->srtp, &policy);
+    memset(material, 0, sizeof(material));
+    if (status != srtp_err_status_ok) {
+        self->srtp = NULL;
+        PyErr_Format(PyExc_RuntimeError, "libsrtp could not create a session (status %d)",
+                     (int)status);
+        return -1;
+    }
+    if (fd >= 0) {
+        const char *host;
+        int port;
+        if (address == Py_None) {
+            self->address_length = 0; /* a connected socket */
+        } else if (!PyArg_ParseTuple(address, "si", &host, &port)) {
+            return -1;
+        } else if (parse_address(host, port, &self->address, &self->address_length) != 0) {
+            PyErr_Format(PyExc_ValueError, "not an IP address: %s", host);
+            return -1;
+        }
+        self->fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+        if (self->fd < 0) {
+            PyErr_SetFromErrno(PyExc_OSError);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void sender_close_locked(SenderObject *self) {
+    if (self->fd >= 0) {
+        close(self->fd);
+        self->fd = -1;
+    }
+}
+
+static PyObject *Sender_close(SenderObject *self, PyObject *unused) {
+    Py_BEGIN_ALLOW_THREADS
+    pthread_mutex_lock(&self->lock);
+    sender_close_locked(self);
+    if (self->srtp != NULL) {
+        srtp_dealloc(self->srtp);
+        self->srtp = NULL;
+    }
+    pthread_mutex_unlock(&self->lock);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+static void Sender_dealloc(SenderObject *self) {
+    sender_close_locked(self);
+    if (self->srtp != NULL) {
+        srtp_dealloc(self->srtp);
+    }
+    pthread_mutex_destroy(&self->lock);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *Sender_get_sends(SenderObject *self, void *closure) {
+    return PyBool_FromLong(self->fd >= 0);
+}
+
+static PyMethodDef Sender_methods[] = {
+    {"close", (PyCFunction)Sender_close, METH_NOARGS,
+     "Stop sending: the socket descriptor and SRTP session are released."},
+    {NULL},
+};
+
+static PyGetSetDef Sender_getset[] = {
+    {"sends", (getter)Sender_get_sends, NULL, "whether packets go to a socket here", NULL},
+    {NULL},
+};
+
+static PyTypeObject SenderType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "media._fanout.Sender",
+    .tp_basicsize = sizeof(SenderObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "One player's outbound SRTP session and UDP socket.",
+    .tp_new = Sender_new,
+    .tp_init = (initproc)Sender_init,
+    .tp_dealloc = (destructor)Sender_dealloc,
+    .tp_methods = Sender_methods,
+    .tp_getset = Sender_getset,
+};
+
+/* ------------------------------------------------------------------ slots */
+
+typedef struct {
+    FrameData *frame;
+    int index;
+    uint16_t seq;
+    uint8_t marked;
+    uint32_t timestamp;
+} Kept;
+
+typedef struct {
+    PyObject_HEAD
+    pthread_mutex_t lock;
+    SenderObject *sender;
+    uint32_t ssrc;
+    uint8_t payload_type;
+    uint8_t first_byte;
+    unsigned char extension[MAX_EXTENSION];
+    int extension_length;
+    uint32_t clock_rate;
+    uint16_t seq;
+    uint32_t offset;
+    long long epoch;
+    uint32_t last_timestamp;
+    double last_sent;     /* CLOCK_MONOTONIC seconds */
+    uint64_t last_sent_ntp;
+    int waiting;          /* for a keyframe */
+    int attached;
+    unsigned long long packets, octets, frames, overflows;
+    Kept history[HISTORY];
+} SlotObject;
+
+static PyTypeObject SlotType;
+
+static double monotonic_now(void) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (double)now.tv_sec + (double)now.tv_nsec * 1e-9;
+}
+
+static uint64_t ntp_now(void) {
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    uint64_t seconds = (uint64_t)now.tv_sec + NTP_EPOCH_OFFSET;
+    uint64_t fraction = ((uint64_t)now.tv_nsec << 32) / 1000000000ULL;
+    return (seconds << 32) | fraction;
+}
+
+static PyObject *Slot_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    SlotObject *self = (SlotObject *)type->tp_alloc(type, 0);
+    if (self != NULL) {
+        pthread_mutex_init(&self->lock, NULL);
+        self->waiting = 1;
+    }
+    return (PyObject *)self;
+}
+
+static int Slot_init(SlotObject *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"sender",   "ssrc",      "payload_type", "extension",
+                             "sequence", "timestamp", "clock_rate",   NULL};
+    PyObject *sender;
+    unsigned int ssrc, payload_type, sequence, timestamp, clock_rate;
+    Py_buffer extension;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!IIy*III", kwlist, &SenderType, &sender,
+                                     &ssrc, &payload_type, &extension, &sequence, &timestamp,
+                                     &clock_rate)) {
+        return -1;
+    }
+    if (self->sender != NULL) {
+        PyBuffer_Release(&extension);
+        PyErr_SetString(PyExc_RuntimeError, "a Slot is initialised once");
+        return -1;
+    }
+    if (extension.len > MAX_EXTENSION || extension.len % 4 != 0 || payload_type > 127 ||
+        sequence > 0xFFFF || clock_rate == 0) {
+        PyBuffer_Release(&extension);
+        PyErr_SetString(PyExc_ValueError,
+                        "bad slot: extension must be whole 32-bit words (at most 64 bytes), "
+                        "payload type 0-127, sequence 0-65535, clock rate above 0");
+        return -1;
+    }
+    memcpy(self->extension, extension.buf, (size_t)extension.len);
+    self->extension_length = (int)extension.len;
+    PyBuffer_Release(&extension);
+    Py_INCREF(sender);
+    self->sender = (SenderObject *)sender;
+    self->ssrc = ssrc;
+    self->payload_type = (uint8_t)payload_type;
+    self->first_byte = self->extension_length ? 0x90 : 0x80;
+    self->clock_rate = clock_rate;
+    self->seq = (uint16_t)sequence;
+    self->last_timestamp = timestamp;
+    return 0;
+}
+
+static void slot_forget(SlotObject *self) {
+    for (int i = 0; i < HISTORY; i++) {
+        frame_data_release(self->history[i].frame);
+        self->history[i].frame = NULL;
+    }
+}
+
+static void Slot_dealloc(SlotObject *self) {
+    slot_forget(self);
+    Py_XDECREF(self->sender);
+    pthread_mutex_destroy(&self->lock);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* Per-thread scratch: packet buffers and the sendmmsg vectors. */
+typedef struct {
+    unsigned char buffers[BATCH][BUFFER];
+    int lengths[BATCH];
+    struct mmsghdr messages[BATCH];
+    struct iovec vectors[BATCH];
+} Scratch;
+
+static __thread Scratch *thread_scratch;
+
+static Scratch *scratch(void) {
+    if (thread_scratch == NULL) {
+        thread_scratch = calloc(1, sizeof(Scratch));
+    }
+    return thread_scratch;
+}
+
+/* Write one packet's header, extension and payload into buf; returns its length. */
+static int build(SlotObject *slot, unsigned char *buf, uint16_t seq, uint8_t marked,
+                 uint32_t timestamp, const unsigned char *payload, size_t size) {
+    buf[0] = slot->first_byte;
+    buf[1] = marked;
+    buf[2] = (unsigned char)(seq >> 8);
+    buf[3] = (unsigned char)seq;
+    buf[4] = (unsigned char)(timestamp >> 24);
+    buf[5] = (unsigned char)(timestamp >> 16);
+    buf[6] = (unsigned char)(timestamp >> 8);
+    buf[7] = (unsigned char)timestamp;
+    buf[8] = (unsigned char)(slot->ssrc >> 24);
+    buf[9] = (unsigned char)(slot->ssrc >> 16);
+    buf[10] = (unsigned char)(slot->ssrc >> 8);
+    buf[11] = (unsigned char)slot->ssrc;
+    memcpy(buf + 12, slot->extension, (size_t)slot->extension_length);
+    memcpy(buf + 12 + slot->extension_length, payload, size);
+    return 12 + slot->extension_length + (int)size;
+}
+
+/* Protect count packets in place; a packet libsrtp refuses gets length 0. */
+static void protect(SenderObject *sender, Scratch *s, int count) {
+    for (int i = 0; i < count; i++) {
+        if (sender->srtp == NULL ||
+            srtp_protect(sender->srtp, s->buffers[i], &s->lengths[i]) != srtp_err_status_ok) {
+            s->lengths[i] = 0;
+        }
+    }
+}
+
+/* A frame's packets as one UDP GSO send when they allow it (all the same size but
+ * a shorter last one, as the packetisers make them): the kernel builds the
+ * datagrams. Returns 1 if sent, 0 to send them one by one, -1 when full. */
+static int transmit_gso(SenderObject *sender, Scratch *s, int count) {
+    if (!sender->gso || count < 2) {
+        return 0;
+    }
+    int size = s->lengths[0], total = 0;
+    for (int i = 0; i < count; i++) {
+        int length = s->lengths[i];
+        if (length == 0 || length > size || (i < count - 1 && length != size)) {
+            return 0;
+        }
+        total += length;
+        s->vectors[i].iov_base = s->buffers[i];
+        s->vectors[i].iov_len = (size_t)length;
+    }
+    if (total > GSO_LIMIT) {
+        return 0;
+    }
+    union {
+        char buf[CMSG_SPACE(sizeof(uint16_t))];
+        struct cmsghdr align;
+    } control;
+    memset(&control, 0, sizeof(control));
+    struct msghdr message;
+    memset(&message, 0, sizeof(message));
+    message.msg_name = sender->address_length ? (void *)&sender->address : NULL;
+    message.msg_namelen = sender->address_length;
+    message.msg_iov = s->vectors;
+    message.msg_iovlen = (size_t)count;
+    message.msg_control = control.buf;
+    message.msg_controllen = sizeof(control.buf);
+    struct cmsghdr *cmsg = CMSG_FIRSTHDR(&message);
+    cmsg->cmsg_level = SOL_UDP;
+    cmsg->cmsg_type = UDP_SEGMENT;
+    cmsg->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+    uint16_t segment = (uint16_t)size;
+    memcpy(CMSG_DATA(cmsg), &segment, sizeof(segment));
+    for (;;) {
+        if (sendmsg(sender->fd, &message, MSG_DONTWAIT) >= 0) {
+            return 1;
+        }
+        if (errno == EINTR) {
+            continue;
+        }
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS) {
+            return -1;
+        }
+        sender->gso = 0; /* not for this socket (not UDP, or no GSO): one by one from now on */
+        return 0;
+    }
+}
+
+/* Send count protected packets; returns 0, or -1 when the socket is full. */
+static int transmit(SenderObject *sender, Scratch *s, int count) {
+    int batched = transmit_gso(sender, s, count);
+    if (batched != 0) {
+        return batched > 0 ? 0 : -1;
+    }
+    int queued = 0;
+    for (int i = 0; i < count; i++) {
+        if (s->lengths[i] == 0) {
+            continue;
+        }
+        s->vectors[queued].iov_base = s->buffers[i];
+        s->vectors[queued].iov_len = (size_t)s->lengths[i];
+        memset(&s->messages[queued].msg_hdr, 0, sizeof(struct msghdr));
+        s->messages[queued].msg_hdr.msg_name =
+            sender->address_length ? (void *)&sender->address : NULL;
+        s->messages[queued].msg_hdr.msg_namelen = sender->address_length;
+        s->messages[queued].msg_hdr.msg_iov = &s->vectors[queued];
+        s->messages[queued].msg_hdr.msg_iovlen = 1;
+        queued++;
+    }
+    int sent = 0;
+    while (sent < queued) {
+        int n = sendmmsg(sender->fd, s->messages + sent, (unsigned int)(queued - sent),
+                         MSG_DONTWAIT);
+        if (n > 0) {
+            sent += n;
+        } else if (n < 0 && errno == EINTR) {
+            continue;
+        } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS)) {
+            return -1;
+        } else {
+            sent += 1; /* an error for this datagram (e.g. ICMP unreachable): skip it */
+        }
+    }
+    return 0;
+}
+
+typedef struct {
+    unsigned long long bytes;
+    int overflowed;
+} Outcome;
+
+/* The slot's RTP timestamp space follows a new upstream: its first frame comes
+ * the wall-clock time since the last one sent after it. */
+static void rebase(SlotObject *slot, FrameData *frame) {
+    uint32_t elapsed = 0;
+    if (slot->epoch != 0) {
+        double ticks = round((monotonic_now() - slot->last_sent) * (double)slot->clock_rate);
+        elapsed = ticks < 1.0 ? 1U : (uint32_t)fmin(ticks, 4294967295.0);
+    }
+    slot->offset = slot->last_timestamp + elapsed - frame->timestamp;
+    slot->epoch = frame->epoch;
+}
+
+/* Build (and with a socket, send) one frame for one slot; the slot is locked.
+ * out (may be NULL) receives protected packets when the sender has no socket. */
+static int slot_frame(SlotObject *slot, FrameData *frame, Outcome *outcome, PyObject **out) {
+    SenderObject *sender = slot->sender;
+    Scratch *s = scratch();
+    if (s == NULL) {
+        return -1;
+    }
+    if (frame->epoch != slot->epoch) {
+        rebase(slot, frame);
+    }
+    uint32_t timestamp = frame->timestamp + slot->offset;
+    int last = frame->count - 1;
+    pthread_mutex_lock(&sender->lock);
+    for (int first = 0; first < frame->count; first += BATCH) {
+        int count = frame->count - first < BATCH ? frame->count - first : BATCH;
+        for (int k = 0; k < count; k++) {
+            int index = first + k;
+            const unsigned char *payload = frame->bytes + frame->offsets[index];
+            size_t size = frame->offsets[index + 1] - frame->offsets[index];
+            uint8_t marked = slot->payload_type | (index == last ? 0x80 : 0);
+            s->lengths[k] = build(slot, s->buffers[k], slot->seq, marked, timestamp, payload, size);
+            Kept *kept = &slot->history[slot->seq % HISTORY];
+            frame_data_retain(frame);
+            frame_data_release(kept->frame);
+            kept->frame = frame;
+            kept->index = index;
+            kept->seq = slot->seq;
+            kept->marked = marked;
+            kept->timestamp = timestamp;
+            slot->seq = (uint16_t)(slot->seq + 1);
+            slot->packets++;
+            slot->octets += size;
+        }
+        protect(sender, s, count);
+        for (int k = 0; k < count; k++) {
+            outcome->bytes += (unsigned long long)s->lengths[k];
+        }
+        if (sender->fd >= 0) {
+            if (transmit(sender, s, count) != 0) {
+                slot->waiting = 1;
+                slot->overflows++;
+                outcome->overflowed++;
+                break;
+            }
+        } else if (out != NULL) {
+            for (int k = 0; k < count; k++) {
+                if (s->lengths[k] > 0) {
+                    PyObject *packet =
+                        PyBytes_FromStringAndSize((const char *)s->buffers[k], s->lengths[k]);
+                    if (packet == NULL || PyList_Append(*out, packet) != 0) {
+                        Py_XDECREF(packet);
+                        pthread_mutex_unlock(&sender->lock);
+                        return -1;
+                    }
+                    Py_DECREF(packet);
+                }
+            }
+        }
+    }
+    pthread_mutex_unlock(&sender->lock);
+    slot->frames++;
+    slot->last_timestamp = timestamp;
+    slot->last_sent = monotonic_now();
+    slot->last_sent_ntp = ntp_now();
+    return 0;
+}
+
+/* A frame offered to an attached slot: skipped while it waits for a keyframe. */
+static void slot_offer(SlotObject *slot, FrameData *frame, Outcome *outcome) {
+    pthread_mutex_lock(&slot->lock);
+    if (slot->attached) {
+        if (slot->waiting && frame->keyframe) {
+            slot->waiting = 0;
+        }
+        if (!slot->waiting) {
+            slot_frame(slot, frame, outcome, NULL);
+        }
+    }
+    pthread_mutex_unlock(&slot->lock);
+}
+
+static PyObject *Slot_protect(SlotObject *self, PyObject *arg) {
+    if (!PyObject_TypeCheck(arg, &FrameType)) {
+        PyErr_SetString(PyExc_TypeError, "protect() takes a Frame");
+        return NULL;
+    }
+    if (self->sender->fd >= 0) {
+        PyErr_SetString(PyExc_ValueError, "this slot's sender sends by itself");
+        return NULL;
+    }
+    PyObject *out = PyList_New(0);
+    if (out == NULL) {
+        return NULL;
+    }
+    Outcome outcome = {0, 0};
+    pthread_mutex_lock(&self->lock);
+    int failed = slot_frame(self, ((FrameObject *)arg)->data, &outcome, &out);
+    pthread_mutex_unlock(&self->lock);
+    if (failed) {
+        Py_DECREF(out);
+        return PyErr_Occurred() ? NULL : PyErr_NoMemory();
+    }
+    return out;
+}
+
+static PyObject *Slot_retransmit(SlotObject *self, PyObject *arg) {
+    PyObject *seq = PySequence_Fast(arg, "retransmit() takes sequence numbers");
+    if (seq == NULL) {
+        return NULL;
+    }
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    PyObject *out = PyList_New(0);
+    if (out == NULL) {
+        Py_DECREF(seq);
+        return NULL;
+    }
+    Scratch *s = scratch();
+    if (s == NULL) {
+        Py_DECREF(seq);
+        Py_DECREF(out);
+        return PyErr_NoMemory();
+    }
+    pthread_mutex_lock(&self->lock);
+    pthread_mutex_lock(&self->sender->lock);
+    int count = 0;
+    for (Py_ssize_t i = 0; i < n && count < BATCH; i++) {
+        long wanted = PyLong_AsLong(PySequence_Fast_GET_ITEM(seq, i));
+        if (wanted == -1 && PyErr_Occurred()) {
+            PyErr_Clear();
+            continue;
+        }
+        Kept *kept = &self->history[(uint16_t)wanted % HISTORY];
+        if (kept->frame == NULL || kept->seq != (uint16_t)wanted || wanted < 0 || wanted > 0xFFFF) {
+            continue;
+        }
+        FrameData *frame = kept->frame;
+        size_t size = frame->offsets[kept->index + 1] - frame->offsets[kept->index];
+        s->lengths[count] = build(self, s->buffers[count], kept->seq, kept->marked,
+                                  kept->timestamp, frame->bytes + frame->offsets[kept->index],
+                                  size);
+        count++;
+    }
+    protect(self->sender, s, count);
+    int failed = 0;
+    if (self->sender->fd >= 0) {
+        transmit(self->sender, s, count);
+    } else {
+        for (int k = 0; k < count && !failed; k++) {
+            if (s->lengths[k] > 0) {
+                PyObject *packet =
+                    PyBytes_FromStringAndSize((const char *)s->buffers[k], s->lengths[k]);
+                failed = packet == NULL || PyList_Append(out, packet) != 0;
+                Py_XDECREF(packet);
+            }
+        }
+    }
+    pthread_mutex_unlock(&self->sender->lock);
+    pthread_mutex_unlock(&self->lock);
+    Py_DECREF(seq);
+    if (failed) {
+        Py_DECREF(out);
+        return NULL;
+    }
+    return out;
+}
+
+static PyObject *Slot_wait_for_keyframe(SlotObject *self, PyObject *unused) {
+    pthread_mutex_lock(&self->lock);
+    self->waiting = 1;
+    pthread_mutex_unlock(&self->lock);
+    Py_RETURN_NONE;
+}
+
+#define SLOT_COUNTER(name, expr, make)                                        \
+    static PyObject *Slot_get_##name(SlotObject *self, void *closure) {       \
+        pthread_mutex_lock(&self->lock);                                      \
+        unsigned long long value = (unsigned long long)(expr);                \
+        pthread_mutex_unlock(&self->lock);                                    \
+        return make(value);                                                   \
+    }
+
+SLOT_COUNTER(packets, self->packets, PyLong_FromUnsignedLongLong)
+SLOT_COUNTER(octets, self->octets, PyLong_FromUnsignedLongLong)
+SLOT_COUNTER(frames, self->frames, PyLong_FromUnsignedLongLong)
+SLOT_COUNTER(overflows, self->overflows, PyLong_FromUnsignedLongLong)
+SLOT_COUNTER(sequence, self->seq, PyLong_FromUnsignedLongLong)
+SLOT_COUNTER(last_timestamp, self->last_timestamp, PyLong_FromUnsignedLongLong)
+SLOT_COUNTER(last_sent_ntp, self->last_sent_ntp, PyLong_FromUnsignedLongLong)
+SLOT_COUNTER(waiting_for_keyframe, self->waiting, PyBool_FromLong)
+
+static PyMethodDef Slot_methods[] = {
+    {"protect", (PyCFunction)Slot_protect, METH_O,
+     "The protected packets of one frame, for a sender without a socket (TURN)."},
+    {"retransmit", (PyCFunction)Slot_retransmit, METH_O,
+     "Send the kept packets with these sequence numbers again (NACK); without a socket, "
+     "return them protected."},
+    {"wait_for_keyframe", (PyCFunction)Slot_wait_for_keyframe, METH_NOARGS,
+     "Send nothing more until a keyframe."},
+    {NULL},
+};
+
+static PyGetSetDef Slot_getset[] = {
+    {"packets", (getter)Slot_get_packets, NULL, "RTP packets sent", NULL},
+    {"octets", (getter)Slot_get_octets, NULL, "payload octets sent (sender reports)", NULL},
+    {"frames", (getter)Slot_get_frames, NULL, "frames sent", NULL},
+    {"overflows", (getter)Slot_get_overflows, NULL, "times the socket was full", NULL},
+    {"sequence", (getter)Slot_get_sequence, NULL, "the next RTP sequence number", NULL},
+    {"last_timestamp", (getter)Slot_get_last_timestamp, NULL, "RTP timestamp last sent", NULL},
+    {"last_sent_ntp", (getter)Slot_get_last_sent_ntp, NULL, "NTP time of the last send", NULL},
+    {"waiting_for_keyframe", (getter)Slot_get_waiting_for_keyframe, NULL,
+     "whether nothing is sent until the next keyframe", NULL},
+    {NULL},
+};
+
+static PyTypeObject SlotType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "media._fanout.Slot",
+    .tp_basicsize = sizeof(SlotObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "One player's track: its RTP sequence and timestamp spaces and NACK history.",
+    .tp_new = Slot_new,
+    .tp_init = (initproc)Slot_init,
+    .tp_dealloc = (destructor)Slot_dealloc,
+    .tp_methods = Slot_methods,
+    .tp_getset = Slot_getset,
+};
+
+/* ------------------------------------------------------------------ workers */
+
+typedef struct {
+    SlotObject **slots;
+    long total;
+    FrameData *frame;
+    atomic_long next;
+    atomic_ullong bytes;
+    atomic_int overflowed;
+} Job;
+
+static struct {
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
+    pthread_cond_t done;
+    int threads; /* including the calling thread */
+    int started;
+    unsigned long generation;
+    int busy;
+    Job *job;
+    pthread_mutex_t serial; /* one job at a time */
+} pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER,
+          1, 0, 0, 0, NULL, PTHREAD_MUTEX_INITIALIZER};
+
+static void run_job(Job *job) {
+    Outcome outcome = {0, 0};
+    for (;;) {
+        long begin = atomic_fetch_add(&job->next, CHUNK);
+        if (begin >= job->total) {
+            break;
+        }
+        long end = begin + CHUNK < job->total ? begin + CHUNK : job->total;
+        for (long i = begin; i < end; i++) {
+            slot_offer(job->slots[i], job->frame, &outcome);
+        }
+    }
+    atomic_fetch_add(&job->bytes, outcome.bytes);
+    atomic_fetch_add(&job->overflowed, outcome.overflowed);
+}
+
+static void *worker(void *unused) {
+    unsigned long seen = 0;
+    pthread_mutex_lock(&pool.lock);
+    for (;;) {
+        while (pool.generation == seen) {
+            pthread_cond_wait(&pool.wake, &pool.lock);
+        }
+        seen = pool.generation;
+        Job *job = pool.job;
+        pthread_mutex_unlock(&pool.lock);
+        run_job(job);
+        pthread_mutex_lock(&pool.lock);
+        if (--pool.busy == 0) {
+            pthread_cond_signal(&pool.done);
+        }
+    }
+    return NULL;
+}
+
+static int usable_cores(void) {
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof(set), &set) != 0) {
+        return 1;
+    }
+    int count = CPU_COUNT(&set);
+    return count < 1 ? 1 : count;
+}
+
+/* Start the pool once: threads - 1 workers beside the caller. */
+static int start_pool(int threads) {
+    if (pool.started) {
+        return 0;
+    }
+    if (threads < 1) {
+        threads = 1;
+    }
+    if (threads > MAX_THREADS) {
+        threads = MAX_THREADS;
+    }
+    for (int i = 1; i < threads; i++) {
+        pthread_t thread;
+        pthread_attr_t attr;
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        int error = pthread_create(&thread, &attr, worker, NULL);
+        pthread_attr_destroy(&attr);
+        if (error != 0) {
+            errno = error;
+            return -1;
+        }
+        pool.threads++;
+    }
+    pool.started = 1;
+    return 0;
+}
+
+/* Offer frame to every slot, across the pool when there are enough of them. */
+static Outcome offer_all(SlotObject **slots, long total, FrameData *frame) {
+    Job job = {slots, total, frame, 0, 0, 0};
+    if (pool.threads > 1 && total > CHUNK) {
+        pthread_mutex_lock(&pool.serial);
+        pthread_mutex_lock(&pool.lock);
+        pool.job = &job;
+        pool.busy = pool.threads - 1;
+        pool.generation++;
+        pthread_cond_broadcast(&pool.wake);
+        pthread_mutex_unlock(&pool.lock);
+        run_job(&job);
+        pthread_mutex_lock(&pool.lock);
+        while (pool.busy > 0) {
+            pthread_cond_wait(&pool.done, &pool.lock);
+        }
+        pool.job = NULL;
+        pthread_mutex_unlock(&pool.lock);
+        pthread_mutex_unlock(&pool.serial);
+    } else {
+        run_job(&job);
+    }
+    Outcome outcome = {atomic_load(&job.bytes), atomic_load(&job.overflowed)};
+    return outcome;
+}
+
+/* ------------------------------------------------------------------ fan-outs */
+
+typedef struct {
+    PyObject_HEAD
+    pthread_mutex_t lock; /* the slot array */
+    SlotObject **slots;
+    Py_ssize_t count;
+    Py_ssize_t capacity;
+} FanoutObject;
+
+static PyObject *Fanout_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    FanoutObject *self = (FanoutObject *)type->tp_alloc(type, 0);
+    if (self != NULL) {
+        pthread_mutex_init(&self->lock, NULL);
+    }
+    return (PyObject *)self;
+}
+
+static int Fanout_init(FanoutObject *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "", kwlist)) {
+        return -1;
+    }
+    return 0;
+}
+
+static void Fanout_dealloc(FanoutObject *self) {
+    for (Py_ssize_t i = 0; i < self->count; i++) {
+        self->slots[i]->attached = 0;
+        Py_DECREF(self->slots[i]);
+    }
+    free(self->slots);
+    pthread_mutex_destroy(&self->lock);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *outcome_tuple(Outcome outcome) {
+    return Py_BuildValue("(Ki)", outcome.bytes, outcome.overflowed);
+}
+
+static PyObject *Fanout_send(FanoutObject *self, PyObject *arg) {
+    if (!PyObject_TypeCheck(arg, &FrameType)) {
+        PyErr_SetString(PyExc_TypeError, "send() takes a Frame");
+        return NULL;
+    }
+    FrameData *frame = ((FrameObject *)arg)->data;
+    Outcome outcome;
+    Py_BEGIN_ALLOW_THREADS
+    pthread_mutex_lock(&self->lock);
+    outcome = offer_all(self->slots, (long)self->count, frame);
+    pthread_mutex_unlock(&self->lock);
+    Py_END_ALLOW_THREADS
+    return outcome_tuple(outcome);
+}
+
+static PyObject *Fanout_add(FanoutObject *self, PyObject *args) {
+    PyObject *slot_arg, *frames_arg;
+    if (!PyArg_ParseTuple(args, "O!O", &SlotType, &slot_arg, &frames_arg)) {
+        return NULL;
+    }
+    SlotObject *slot = (SlotObject *)slot_arg;
+    PyObject *frames = PySequence_Fast(frames_arg, "add() takes a sequence of Frames");
+    if (frames == NULL) {
+        return NULL;
+    }
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(frames);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (!PyObject_TypeCheck(PySequence_Fast_GET_ITEM(frames, i), &FrameType)) {
+            Py_DECREF(frames);
+            PyErr_SetString(PyExc_TypeError, "add() takes a sequence of Frames");
+            return NULL;
+        }
+    }
+    if (slot->sender->fd < 0) {
+        Py_DECREF(frames);
+        PyErr_SetString(PyExc_ValueError, "a slot whose sender has no socket cannot be attached");
+        return NULL;
+    }
+    if (slot->attached) {
+        Py_DECREF(frames);
+        PyErr_SetString(PyExc_ValueError, "the slot is attached already");
+        return NULL;
+    }
+    if (self->count == self->capacity) {
+        Py_ssize_t capacity = self->capacity ? self->capacity * 2 : 16;
+        pthread_mutex_lock(&self->lock);
+        SlotObject **grown = realloc(self->slots, sizeof(SlotObject *) * (size_t)capacity);
+        if (grown != NULL) {
+            self->slots = grown;
+            self->capacity = capacity;
+        }
+        pthread_mutex_unlock(&self->lock);
+        if (grown == NULL) {
+            Py_DECREF(frames);
+            return PyErr_NoMemory();
+        }
+    }
+    Py_INCREF(slot);
+    Outcome outcome = {0, 0};
+    Py_BEGIN_ALLOW_THREADS
+    pthread_mutex_lock(&self->lock);
+    pthread_mutex_lock(&slot->lock);
+    slot->attached = 1;
+    slot->waiting = 1;
+    pthread_mutex_unlock(&slot->lock);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        slot_offer(slot, ((FrameObject *)PySequence_Fast_GET_ITEM(frames, i))->data, &outcome);
+    }
+    self->slots[self->count++] = slot;
+    pthread_mutex_unlock(&self->lock);
+    Py_END_ALLOW_THREADS
+    Py_DECREF(frames);
+    return outcome_tuple(outcome);
+}
+
+static PyObject *Fanout_remove(FanoutObject *self, PyObject *arg) {
+    if (!PyObject_TypeCheck(arg, &SlotType)) {
+        PyErr_SetString(PyExc_TypeError, "remove() takes a Slot");
+        return NULL;
+    }
+    SlotObject *slot = (SlotObject *)arg, *found = NULL;
+    Py_BEGIN_ALLOW_THREADS
+    pthread_mutex_lock(&self->lock);
+    for (Py_ssize_t i = 0; i < self->count; i++) {
+        if (self->slots[i] == slot) {
+            found = slot;
+            self->slots[i] = self->slots[--self->count];
+            break;
+        }
+    }
+    if (found != NULL) {
+        pthread_mutex_lock(&slot->lock);
+        slot->attached = 0;
+        pthread_mutex_unlock(&slot->lock);
+    }
+    pthread_mutex_unlock(&self->lock);
+    Py_END_ALLOW_THREADS
+    if (found != NULL) {
+        Py_DECREF(found);
+    }
+    return PyBool_FromLong(found != NULL);
+}
+
+static PyObject *Fanout_wait_for_keyframe(FanoutObject *self, PyObject *unused) {
+    Py_BEGIN_ALLOW_THREADS
+    pthread_mutex_lock(&self->lock);
+    for (Py_ssize_t i = 0; i < self->count; i++) {
+        pthread_mutex_lock(&self->slots[i]->lock);
+        self->slots[i]->waiting = 1;
+        pthread_mutex_unlock(&self->slots[i]->lock);
+    }
+    pthread_mutex_unlock(&self->lock);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+static Py_ssize_t Fanout_len(FanoutObject *self) { return self->count; }
+
+static PyMethodDef Fanout_methods[] = {
+    {"send", (PyCFunction)Fanout_send, METH_O,
+     "Send a frame to every attached slot: (bytes sent, slots whose socket was full)."},
+    {"add", (PyCFunction)Fanout_add, METH_VARARGS,
+     "Attach a slot, first sending it these frames (a cached GOP); it starts at a keyframe."},
+    {"remove", (PyCFunction)Fanout_remove, METH_O,
+     "Detach a slot; once this returns, no frame is being sent to it."},
+    {"wait_for_keyframe", (PyCFunction)Fanout_wait_for_keyframe, METH_NOARGS,
+     "Every slot sends nothing more until a keyframe (a new upstream)."},
+    {NULL},
+};
+
+static PySequenceMethods Fanout_sequence = {.sq_length = (lenfunc)Fanout_len};
+
+static PyTypeObject FanoutType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "media._fanout.Fanout",
+    .tp_basicsize = sizeof(FanoutObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "One track's attached slots; send(frame) sends to all of them.",
+    .tp_new = Fanout_new,
+    .tp_init = (initproc)Fanout_init,
+    .tp_dealloc = (destructor)Fanout_dealloc,
+    .tp_methods = Fanout_methods,
+    .tp_as_sequence = &Fanout_sequence,
+};
+
+/* ------------------------------------------------------------------ module */
+
+static PyObject *module_start_workers(PyObject *module, PyObject *args) {
+    int threads = 0;
+    if (!PyArg_ParseTuple(args, "|i", &threads)) {
+        return NULL;
+    }
+    if (threads <= 0) {
+        threads = usable_cores();
+    }
+    if (start_pool(threads) != 0) {
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    return PyLong_FromLong(pool.threads);
+}
+
+static PyObject *module_workers(PyObject *module, PyObject *unused) {
+    return PyLong_FromLong(pool.threads);
+}
+
+static PyObject *module_usable_cores(PyObject *module, PyObject *unused) {
+    return PyLong_FromLong(usable_cores());
+}
+
+static PyMethodDef module_methods[] = {
+    {"start_workers", module_start_workers, METH_VARARGS,
+     "Start the fan-out threads once (0: one per core this process may use); their count."},
+    {"workers", module_workers, METH_NOARGS, "Fan-out threads, the calling one included."},
+    {"usable_cores", module_usable_cores, METH_NOARGS, "Cores in this process's affinity."},
+    {NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "media._fanout",
+    "Per-frame fan-out: RTP header rewrite, SRTP and sendmmsg for every player of a track.",
+    -1, module_methods,
+};
+
+PyMODINIT_FUNC PyInit__fanout(void) {
+    if (srtp_init() != srtp_err_status_ok) {
+        PyErr_SetString(PyExc_ImportError, "libsrtp failed to initialise");
+        return NULL;
+    }
+    PyTypeObject *types[] = {&FrameType, &SenderType, &SlotType, &FanoutType};
+    const char *names[] = {"Frame", "Sender", "Slot", "Fanout"};
+    for (int i = 0; i < 4; i++) {
+        if (PyType_Ready(types[i]) < 0) {
+            return NULL;
+        }
+    }
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL) {
+        return NULL;
+    }
+    for (int i = 0; i < 4; i++) {
+        Py_INCREF(types[i]);
+        if (PyModule_AddObject(m, names[i], (PyObject *)types[i]) < 0) {
+            Py_DECREF(types[i]);
+            Py_DECREF(m);
+            return NULL;
+        }
+    }
+    return m;
+}

@@ -64,6 +64,8 @@ def test_the_final_stage_runs_as_the_charts_non_root_user() -> None:
     final = instructions()[froms[-1] :]
     users = [rest for word, rest in final if word == "USER"]
     assert users == ["10001:10001"]
+    installs = " ".join(rest for word, rest in final if word == "RUN")
+    assert not re.search(r"\b(gcc|g\+\+|clang|make|[a-z0-9.+-]+-dev)\b", installs), installs
     chart_values = (REPO / "helm" / "tierstream" / "values.yaml").read_text(encoding="utf-8")
     assert "runAsUser: 10001" in chart_values and "fsGroup: 10001" in chart_values
 

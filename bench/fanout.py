@@ -682,7 +682,10 @@ async def run_relay(
             v.first_keyframe_at - v.joined_at for v in players if v.first_keyframe_at is not None
         ]
         if storm and result.sustained is not None and time.monotonic() - started < budget:
-            result.storm = await join_storm(relay, players, reader, storm)
+            try:
+                result.storm = await join_storm(relay, players, reader, storm)
+            except (OSError, ValueError, TimeoutError) as exc:
+                print(f"  join storm failed: {exc!r} (the relay lost its stream?)", flush=True)
     finally:
         for player in players:
             await player.close()

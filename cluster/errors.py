@@ -98,3 +98,11 @@ class UpstreamTimeout(ClusterError):
     """This node could not start pulling the stream in time."""
 
     status = 504
+
+
+class NoRoom(Overloaded):
+    """No node in any region has room; clients are told to retry after ``retry_after_s``."""
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s

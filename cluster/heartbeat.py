@@ -40,6 +40,7 @@ def node_info(settings: Settings) -> NodeInfo:
             cores=usable_cores(),
             max_players=settings.max_players,
             max_bitrate_kbps=settings.max_bitrate_kbps,
+            cpu_limit=settings.cpu_limit,
         ),
     )
 
@@ -53,6 +54,7 @@ class Heartbeat:
         settings: Callable[[], Settings],
         sampler: LoadSampler,
         view: ClusterView,
+        arrivals: Callable[[], int],
     ) -> None:
         self._registry = registry
         self._settings = settings
@@ -60,12 +62,12 @@ class Heartbeat:
         self._view = view
         self._pruned_at = time.monotonic()
         """The first prune comes one period after start-up, not in the node's first beat."""
+        self._arrivals = arrivals
+        """Clients that came with a reservation since the last call (the router counts them)."""
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.healthy = True
         """False while the registry cannot be reached; /healthz reports it."""
-        self.acknowledged_at: float | None = None
-        """``time.monotonic()`` of the last beat the registry took; readiness ages it."""
 
     def start(self) -> None:
         if self._task is None:
@@ -93,7 +95,10 @@ class Heartbeat:
         settings = self._settings()
         info = node_info(settings)
         try:
-            known = await self._registry.heartbeat(info.id, info.node_group, self._sampler.sample())
+            arrived = self._arrivals()
+            known = await self._registry.heartbeat(
+                info.id, info.node_group, self._sampler.sample(), arrived
+            )
             if not known:
                 logger.warning("registry had forgotten node %s; registering it again", info.id)
                 await self._registry.register(info, new_life=False)
@@ -110,7 +115,6 @@ class Heartbeat:
         if not self.healthy:
             logger.info("registry reachable again; node %s heartbeating", info.id)
         self.healthy = True
-        self.acknowledged_at = time.monotonic()
         await self._prune(settings.ended_stream_retention_s)
 
     async def _prune(self, retention_s: float) -> None:
@@ -122,9 +126,3 @@ class Heartbeat:
             await self._registry.prune_ended_streams(retention_s)
         except RegistryUnavailable as error:
             logger.warning("could not prune ended streams: %s", error)
-
-    def registry_age_s(self) -> float | None:
-        """Seconds since the registry last took a beat; None before the first."""
-        if self.acknowledged_at is None:
-            return None
-        return time.monotonic() - self.acknowledged_at

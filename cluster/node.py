@@ -21,6 +21,7 @@ from cluster.logs import apply_log_level
 from cluster.properties import update_properties
 from cluster.registry import Registry
 from cluster.registry.migrate import migrate
+from cluster.router import Router
 from cluster.routing.readiness import Readiness, Verdict
 from cluster.routing.view import ClusterView
 from cluster.settings import LiveSettings, Settings, changed_settings, differing
@@ -60,8 +61,9 @@ async def start_node(settings: Settings) -> Node:
         streams = LocalStreams(registry, live, engine, pulls, access, sampler.latest)
         events.subscribe(streams)
         view = ClusterView()
-        heartbeat = Heartbeat(registry, live, sampler, view)
-        node = Node(live, registry, streams, sampler, view, heartbeat)
+        router = Router.open(live, registry, view)
+        heartbeat = Heartbeat(registry, live, sampler, view, router.take_arrivals)
+        node = Node(live, registry, streams, sampler, view, heartbeat, router)
         await registry.register(node.info())
     except BaseException:
         await registry.close()
@@ -89,6 +91,7 @@ class Node:
         sampler: LoadSampler,
         view: ClusterView,
         heartbeat: Heartbeat,
+        router: Router,
     ) -> None:
         self._settings = settings
         self.registry = registry
@@ -96,6 +99,7 @@ class Node:
         self.sampler = sampler
         self.view = view
         self.heartbeat = heartbeat
+        self.router = router
         self.state: NodeState = "serving"
         self._settings_lock = asyncio.Lock()
         self._readiness = Readiness()
@@ -115,7 +119,7 @@ class Node:
         s = self._settings()
         return self._readiness.check(
             self.state,
-            self.heartbeat.registry_age_s(),
+            self.view.age_s,
             s.view_stale_s,
             self.sampler.current(),
             self.info().capacity,
@@ -177,3 +181,4 @@ class Node:
             await self.streams.close()
             await self.heartbeat.stop()
             await self.registry.close()
+            self.router.close()

@@ -76,6 +76,9 @@ async def run_node(settings: Settings) -> None:
         h11_max_incomplete_event_size=MAX_HEAD_BYTES,
         timeout_graceful_shutdown=GRACEFUL_HTTP_SHUTDOWN_S,
         ws_max_size=MAX_MESSAGE_BYTES,
+        # The peer stays the peer: forwarding headers are read by routing, and only from
+        # server.trustedProxies (uvicorn would believe X-Forwarded-For from 127.0.0.1).
+        proxy_headers=False,
     )
     server = _Server(config)
     loop = asyncio.get_running_loop()

@@ -30,7 +30,14 @@ from urllib.parse import quote
 from cluster.app_settings import AppSettings, app_settings, is_app_key
 from cluster.errors import ConfigError, SettingLocked
 from cluster.properties import read_properties
-from cluster.types import NODE_GROUP_PATTERN, NodeGroup, NodeId
+from cluster.types import (
+    NODE_GROUP_PATTERN,
+    NodeGroup,
+    NodeId,
+    PlacementPolicy,
+    Region,
+    RoutingMode,
+)
 
 ENV_PREFIX = "TIERSTREAM_"
 
@@ -177,6 +184,24 @@ def _milliseconds(low: int, high: int) -> Callable[[str], float]:
     return lambda raw: parse_int(raw) / 1000.0
 
 
+def _routing_mode(raw: str) -> RoutingMode:
+    value = raw.strip()
+    if value not in ("redirect", "off"):
+        raise ValueError(f"{value!r} is not one of redirect, off")
+    return cast(RoutingMode, value)
+
+
+def _placement(raw: str) -> PlacementPolicy:
+    value = raw.strip()
+    if value not in ("spread", "fill"):
+        raise ValueError(f"{value!r} is not one of spread, fill")
+    return cast(PlacementPolicy, value)
+
+
+def _optional_path(raw: str) -> Path | None:
+    return Path(raw.strip()) if raw.strip() else None
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything a node is configured with. Never mutated: a change builds a new one."""
@@ -268,8 +293,21 @@ class Settings:
     """A signalling WebSocket that sends nothing (not even a ping) for this long is closed."""
     dashboard_max_event_streams: int = key("dashboard.maxEventStreams", _integer(1, 10_000), "50")
     """Dashboard live feeds (GET /dashboard/events) this node serves at once; 503 past it."""
-    apps: Mapping[str, AppSettings] = field(default_factory=dict)
-    """Per-app stream security: the ``app.<AppName>.<setting>`` keys (``cluster.app_settings``)."""
+    routing: RoutingMode = key("server.routing", _routing_mode, "redirect")
+    """redirect: a publish or play another node should serve is sent there (307); off: serve
+    everything here (a node behind a load balancer of its own)."""
+    trusted_proxies: tuple[IpNetwork, ...] = key("server.trustedProxies", _networks, "")
+    """Proxies whose X-Forwarded-For / Forwarded header names the client."""
+    geoip_db: Path | None = key("geoip.db", _optional_path, "")
+    """MaxMind GeoIP2/GeoLite2 City database, relative to the properties file's directory;
+    empty: every client is in this node's region."""
+    placement: PlacementPolicy = key("cluster.placement", _placement, "spread")
+    """spread: the least-loaded node with room first; fill: the busiest node under
+    cluster.fillTarget first (fewer busy nodes, so an autoscaler can remove idle ones)."""
+    fill_target: int = key("cluster.fillTarget", _integer(1, 100), "80")
+    """With fill, the load (percent of a node's tightest limit) one node is filled to first."""
+    reservation_s: float = key("cluster.reservationMs", _milliseconds(100, 600_000), "10000")
+    """How long a chosen node keeps room for a client that has not arrived yet."""
 
     config_path: Path = field(default=Path("red5.properties"))
     """The properties file these settings were read from (and a runtime change rewrites)."""
@@ -277,6 +315,10 @@ class Settings:
     """The keys as the file held them; a runtime change is validated on top of these."""
     environ: Mapping[str, str] = field(default_factory=dict)
     """The ``TIERSTREAM_*`` variables the node started with; they win over the file."""
+    apps: Mapping[str, AppSettings] = field(default_factory=dict)
+    """Per-app stream security: the ``app.<AppName>.<setting>`` keys (``cluster.app_settings``)."""
+    regions: tuple[Region, ...] = field(default=())
+    """The ``region.<name>.*`` keys of the file: coordinates and explicit client mapping."""
 
     @property
     def node_id(self) -> NodeId:
@@ -338,7 +380,7 @@ def settings_from(
     Start-up and runtime changes both come here; nothing is read or written.
     """
     for name in written:
-        if name not in KEYS_BY_NAME and not is_app_key(name):
+        if name not in KEYS_BY_NAME and not is_app_key(name) and not REGION_KEY.fullmatch(name):
             raise ConfigError(name, f"unknown key in {config_path}")
     env_names = {k.env_name for k in KEYS}
     ours = {name: value for name, value in environ.items() if name.startswith(ENV_PREFIX)}
@@ -353,7 +395,61 @@ def settings_from(
         except ValueError as error:
             raise ConfigError(k.name, str(error)) from None
     values["apps"] = app_settings(written)
-    return _derive(Settings(**values, config_path=config_path, written=dict(written), environ=ours))
+    return _derive(
+        Settings(
+            **values,
+            config_path=config_path,
+            written=dict(written),
+            environ=ours,
+            regions=_regions(written),
+        )
+    )
+
+
+REGION_KEY = re.compile(r"region\.([A-Za-z0-9_-]{1,64})\.(latitude|longitude|countries|continents)")
+"""``region.<name>.<part>``: a region's coordinates and explicit client mapping (file only)."""
+
+
+def _degrees(name: str, raw: str, limit: float) -> float:
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ConfigError(name, f"{raw.strip()!r} is not a number of degrees") from None
+    if not -limit <= value <= limit:
+        raise ConfigError(name, f"{value} is outside -{limit:g}..{limit:g}")
+    return value
+
+
+def _codes(name: str, raw: str) -> frozenset[str]:
+    codes = {item.upper() for item in _items(raw)}
+    for code in codes:
+        if not re.fullmatch(r"[A-Z]{2}", code):
+            raise ConfigError(name, f"{code!r} is not a two-letter code")
+    return frozenset(codes)
+
+
+def _regions(written: Mapping[str, str]) -> tuple[Region, ...]:
+    """Every region the file describes, by name; a latitude needs its longitude."""
+    parts: dict[str, dict[str, Any]] = {}
+    for name, raw in written.items():
+        match = REGION_KEY.fullmatch(name)
+        if match is None:
+            continue
+        region, part = match.groups()
+        if part == "latitude":
+            value: Any = _degrees(name, raw, 90)
+        elif part == "longitude":
+            value = _degrees(name, raw, 180)
+        else:
+            value = _codes(name, raw)
+        parts.setdefault(region, {})[part] = value
+    regions = []
+    for region, given in sorted(parts.items()):
+        if ("latitude" in given) != ("longitude" in given):
+            missing = "longitude" if "latitude" in given else "latitude"
+            raise ConfigError(f"region.{region}.{missing}", "is needed with the other coordinate")
+        regions.append(Region(NodeGroup(region), **given))
+    return tuple(regions)
 
 
 def changed_settings(current: Settings, changes: Mapping[str, str]) -> Settings:
@@ -415,4 +511,5 @@ def _derive(s: Settings) -> Settings:
         internal_url=s.internal_url or public_url,
         data_dir=data_dir,
         registry_url=registry_url,
+        geoip_db=(s.config_path.parent / s.geoip_db).resolve() if s.geoip_db else None,
     )

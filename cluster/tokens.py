@@ -1,5 +1,5 @@
-"""Tokens: short-lived cluster tokens that let one node pull a stream from another, and the
-JWT stream tokens of Ant Media that let a publisher or player in.
+"""Tokens: short-lived cluster tokens that let one node pull a stream from another, redirect
+tickets, and the JWT stream tokens of Ant Media that let a publisher or player in.
 
 A pulling node signs ``{iss: its node id, sub: stream id, aud: tierstream-pull,
 exp: now + 30 s}`` with ``cluster.secret`` (HS256); the upstream node checks the
@@ -7,18 +7,24 @@ signature, the audience, the expiry and that the token names the stream asked
 for. A player cannot pull as a node, and a leaked token is useless for other
 streams and within a minute: a token whose lifetime (``exp - iat``) is over 30 s
 is refused, whoever signed it, and so is one whose issuer is not a node name.
+
+A redirect ticket (``aud: tierstream-ticket``) rides in the ``Location`` of a
+307: it names the node it sends the client to, the app, stream and kind, and
+whether the access checks and a reservation were done, so the target serves the
+request as decided and never redirects it again. Each kind of token opens only
+its own door: the audiences differ, and a stream token has none.
 """
 
 from __future__ import annotations
 
 import re
 import time
-from typing import Literal
+from dataclasses import dataclass
 
 import jwt
 
 from cluster.errors import Forbidden, Unauthorized
-from cluster.types import NodeId
+from cluster.types import NodeId, SessionKind
 
 PULL_AUDIENCE = "tierstream-pull"
 LIFETIME_S = 30
@@ -80,16 +86,13 @@ def _shown(value: object) -> str:
     return text if len(text) <= SHOWN_CHARS else text[: SHOWN_CHARS - 3] + "..."
 
 
-StreamTokenType = Literal["publish", "play"]
-
-
-def sign_stream_token(secret: str, stream_id: str, kind: StreamTokenType, expires_at: int) -> str:
+def sign_stream_token(secret: str, stream_id: str, kind: SessionKind, expires_at: int) -> str:
     """An Ant Media JWT stream token: ``{streamId, type, exp}`` signed HS256 with the app's key."""
     claims = {"streamId": stream_id, "type": kind, "exp": expires_at}
     return jwt.encode(claims, secret, algorithm="HS256")
 
 
-def verify_stream_token(secret: str, token: str, stream_id: str, kind: StreamTokenType) -> None:
+def verify_stream_token(secret: str, token: str, stream_id: str, kind: SessionKind) -> None:
     """Check an Ant Media JWT stream token for ``stream_id`` and ``kind``.
 
     ``Unauthorized`` for a token that does not verify or has expired (Ant Media
@@ -113,3 +116,69 @@ def verify_stream_token(secret: str, token: str, stream_id: str, kind: StreamTok
         raise Forbidden(f"the stream token is for stream {claims['streamId']}, not {stream_id}")
     if claims["type"] != kind:
         raise Forbidden(f"the stream token is for {claims['type']}, not {kind}")
+
+
+TICKET_AUDIENCE = "tierstream-ticket"
+TICKET_LIFETIME_S = 15
+"""Long enough for a browser's preflight and POST to the target; a redirect is followed at once."""
+
+
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    """What a redirecting node decided for one client, so the target neither re-decides nor
+    asks for the ``Authorization`` a browser drops on a cross-origin redirect."""
+
+    decided_by: NodeId
+    target: NodeId
+    app: str
+    stream_id: str
+    kind: SessionKind
+    access_checked: bool
+    """The deciding node ran the stream's access checks (token, one-time token) already."""
+    reserved: bool
+    """The target's registry reservation was taken for this client."""
+
+
+def sign_ticket(secret: str, ticket: Ticket) -> str:
+    if not secret:
+        raise Forbidden("cluster.secret is not set: this node cannot redirect to other nodes")
+    now = int(time.time())
+    claims = {
+        "iss": ticket.decided_by, "aud": TICKET_AUDIENCE, "node": ticket.target,
+        "app": ticket.app, "sub": ticket.stream_id, "typ": ticket.kind,
+        "acc": ticket.access_checked, "res": ticket.reserved,
+        "iat": now, "exp": now + TICKET_LIFETIME_S,
+    }  # fmt: skip
+    return jwt.encode(claims, secret, algorithm="HS256")
+
+
+def verify_ticket(
+    secret: str, token: str, me: NodeId, app: str, stream_id: str, kind: SessionKind
+) -> Ticket:
+    """The ticket, if it is genuine, unexpired, for this node and for exactly this request."""
+    if not secret:
+        raise Forbidden("cluster.secret is not set: this node honours no redirect tickets")
+    try:
+        claims = jwt.decode(
+            token, secret, algorithms=["HS256"], audience=TICKET_AUDIENCE, leeway=LEEWAY_S,
+            options={"require": ["exp", "iss", "sub", "aud", "node", "typ", "app"]},
+        )  # fmt: skip
+    except jwt.ExpiredSignatureError:
+        raise Unauthorized("the redirect ticket has expired; start again at any node") from None
+    except jwt.InvalidTokenError as error:
+        raise Unauthorized(f"the redirect ticket is not valid: {error}") from None
+    if claims["node"] != me:
+        raise Forbidden(f"the redirect ticket is for node {claims['node']}, not {me}")
+    if (claims["app"], claims["sub"], claims["typ"]) != (app, stream_id, kind):
+        raise Forbidden(
+            f"the redirect ticket is for {claims['typ']} of {claims['app']}/{claims['sub']}"
+        )
+    return Ticket(
+        decided_by=NodeId(str(claims["iss"])),
+        target=me,
+        app=app,
+        stream_id=stream_id,
+        kind=kind,
+        access_checked=bool(claims.get("acc")),
+        reserved=bool(claims.get("res")),
+    )

@@ -48,6 +48,8 @@ class NodeCapacity:
     cores: int
     max_players: int
     max_bitrate_kbps: int
+    cpu_limit: int = 100
+    """``server.cpu_limit``: percent of the node's cores above which it takes no new work."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +89,8 @@ class NodeRecord:
     load: NodeLoad
     heartbeat_at: datetime
     registered_at: datetime
+    reserved: int = 0
+    """Clients routed here that have not shown up in its heartbeat yet (unexpired)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,3 +191,38 @@ class ClusterSnapshot:
 
     def pulls_of(self, stream_id: StreamId) -> tuple[PullEdge, ...]:
         return tuple(e for e in self.pulls if e.stream_id == stream_id)
+
+
+RoutingMode = Literal["redirect", "off"]
+PlacementPolicy = Literal["spread", "fill"]
+SessionKind = Literal["publish", "play"]
+
+
+@dataclass(frozen=True, slots=True)
+class Region:
+    """A region's place on the map (``region.<name>.*`` keys), for sending clients to it.
+
+    ``countries`` (ISO 3166 codes) and ``continents`` (GeoIP continent codes: EU,
+    NA, AS, ...) map clients explicitly and win over distance; a region without
+    coordinates is only reached through that mapping or as a last resort.
+    """
+
+    name: NodeGroup
+    latitude: float | None = None
+    longitude: float | None = None
+    countries: frozenset[str] = frozenset()
+    continents: frozenset[str] = frozenset()
+
+    @property
+    def located(self) -> bool:
+        return self.latitude is not None and self.longitude is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Location:
+    """Where GeoIP places a client: country, continent and coordinates, each possibly unknown."""
+
+    country: str | None
+    continent: str | None
+    latitude: float | None
+    longitude: float | None

@@ -19,10 +19,10 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from cluster.api import dashboard, rest, websocket, whip
+from cluster.api import dashboard, redirects, rest, websocket, whip
 from cluster.api.client_faults import ClientFaults, shown
 from cluster.api.metrics import metrics_endpoint
-from cluster.errors import ClusterError
+from cluster.errors import ClusterError, NoRoom
 from cluster.node import Node
 from media.errors import (
     BadSdp,
@@ -43,6 +43,11 @@ def _failure(message: str, status: int) -> JSONResponse:
 
 async def _cluster_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ClusterError)
+    if isinstance(exc, NoRoom):  # the cluster is full, not broken: the client retries later
+        logger.warning("%s %s: %s", request.method, request.url.path, exc)
+        response = _failure(str(exc), exc.status)
+        response.headers["Retry-After"] = str(exc.retry_after_s)
+        return response
     if exc.status >= 500:
         logger.error("%s %s failed: %s", request.method, request.url.path, exc)
     return _failure(str(exc), exc.status)
@@ -96,6 +101,7 @@ def build_app(node: Node) -> Starlette:
     app = Starlette(
         routes=[
             *rest.routes,
+            *redirects.routes,
             *whip.routes,
             *websocket.routes,
             *dashboard.routes(feeds),

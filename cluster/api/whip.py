@@ -25,12 +25,13 @@ from starlette.routing import Route
 
 from cluster.api import params
 from cluster.api.bodies import content_type, read_body
+from cluster.api.redirects import route_post, session_url, ticketed
 from cluster.errors import BadRequest, NotFound, PreconditionFailed, UnsupportedMediaType
 from cluster.node import Node
 from cluster.streams.local import LocalStreams, SessionRole
 from cluster.streams.pulls import internal_pull_path
-from cluster.tokens import StreamTokenType, verify_pull_token
-from cluster.types import NodeId
+from cluster.tokens import verify_pull_token
+from cluster.types import NodeId, SessionKind
 from media.types import SessionDescription
 
 SDP_LIMIT = 64 * 1024
@@ -87,14 +88,18 @@ def _options(allow: str) -> Response:
     )
 
 
-def _created(answer: SessionDescription, resource: str) -> Response:
-    """201 with the answer; the session lives at ``resource``/<session id>."""
+def _created(request: Request, answer: SessionDescription, resource: str) -> Response:
+    """201 with the answer; the session lives at ``resource``/<session id> on this node.
+
+    The ``Location`` is absolute: a client that was redirected here resolves a
+    relative one against the URL it first posted to, the wrong node.
+    """
     return Response(
         answer.sdp,
         status_code=201,
         media_type="application/sdp",
         headers={
-            "Location": f"{resource}/{answer.session_id}",
+            "Location": session_url(request.app.state.node, f"{resource}/{answer.session_id}"),
             "ETag": f'"{answer.session_id}"',
             "Accept-Patch": "application/trickle-ice-sdpfrag",
         },
@@ -115,16 +120,24 @@ class StreamResource(HTTPEndpoint):
     async def post(self, request: Request) -> Response:
         app, stream_id = params.app_and_stream(request)
         direction: Direction = request.path_params["direction"]
-        offer = await _offer(request)
+        if content_type(request) != "application/sdp":
+            raise UnsupportedMediaType("the offer must be sent as application/sdp")
         streams = _streams(request)
-        client = request.client.host if request.client else ""
-        kind: StreamTokenType = "publish" if direction == "whip" else "play"
-        await streams.authorize(app, stream_id, kind, _stream_token(request), client)
+        kind: SessionKind = "publish" if direction == "whip" else "play"
+        ticket = ticketed(request, app, stream_id, kind)
+        if ticket is None or not ticket.access_checked:
+            client = request.client.host if request.client else ""
+            await streams.authorize(app, stream_id, kind, _stream_token(request), client)
+        if ticket is None:  # a ticketed request was decided already: never redirected again
+            redirect = await route_post(request, app, stream_id, kind)
+            if redirect is not None:
+                return redirect
+        offer = await _offer(request)
         if direction == "whip":
             answer = await streams.publish(app, stream_id, offer)
         else:
             answer = await streams.play(app, stream_id, offer)
-        return _created(answer, f"/{app}/{direction}/{stream_id}")
+        return _created(request, answer, f"/{app}/{direction}/{stream_id}")
 
     async def options(self, request: Request) -> Response:
         return _options("OPTIONS, POST")
@@ -162,7 +175,7 @@ class DownstreamResource(HTTPEndpoint):
         downstream = _pulling_node(request, stream_id)
         offer = await _offer(request)
         answer = await streams.serve_downstream(app, stream_id, offer, downstream)
-        return _created(answer, internal_pull_path(app, stream_id))
+        return _created(request, answer, internal_pull_path(app, stream_id))
 
 
 class DownstreamSessionResource(HTTPEndpoint):

@@ -105,6 +105,9 @@ class DemoNode:
             "webrtc.iceServers": "",
             "cluster.heartbeatIntervalMs": str(HEARTBEAT_MS),
             "cluster.nodeDeadTimeoutMs": str(DEAD_AFTER_MS),
+            # The demo puts its publisher and players on chosen nodes to show the relay tree;
+            # routing would move them (every client is 127.0.0.1, so load alone decides).
+            "server.routing": "off",
         }
         self.config.parent.mkdir(parents=True, exist_ok=True)
         text = f"# demo node {self.name}, written by tierstream demo\n"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from cluster.cli import client_commands, demo
+from cluster.cli import client_commands, demo, geodns
 from cluster.errors import ClusterError, ConfigError
 from cluster.logs import configure_logging
 from cluster.properties import apply_rendered, read_secrets
@@ -49,6 +49,9 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     demo.add_arguments(commands.add_parser("demo", help="a local multi-region cluster to watch"))
+    geodns.add_arguments(
+        commands.add_parser("geodns", help="write a GeoDNS configuration for the cluster")
+    )
     publish = commands.add_parser("publish", help="publish the synthetic test stream over WHIP")
     publish.add_argument("--whip", required=True, help="e.g. http://127.0.0.1:5080/LiveApp/whip/s1")
     publish.add_argument("--codec", choices=sorted(client_commands.CODECS), default="vp8")
@@ -118,6 +121,12 @@ def main(argv: list[str] | None = None) -> None:
         elif args.command == "demo":
             configure_logging("WARN")
             _demo(args)
+        elif args.command == "geodns":
+            settings = _settings(args.config)
+            configure_logging("INFO")
+            options = geodns.options_from(args, settings.geoip_db)
+            count = asyncio.run(geodns.write_from_registry(settings, options, args.out))
+            logger.info("wrote a gdnsd configuration for %d nodes to %s", count, args.out)
         else:
             configure_logging("WARN")
             candidates = tuple(args.candidate or ("127.0.0.1",))

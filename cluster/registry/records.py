@@ -47,7 +47,10 @@ def node_record(row: Row[Any]) -> NodeRecord:
         internal_url=row.internal_url,
         state=state,
         capacity=NodeCapacity(
-            cores=row.cores, max_players=row.max_players, max_bitrate_kbps=row.max_bitrate_kbps
+            cores=row.cores,
+            max_players=row.max_players,
+            max_bitrate_kbps=row.max_bitrate_kbps,
+            cpu_limit=row.cpu_limit,
         ),
         load=NodeLoad(
             cpu=float(row.cpu),
@@ -60,6 +63,7 @@ def node_record(row: Row[Any]) -> NodeRecord:
         ),
         heartbeat_at=row.heartbeat_at,
         registered_at=row.registered_at,
+        reserved=row._mapping.get("reserved") or 0,  # RETURNING rows have no reservation
     )
 
 

@@ -23,11 +23,13 @@ from sqlalchemy import (
     ColumnElement,
     Executable,
     Row,
+    Select,
     and_,
     case,
     delete,
     false,
     func,
+    literal,
     or_,
     select,
     update,
@@ -45,7 +47,15 @@ from cluster.registry.records import (
     secondary_origin_record,
     stream_record,
 )
-from cluster.registry.schema import db_now, node, pull, secondary_origin, stream, stream_token
+from cluster.registry.schema import (
+    db_now,
+    node,
+    pull,
+    reservation,
+    secondary_origin,
+    stream,
+    stream_token,
+)
 from cluster.types import (
     AppName,
     ClaimResult,
@@ -154,6 +164,7 @@ class Registry:
             "cores": info.capacity.cores,
             "max_players": info.capacity.max_players,
             "max_bitrate_kbps": info.capacity.max_bitrate_kbps,
+            "cpu_limit": info.capacity.cpu_limit,
             **load_values(NodeLoad()),
             "heartbeat_at": db_now(),
             "registered_at": db_now(),
@@ -194,9 +205,13 @@ class Registry:
         if cleared:
             logger.info("cleared %d rows that a previous run of %s left behind", cleared, node_id)
 
-    async def heartbeat(self, node_id: NodeId, node_group: NodeGroup, load: NodeLoad) -> bool:
+    async def heartbeat(
+        self, node_id: NodeId, node_group: NodeGroup, load: NodeLoad, arrived: int = 0
+    ) -> bool:
         """Record that the node is alive, its load and its group (a region change shows here).
 
+        ``arrived``: clients that came with a reservation since the last beat; ``load``
+        counts them now, so the same transaction takes them off the node's reservations.
         False when the node's row is gone (deregistered): the caller registers again.
         """
         statement = (
@@ -204,7 +219,54 @@ class Registry:
             .where(node.c.id == node_id)
             .values(node_group=node_group, heartbeat_at=db_now(), **load_values(load))
         )
-        return await self._changed(f"record a heartbeat of {node_id}", statement)
+        if not arrived:
+            return await self._changed(f"record a heartbeat of {node_id}", statement)
+        held = reservation.c.pending
+        settle = (
+            update(reservation)
+            .where(reservation.c.node_id == node_id)
+            .values(pending=case((held > arrived, held - arrived), else_=0))
+        )
+        doing = f"record a heartbeat of {node_id}"
+        async with self._connection(doing, self._transactions) as connection:
+            known = (await connection.execute(statement)).rowcount == 1
+            await connection.execute(settle)
+        return known
+
+    async def reserve(self, node_id: NodeId, lease_s: float) -> bool:
+        """Keep room on the node for one routed client, if it has room counting reservations.
+
+        One statement, so concurrent routers on different nodes cannot both take the
+        last place: a node's reservations are one row, and PostgreSQL re-checks the
+        ``WHERE`` of ``ON CONFLICT DO UPDATE`` against the row it locked (SQLite runs
+        writers one at a time). Reservations lapse together ``lease_s`` after the latest.
+        """
+        players = select(node.c.players).where(node.c.id == node_id).scalar_subquery()
+        limit = select(node.c.max_players).where(node.c.id == node_id).scalar_subquery()
+        first = select(node.c.id, literal(1), db_now(lease_s)).where(
+            node.c.id == node_id, node.c.players + 1 <= node.c.max_players
+        )
+        inserting = self._insert(reservation).from_select(
+            ["node_id", "pending", "expires_at"], first
+        )
+        pending = self._pending()
+        statement = inserting.on_conflict_do_update(
+            index_elements=[reservation.c.node_id],
+            set_={"pending": pending + 1, "expires_at": inserting.excluded.expires_at},
+            where=players + pending + 1 <= limit,
+        ).returning(reservation.c.pending)
+        return bool(await self._rows(f"reserve room on {node_id}", statement))
+
+    @staticmethod
+    def _pending() -> ColumnElement[int]:
+        """A node's reservations that have not lapsed."""
+        return case((reservation.c.expires_at > db_now(), reservation.c.pending), else_=0)
+
+    def _nodes(self) -> Select[Any]:
+        """Node rows with their unexpired reservations as ``reserved``."""
+        return select(node, self._pending().label("reserved")).outerjoin(
+            reservation, reservation.c.node_id == node.c.id
+        )
 
     async def drain(self, node_id: NodeId) -> None:
         """Mark the node draining: it keeps its work but takes no new work."""
@@ -223,7 +285,7 @@ class Registry:
         if offset < 0 or (limit is not None and limit < 0):
             raise ValueError(f"offset and limit must not be negative: {offset}, {limit}")
         statement = (
-            select(node)
+            self._nodes()
             .where(self._alive())
             .order_by(node.c.node_group, node.c.id)
             .offset(offset)
@@ -239,7 +301,7 @@ class Registry:
 
     async def node(self, node_id: NodeId) -> NodeRecord | None:
         """The node's row, alive or not (``heartbeat_at`` tells); None if unknown."""
-        statement = select(node).where(node.c.id == node_id)
+        statement = self._nodes().where(node.c.id == node_id)
         rows = await self._rows(f"read node {node_id}", statement)
         return node_record(rows[0]) if rows else None
 
@@ -578,7 +640,7 @@ class Registry:
         pull decides from at each step, in one transaction instead of one
         read per part.
         """
-        nodes = select(node).where(self._alive()).order_by(node.c.node_group, node.c.id)
+        nodes = self._nodes().where(self._alive()).order_by(node.c.node_group, node.c.id)
         streams = select(stream).where(stream.c.state != "ended").order_by(stream.c.id)
         origins = (
             select(secondary_origin)

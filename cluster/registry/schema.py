@@ -126,6 +126,7 @@ node = Table(
     Column("bitrate_out_kbps", Integer, nullable=False),
     Column("heartbeat_at", RegistryTime, nullable=False),
     Column("registered_at", RegistryTime, nullable=False),
+    Column("cpu_limit", Integer, nullable=False, server_default="100"),
     CheckConstraint("state IN ('serving', 'draining')", name="node_state"),
     Index("node_heartbeat_at", "heartbeat_at"),
 )
@@ -178,3 +179,13 @@ stream_token = Table(
     CheckConstraint("type IN ('publish', 'play')", name="stream_token_type"),
     Index("stream_token_expires_at", "expires_at"),
 )
+reservation = Table(
+    "reservation",
+    metadata,
+    Column("node_id", Text, primary_key=True),
+    Column("pending", Integer, nullable=False),
+    Column("expires_at", RegistryTime, nullable=False),
+)
+"""Clients routed to a node that its heartbeat does not count yet; they lapse together at
+``expires_at`` (a new reservation pushes it out), and the node's heartbeat subtracts those
+that arrived."""

@@ -48,14 +48,14 @@ class Readiness:
     def check(
         self,
         state: NodeState,
-        registry_age_s: float | None,
+        view_age_s: float,
         stale_after_s: float,
         load: NodeLoad,
         capacity: NodeCapacity,
         cpu_limit_percent: int,
         resume_percent: int,
     ) -> Verdict:
-        """``registry_age_s``: seconds since the registry last acknowledged us (None: never)."""
+        """``view_age_s``: seconds since the cluster view was last read (infinite: never)."""
         used = load_fraction(load, capacity, cpu_limit_percent)
         if self._full:
             self._full = used >= resume_percent / 100
@@ -63,12 +63,11 @@ class Readiness:
             self._full = used >= 1.0
         if state == "draining":
             return Verdict("draining", "the node is draining and takes no new work")
-        if registry_age_s is None or registry_age_s > stale_after_s:
-            shown = "never" if registry_age_s is None else f"{registry_age_s:.1f} s ago"
+        if view_age_s > stale_after_s:
+            shown = "never" if view_age_s == float("inf") else f"{view_age_s:.1f} s ago"
             return Verdict(
-                "stale",
-                f"the registry last acknowledged this node {shown} (limit {stale_after_s:.1f} s)",
-            )
+                "stale", f"the registry was last read {shown} (limit {stale_after_s:.1f} s)"
+            )  # fmt: skip
         if self._full:
             return Verdict(
                 "full",

@@ -31,8 +31,8 @@ from cluster.app_settings import AppSettings
 from cluster.errors import BadRequest, Forbidden, Unauthorized
 from cluster.registry import Registry
 from cluster.settings import Settings
-from cluster.tokens import StreamTokenType, verify_stream_token
-from cluster.types import AppName, StreamId
+from cluster.tokens import verify_stream_token
+from cluster.types import AppName, SessionKind, StreamId
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ class StreamAccess:
         return self._settings().apps.get(app, OPEN)
 
     async def check(
-        self, app: str, stream_id: str, kind: StreamTokenType, token: str, client: str
+        self, app: str, stream_id: str, kind: SessionKind, token: str, client: str
     ) -> None:
         """Raise ``Unauthorized``/``Forbidden`` (naming why) unless the client may go ahead."""
         settings = self._app(app)

@@ -29,8 +29,7 @@ from cluster.registry import Registry
 from cluster.settings import Settings
 from cluster.streams.access import StreamAccess
 from cluster.streams.pulls import Pulls
-from cluster.tokens import StreamTokenType
-from cluster.types import AppName, NodeId, NodeLoad, StreamId
+from cluster.types import AppName, NodeId, NodeLoad, SessionKind, StreamId
 from media.engine import MediaEngine
 from media.errors import UnknownSession
 from media.types import MediaStats, SessionDescription, StreamInfo
@@ -80,7 +79,7 @@ class LocalStreams:
             self._renewer = asyncio.create_task(self._renew_leases(), name="stream-leases")
 
     async def authorize(
-        self, app: str, stream_id: str, kind: StreamTokenType, token: str, client: str
+        self, app: str, stream_id: str, kind: SessionKind, token: str, client: str
     ) -> None:
         """Stream security (tokens, publish webhook) before any claim (``streams.access``)."""
         await self.access.check(app, stream_id, kind, token, client)

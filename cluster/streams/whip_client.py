@@ -8,7 +8,7 @@ the endpoint, as RFC 9725 asks.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from urllib.parse import urljoin
 
 import httpx
@@ -41,13 +41,20 @@ class WhipClient:
         endpoint: str,
         token: Token | None = None,
         timeout: httpx.Timeout | float = 10.0,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         self.endpoint = endpoint
         self._token = token
         self._http = httpx.AsyncClient(
-            auth=self._authorize, timeout=timeout, follow_redirects=True, max_redirects=3
+            auth=self._authorize,
+            timeout=timeout,
+            follow_redirects=True,
+            max_redirects=3,
+            headers=dict(headers or {}),
         )
         self.location: str | None = None
+        self.redirects: list[str] = []
+        """The URLs the last POST was redirected to, in order (307s from nodes)."""
 
     def _authorize(self, request: httpx.Request) -> httpx.Request:
         token = self._token() if callable(self._token) else self._token
@@ -60,6 +67,7 @@ class WhipClient:
         reply = await self._http.post(
             self.endpoint, content=offer_sdp, headers={"Content-Type": "application/sdp"}
         )
+        self.redirects = [str(hop.headers.get("location", "")) for hop in reply.history]
         if reply.status_code != 201:
             raise SignallingFailed(reply.status_code, _message(reply))
         location = reply.headers.get("location")

@@ -21,8 +21,8 @@ import pytest
 
 from cluster.registry.migrate import migrate
 from cluster.streams.whip_client import WhipClient
-from cluster.tokens import StreamTokenType, sign_pull_token, sign_stream_token
-from cluster.types import NodeId
+from cluster.tokens import sign_pull_token, sign_stream_token
+from cluster.types import NodeId, SessionKind
 from media.contrib.client import Player, Publisher
 from media.contrib.synthetic import SyntheticAudioTrack, SyntheticVideoTrack, VideoSettings
 from tests.support.antmedia import Signalling
@@ -91,7 +91,7 @@ async def opened() -> AsyncIterator[Opened]:
         await item.close()
 
 
-def _jwt(stream_id: str, kind: StreamTokenType, expires_in_s: int = 60) -> str:
+def _jwt(stream_id: str, kind: SessionKind, expires_in_s: int = 60) -> str:
     return sign_stream_token(KEY, stream_id, kind, int(time.time()) + expires_in_s)
 
 

@@ -23,7 +23,7 @@ from media import codecs, ice
 from media.contrib.client import Player, Publisher
 from media.contrib.synthetic import SyntheticAudioTrack, SyntheticVideoTrack, VideoSettings
 from tests.support.nodes import NodeProcess
-from tests.support.peers import Peers
+from tests.support.peers import Peers, trickling
 from tests.support.waits import WAIT, eventually
 
 
@@ -247,28 +247,10 @@ async def test_publisher_that_trickles_its_candidates_over_patch_is_played(
     client = WhipClient(f"{a.url}/LiveApp/whip/trickled")
     patched: list[int] = []
 
-    async def trickling(offer: str) -> str:
-        lines = offer.splitlines()
-        candidates = [line for line in lines if line.startswith("a=candidate:")]
-        bare = [line for line in lines if not line.startswith(("a=candidate:", "a=end-of-cand"))]
-        answer = await client.exchange("\r\n".join(bare) + "\r\n")
-        ice = [line for line in lines if line.startswith(("a=ice-ufrag:", "a=ice-pwd:"))][:2]
-        fragment = [*ice, "m=audio 9 RTP/AVP 0", "a=mid:0", *candidates, "a=end-of-candidates"]
-        assert client.location is not None
-        async with httpx.AsyncClient() as http:
-            reply = await http.patch(
-                client.location,
-                content="\r\n".join(fragment) + "\r\n",
-                headers={"Content-Type": "application/trickle-ice-sdpfrag", "ETag": etag},
-            )
-        patched.append(reply.status_code)
-        return answer
-
-    etag = "*"
     video = SyntheticVideoTrack(VideoSettings(keyframe_interval_s=1.0))
     publisher = Publisher([video, SyntheticAudioTrack()])
     try:
-        await publisher.start(trickling)
+        await publisher.start(trickling(client, patched, {"ETag": "*"}))
         playing = await peers.play(f"{a.url}/LiveApp/whep/trickled")
         await playing.frames(30)
     finally:

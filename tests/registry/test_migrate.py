@@ -26,8 +26,16 @@ MIGRATE_SCRIPT = (
     "import asyncio, sys; from cluster.registry.migrate import migrate; "
     "asyncio.run(migrate(sys.argv[1]))"
 )
-TABLES = {"alembic_version", "node", "pull", "regional_origin", "stream", "stream_token"}
-HEAD = "0004"
+TABLES = {
+    "alembic_version",
+    "node",
+    "pull",
+    "regional_origin",
+    "reservation",
+    "stream",
+    "stream_token",
+}
+HEAD = "0005"
 
 
 def _same_time_type(

@@ -15,7 +15,7 @@ def check(
     readiness: Readiness,
     load: NodeLoad = IDLE,
     state: NodeState = "serving",
-    age: float | None = 0.5,
+    age: float = 0.5,
 ) -> Verdict:
     return readiness.check(state, age, 10.0, load, CAPACITY, 80, 90)
 
@@ -25,7 +25,7 @@ def check(
     [
         (NodeLoad(players=3), "serving", 0.5, "accepting"),
         (NodeLoad(), "draining", 0.5, "draining"),
-        (NodeLoad(), "serving", None, "stale"),
+        (NodeLoad(), "serving", float("inf"), "stale"),
         (NodeLoad(), "serving", 10.5, "stale"),
         (NodeLoad(players=10), "serving", 0.5, "full"),
         (NodeLoad(bitrate_out_kbps=10_000), "serving", 0.5, "full"),
@@ -41,7 +41,7 @@ def check(
         "CPU at server.cpu_limit",
     ],
 )
-def test_status(load: NodeLoad, state: NodeState, age: float | None, status: str) -> None:
+def test_status(load: NodeLoad, state: NodeState, age: float, status: str) -> None:
     verdict = check(Readiness(), load, state, age)
     assert verdict.status == status
     assert verdict.ready == (status == "accepting")

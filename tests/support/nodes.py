@@ -7,11 +7,13 @@ here is bounded.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +49,8 @@ class NodeProcess:
             "webrtc.iceServers": "",
             "cluster.heartbeatIntervalMs": "500",
             "cluster.nodeDeadTimeoutMs": "2000",
+            # A test that sends a client to a node means that node; routing tests turn it on.
+            "server.routing": "off",
             **extra,
         }
         text = f"# node {name} for a test\n" + "".join(f"{k}={v}\n" for k, v in lines.items())
@@ -135,8 +139,8 @@ class NodeProcess:
     def log_text(self) -> str:
         return self.log.read_text(encoding="utf-8", errors="replace") if self.log.exists() else ""
 
-    def get(self, path: str) -> httpx.Response:
-        return httpx.get(self.url + path, timeout=5.0)
+    def get(self, path: str, headers: dict[str, str] | None = None) -> httpx.Response:
+        return httpx.get(self.url + path, headers=headers, timeout=5.0)
 
     def post(self, path: str, body: Any = None, token: str | None = ADMIN_TOKEN) -> httpx.Response:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -149,3 +153,14 @@ def start_all(nodes: list[NodeProcess], timeout_s: float = 30.0) -> None:
         node.launch()
     for node in nodes:
         node.wait_healthy(timeout_s)
+
+
+@contextlib.contextmanager
+def running(nodes: list[NodeProcess], timeout_s: float = 60.0) -> Iterator[list[NodeProcess]]:
+    """``start_all``, then stop every node by its PID when the block ends, however it ends."""
+    try:
+        start_all(nodes, timeout_s)
+        yield nodes
+    finally:
+        for node in nodes:
+            node.stop()

@@ -77,6 +77,8 @@ from aiortc.rtp import (
     RTCP_RTPFB_NACK,
     RtcpPsfbPacket,
     RtcpRtpfbPacket,
+    RtcpSdesPacket,
+    RtcpSourceInfo,
 )
 
 PINNED_AIORTC = "1.16.0"
@@ -205,6 +207,21 @@ def sender_ssrc(sender: RTCRtpSender) -> int:
     """The SSRC aiortc negotiated (and signalled in SDP) for this sender."""
     ssrc: int = sender._ssrc
     return ssrc
+
+
+async def send_rtcp(sender: RTCRtpSender, packet: bytes) -> None:
+    """SRTCP-protect and send one RTCP packet on a sender's transport (aiortc's own path)."""
+    await sender.transport._send_rtp(packet)
+
+
+def keepalive_packet(sender: RTCRtpSender) -> bytes:
+    """A minimal RTCP packet (SDES with the sender's SSRC and a CNAME) for liveness.
+
+    Any datagram counts as life at the far end (``packetsReceived`` of its
+    transport); an SDES changes no receiver state, unlike a sender report.
+    """
+    chunk = RtcpSourceInfo(ssrc=sender_ssrc(sender), items=[(1, b"tierstream")])
+    return bytes(RtcpSdesPacket(chunks=[chunk]))
 
 
 @dataclass(frozen=True)
@@ -483,5 +500,7 @@ def check() -> None:
         problems.append("RTCIceTransport no longer sends with _send (aioice's Connection.send)")
     if not hasattr(Connection, "data_received"):
         problems.append("aioice's Connection.data_received is gone")
+    if not hasattr(RTCDtlsTransport, "_send_rtp"):
+        problems.append("RTCDtlsTransport._send_rtp is gone (keepalives on pulls send through it)")
     if problems:
         raise SeamBroken("aiortc internals moved: " + "; ".join(problems))

@@ -18,9 +18,11 @@ class MediaConfig:
     vanished) ends, so that it cannot hold a stream id. A pull that hears nothing
     at all from its upstream (no RTP, no RTCP) for ``upstream_silence_s`` is lost:
     a killed or frozen upstream sends nothing, and ICE consent would take ~30 s
-    to notice. Keep it above 1.5 s, aiortc's longest interval between sender
-    reports: a live upstream that holds the stream without media sends only
-    those, and its downstream nodes must not take it for dead.
+    to notice. A node sends every downstream session a keepalive packet each
+    ``keepalive_interval_s``, media or not (a node holding a stream without media
+    would otherwise send only sender reports, up to 1.5 s apart), so the
+    silence that means death can be a fraction of a second; keep it several
+    keepalive intervals long, so that a busy moment is not taken for death.
     ``fanout_threads`` is how many threads send each frame to the players (the
     event loop's own included); 0 means one per core the process may run on.
     The threads are the process's, started by its first engine. While the event
@@ -34,7 +36,8 @@ class MediaConfig:
     play_queue_limit: int = 120
     keyframe_request_interval_s: float = 0.25
     connect_timeout_s: float = 30.0
-    upstream_silence_s: float = 2.0
+    upstream_silence_s: float = 0.6
+    keepalive_interval_s: float = 0.1
     fanout_threads: int = 0
     busy_limit: float = 0.9
 
@@ -49,8 +52,11 @@ class MediaConfig:
             raise ValueError(f"fanout_threads: {self.fanout_threads} is negative")
         if self.connect_timeout_s <= 0:
             raise ValueError(f"connect_timeout_s: {self.connect_timeout_s} is not positive")
-        if self.upstream_silence_s <= 0:
-            raise ValueError(f"upstream_silence_s: {self.upstream_silence_s} is not positive")
+        if not 0 < self.keepalive_interval_s < self.upstream_silence_s / 2:
+            raise ValueError(
+                f"keepalive_interval_s: {self.keepalive_interval_s} must be positive and under "
+                f"half of upstream_silence_s ({self.upstream_silence_s})"
+            )
         if self.keyframe_request_interval_s <= 0:
             raise ValueError(
                 f"keyframe_request_interval_s: {self.keyframe_request_interval_s} is not positive"

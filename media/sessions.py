@@ -293,9 +293,27 @@ class PlaySession(Session):
             self._senders[id(dtls)] = sender
         return sender
 
+    async def _keep_alive(self, sender: Any) -> None:
+        """Tell a downstream node we live, ``keepalive_interval_s`` apart, media or not.
+
+        Its pull counts any packet as life and takes ``upstream_silence_s``
+        without one for death; a node holding the stream without media (its
+        own upstream lost) sends nothing else but sender reports up to 1.5 s
+        apart. The cluster owns both ends of a pull, so it can be this direct.
+        """
+        packet = aiortc_seam.keepalive_packet(sender)
+        while True:
+            await asyncio.sleep(self.config.keepalive_interval_s)
+            try:
+                await aiortc_seam.send_rtcp(sender, packet)
+            except ConnectionError:
+                return
+
     def _connected(self) -> None:
         if self.forwarders:
             return
+        if self.role == "downstream" and self._tracks:
+            self.spawn(self._keep_alive(self._tracks[0][0].sender))
         local = self.pc.localDescription
         assert local is not None
         lines = {line.mid: line for line in sdp.parse(local.sdp)}

@@ -212,6 +212,12 @@ async def one_time_token(request: Request) -> JSONResponse:
 
 
 async def healthz(request: Request) -> JSONResponse:
+    """Liveness: 200 while the process serves HTTP, whatever the registry does.
+
+    A registry outage must not get every node restarted by its liveness probe
+    (media keeps flowing through one); the body says it, and ``/readyz`` is
+    what stops sending new clients.
+    """
     node = _node(request)
     healthy = node.heartbeat.healthy
     body = {
@@ -221,7 +227,7 @@ async def healthz(request: Request) -> JSONResponse:
         "state": node.state,
         "registry": "reachable" if healthy else "unreachable",
     }
-    return JSONResponse(body, status_code=200 if healthy else 503)
+    return JSONResponse(body)
 
 
 async def readyz(request: Request) -> JSONResponse:

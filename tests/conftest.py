@@ -24,6 +24,7 @@ the embedded half without starting a server.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 from collections.abc import AsyncIterator, Iterator
@@ -79,22 +80,26 @@ async def postgres_url(postgres_server: PostgresServer) -> str:
     return url
 
 
-@pytest.fixture
-async def registry(registry_url: str) -> AsyncIterator[Registry]:
-    connected = await Registry.connect(registry_url)
+@contextlib.asynccontextmanager
+async def _connected(url: str) -> AsyncIterator[Registry]:
+    """A registry client for a fixture, closed whatever the test did."""
+    connected = await Registry.connect(url)
     try:
         yield connected
     finally:
         await connected.close()
+
+
+@pytest.fixture
+async def registry(registry_url: str) -> AsyncIterator[Registry]:
+    async with _connected(registry_url) as connected:
+        yield connected
 
 
 @pytest.fixture
 async def postgres_registry(postgres_url: str) -> AsyncIterator[Registry]:
-    connected = await Registry.connect(postgres_url)
-    try:
+    async with _connected(postgres_url) as connected:
         yield connected
-    finally:
-        await connected.close()
 
 
 @pytest.fixture(scope="module")
@@ -107,8 +112,5 @@ def module_postgres_url(postgres_server: PostgresServer, request: pytest.Fixture
 
 @pytest.fixture
 async def module_registry(module_postgres_url: str) -> AsyncIterator[Registry]:
-    connected = await Registry.connect(module_postgres_url)
-    try:
+    async with _connected(module_postgres_url) as connected:
         yield connected
-    finally:
-        await connected.close()

@@ -85,6 +85,14 @@ def downstream_to(engine: MediaEngine, stream_id: str, downstream_ids: list[str]
     return exchange
 
 
+async def pull_from(upstream: MediaEngine, edge: MediaEngine, stream_id: str = "s1") -> list[str]:
+    """``edge`` pulls ``stream_id`` from ``upstream``; the ids of its downstream sessions there."""
+    downstream_ids: list[str] = []
+    exchange = downstream_to(upstream, stream_id, downstream_ids)
+    await asyncio.wait_for(edge.pull(stream_id, exchange), WAIT)
+    return downstream_ids
+
+
 async def test_a_downstream_is_counted_as_a_downstream_not_a_player(
     make_engine: EngineFactory, events: Events, publish: Publish, watch: Watch
 ) -> None:
@@ -221,10 +229,7 @@ async def test_a_held_upstream_keeps_its_downstream_nodes_waiting_quietly(
     origin, middle_events, edge_events = make_engine(), Events(), Events()
     middle, edge = make_engine(middle_events), make_engine(edge_events)  # 0.6 s of silence
     await publish(origin)
-    downstreams_on_origin: list[str] = []
-    await asyncio.wait_for(
-        middle.pull("s1", downstream_to(origin, "s1", downstreams_on_origin)), WAIT
-    )
+    downstreams_on_origin = await pull_from(origin, middle)
     await asyncio.wait_for(edge.pull("s1", downstream_to(middle, "s1", [])), WAIT)
     watching = await watch(edge)
     await watching.frames("video", 5)
@@ -245,10 +250,7 @@ async def test_ending_a_held_stream_ends_its_players_and_downstreams(
     origin, edge_events = make_engine(), Events()
     edge = make_engine(edge_events)
     await publish(origin)
-    downstreams_on_origin: list[str] = []
-    await asyncio.wait_for(
-        edge.pull("s1", downstream_to(origin, "s1", downstreams_on_origin)), WAIT
-    )
+    downstreams_on_origin = await pull_from(origin, edge)
     player, downstream = await watch(edge), await watch(edge, downstream=True)
     await player.frames("video", 5)
     await origin.close_session(downstreams_on_origin[0])
@@ -277,10 +279,7 @@ async def test_a_new_upstream_with_other_codecs_is_refused_and_the_stream_stays_
     edge = make_engine(edge_events)
     await publish(origin, "s1", mime_type="video/VP8")
     await publish(origin, "s2", mime_type="video/H264")
-    downstreams_on_origin: list[str] = []
-    await asyncio.wait_for(
-        edge.pull("s1", downstream_to(origin, "s1", downstreams_on_origin)), WAIT
-    )
+    downstreams_on_origin = await pull_from(origin, edge)
     watching = await watch(edge)
     await watching.frames("video", 5)
     await origin.close_session(downstreams_on_origin[0])
@@ -307,10 +306,7 @@ async def test_a_publisher_takes_a_held_stream_over_and_its_players_continue(
     origin, edge_events = make_engine(), Events()
     edge = make_engine(edge_events)
     await publish(origin)
-    downstreams_on_origin: list[str] = []
-    await asyncio.wait_for(
-        edge.pull("s1", downstream_to(origin, "s1", downstreams_on_origin)), WAIT
-    )
+    downstreams_on_origin = await pull_from(origin, edge)
     watching = await watch(edge)
     await watching.frames("video", 5)
     await origin.close_session(downstreams_on_origin[0])

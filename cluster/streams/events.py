@@ -3,8 +3,9 @@
 The engine takes one ``StreamListener`` when it is built, before the parts
 that react to its events exist (they need the engine themselves). This hub is
 built first, given to the engine, and the node's composition subscribes the
-reacting parts to it once they are built: the registry claims
-(``LocalStreams``), and signalling layers that tell their clients.
+reacting parts to it once they are built. Today that is ``LocalStreams``
+alone (registry claims, and the session watchers signalling layers register
+with it); the hub is what lets the engine be built before it.
 """
 
 from __future__ import annotations

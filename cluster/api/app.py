@@ -19,7 +19,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from cluster.api import dashboard, redirects, rest, websocket, whip
+from cluster.api import dashboard, openapi, redirects, rest, websocket, whip
 from cluster.api.client_faults import ClientFaults, shown
 from cluster.api.metrics import metrics_endpoint
 from cluster.errors import ClusterError, NoRoom
@@ -110,6 +110,7 @@ def build_app(node: Node) -> Starlette:
                 metrics_endpoint(node, dashboard.DashboardCollector(feeds)),
                 methods=["GET"],
             ),
+            Route("/openapi.json", openapi.document, methods=["GET"]),
         ],
         middleware=[
             Middleware(

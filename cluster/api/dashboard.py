@@ -254,10 +254,28 @@ def routes(hub: DashboardHub) -> list[BaseRoute]:
     node = hub.node
 
     async def page(request: Request) -> Response:
+        """---
+        summary: The dashboard page
+        parameters: [{name: stream, in: query, required: false, schema: {type: string}}]
+        responses:
+          "200":
+            description: The page.
+            content: {text/html: {schema: {type: string}}}
+          default: {$ref: "#/components/responses/Failure"}
+        """
         _stream(request)
         return FileResponse(STATIC / "dashboard.html", headers={"Cache-Control": "no-cache"})
 
     async def events(request: Request) -> Response:
+        """---
+        summary: The dashboard's live feed (Server-Sent Events, never ends while serving)
+        parameters: [{name: stream, in: query, required: false, schema: {type: string}}]
+        responses:
+          "200":
+            description: The feed.
+            content: {text/event-stream: {schema: {type: string}}}
+          default: {$ref: "#/components/responses/Failure"}
+        """
         subscriber, first = hub.subscribe(_stream(request))
         return StreamingResponse(
             _feed(node, hub, subscriber, first),

@@ -69,6 +69,13 @@ def metrics_endpoint(node: Node, *more: Collector) -> Callable[[Request], Awaita
         registry.register(collector)
 
     async def metrics(request: Request) -> Response:
+        """---
+        summary: Prometheus metrics
+        responses:
+          "200":
+            description: Prometheus' text format.
+            content: {text/plain: {schema: {type: string}}}
+        """
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return metrics

@@ -138,7 +138,21 @@ def _kind(raw: str | None) -> SessionKind:
 
 
 async def route(request: Request) -> JSONResponse:
-    """``GET /{app}/rest/v2/route?streamId=&type=``: the node a client should use, as JSON."""
+    """``GET /{app}/rest/v2/route?streamId=&type=``: the node a client should use, as JSON.
+
+    ---
+    summary: Which node a client should publish or play on
+    parameters:
+      - {$ref: "#/components/parameters/App"}
+      - name: streamId
+        in: query
+        required: true
+        schema: {type: string, pattern: "^[A-Za-z0-9_-]{1,128}$"}
+      - {name: type, in: query, required: true, schema: {type: string, enum: [play, publish]}}
+    responses:
+      "200": {$ref: "#/components/responses/Object"}
+      default: {$ref: "#/components/responses/Failure"}
+    """
     app = _app(request)
     try:
         stream_id = parse_stream_id(request.query_params.get("streamId", ""))
@@ -174,7 +188,15 @@ async def route(request: Request) -> JSONResponse:
 
 
 async def app_root(request: Request) -> JSONResponse:
-    """``http_url`` of a route answer: Ant Media's SDK checks it with HEAD before connecting."""
+    """``http_url`` of a route answer: Ant Media's SDK checks it with HEAD before connecting.
+
+    ---
+    summary: An application's root
+    parameters: [{$ref: "#/components/parameters/App"}]
+    responses:
+      "200": {$ref: "#/components/responses/Object"}
+      default: {$ref: "#/components/responses/Failure"}
+    """
     app = _app(request)
     node = _node(request)
     return JSONResponse(
@@ -183,7 +205,13 @@ async def app_root(request: Request) -> JSONResponse:
 
 
 async def regions(request: Request) -> JSONResponse:
-    """Per region: nodes, capacity, use, free fraction, accepting (feed-style GSLBs)."""
+    """Per region: nodes, capacity, use, free fraction, accepting (feed-style GSLBs).
+
+    ---
+    summary: Regions, their capacity and use
+    responses:
+      "200": {$ref: "#/components/responses/Object"}
+    """
     return JSONResponse(_node(request).router.regions())
 
 

@@ -69,10 +69,40 @@ def settings_json(node: Node) -> dict[str, Any]:
 
 
 async def get_server_settings(request: Request) -> JSONResponse:
+    """The node's settings in Ant Media's shape.
+
+    ---
+    summary: Read the node's settings
+    responses:
+      "200": {$ref: "#/components/responses/Object"}
+    """
     return JSONResponse(settings_json(_node(request)))
 
 
 async def change_server_settings(request: Request) -> JSONResponse:
+    """Change nodeGroup, logLevel or cpuLimit; the rest of the object only when unchanged.
+
+    ---
+    summary: Change the node's settings (admin)
+    security: [{admin: []}]
+    requestBody:
+      required: true
+      content:
+        application/json:
+          schema:
+            type: object
+            properties:
+              nodeGroup: {$ref: "#/components/schemas/NodeGroup"}
+              logLevel: {type: string, enum: [DEBUG, INFO, WARN, ERROR]}
+              cpuLimit: {type: integer, minimum: 10, maximum: 100}
+    responses:
+      "200":
+        description: What was changed, or nothing to change.
+        content:
+          application/json:
+            schema: {$ref: "#/components/schemas/Result"}
+      default: {$ref: "#/components/responses/Failure"}
+    """
     node = _node(request)
     require_admin(request, node.settings)
     body = await read_json_object(request)
@@ -147,6 +177,22 @@ def _whole_number(request: Request, name: str, low: int, high: int) -> int:
 
 
 async def list_nodes(request: Request) -> JSONResponse:
+    """A page of the live nodes.
+
+    ---
+    summary: List live nodes
+    parameters:
+      - {name: offset, in: path, required: true,
+         schema: {type: integer, minimum: 0, maximum: 1000000000}}
+      - {name: size, in: path, required: true, schema: {type: integer, minimum: 1, maximum: 1000}}
+    responses:
+      "200":
+        description: Live nodes.
+        content:
+          application/json:
+            schema: {type: array, items: {$ref: "#/components/schemas/Object"}}
+      default: {$ref: "#/components/responses/Failure"}
+    """
     offset = _whole_number(request, "offset", 0, MAX_OFFSET)
     size = _whole_number(request, "size", 1, MAX_PAGE)
     records = await _node(request).registry.live_nodes(offset=offset, limit=size)
@@ -154,6 +200,21 @@ async def list_nodes(request: Request) -> JSONResponse:
 
 
 async def count_nodes(request: Request) -> JSONResponse:
+    """How many nodes are live.
+
+    ---
+    summary: Count live nodes
+    responses:
+      "200":
+        description: The count.
+        content:
+          application/json:
+            schema:
+              type: object
+              required: [number]
+              properties: {number: {type: integer, minimum: 0}}
+      default: {$ref: "#/components/responses/Failure"}
+    """
     return JSONResponse({"number": await _node(request).registry.count_live_nodes()})
 
 
@@ -166,6 +227,15 @@ async def relay_tree(node: Node, stream_id: StreamId) -> tuple[RelayTree, dict[N
 
 
 async def stream_topology(request: Request) -> JSONResponse:
+    """A stream's relay tree, from the registry.
+
+    ---
+    summary: A stream's relay tree
+    parameters: [{$ref: "#/components/parameters/Stream"}]
+    responses:
+      "200": {$ref: "#/components/responses/Object"}
+      default: {$ref: "#/components/responses/Failure"}
+    """
     tree, alive = await relay_tree(_node(request), params.stream_id(request))
     return JSONResponse(topology(tree, alive))
 
@@ -193,12 +263,34 @@ async def broadcast_json(node: Node, app: str, stream_id: StreamId) -> dict[str,
 
 
 async def broadcast(request: Request) -> JSONResponse:
+    """Ant Media's broadcast object of a stream.
+
+    ---
+    summary: A stream's broadcast object
+    parameters: [{$ref: "#/components/parameters/App"}, {$ref: "#/components/parameters/Stream"}]
+    responses:
+      "200": {$ref: "#/components/responses/Object"}
+      default: {$ref: "#/components/responses/Failure"}
+    """
     app, stream_id = params.app_and_stream(request)
     return JSONResponse(await broadcast_json(_node(request), app, stream_id))
 
 
 async def one_time_token(request: Request) -> JSONResponse:
-    """Ant Media's one-time token: ``?expireDate=<Unix seconds>&type=play|publish`` (admin)."""
+    """Ant Media's one-time token: ``?expireDate=<Unix seconds>&type=play|publish`` (admin).
+
+    ---
+    summary: Make a one-time stream token (admin)
+    security: [{admin: []}]
+    parameters:
+      - {$ref: "#/components/parameters/App"}
+      - {$ref: "#/components/parameters/Stream"}
+      - {name: expireDate, in: query, required: true, schema: {type: integer}}
+      - {name: type, in: query, required: true, schema: {type: string, enum: [play, publish]}}
+    responses:
+      "200": {$ref: "#/components/responses/Object"}
+      default: {$ref: "#/components/responses/Failure"}
+    """
     node = _node(request)
     require_admin(request, node.settings)
     app, stream_id = params.app_and_stream(request)
@@ -217,6 +309,11 @@ async def healthz(request: Request) -> JSONResponse:
     A registry outage must not get every node restarted by its liveness probe
     (media keeps flowing through one); the body says it, and ``/readyz`` is
     what stops sending new clients.
+
+    ---
+    summary: Liveness
+    responses:
+      "200": {$ref: "#/components/responses/Object"}
     """
     node = _node(request)
     healthy = node.heartbeat.healthy
@@ -236,6 +333,12 @@ async def readyz(request: Request) -> JSONResponse:
     Answered from memory. The body's ``status`` is ``accepting`` only when ready,
     and the word appears nowhere else, so string-matching health checks (Route 53,
     Cloudflare) can look for it.
+
+    ---
+    summary: Readiness
+    responses:
+      "200": {$ref: "#/components/responses/Object"}
+      "503": {$ref: "#/components/responses/Object"}
     """
     node = _node(request)
     verdict = node.readiness()

@@ -118,6 +118,21 @@ class StreamResource(HTTPEndpoint):
     """``/{app}/whip|whep/{stream}``: POST an offer to publish or play."""
 
     async def post(self, request: Request) -> Response:
+        """Publish (whip) or play (whep) a stream.
+
+        ---
+        summary: Publish (WHIP) or play (WHEP)
+        parameters:
+          - {$ref: "#/components/parameters/App"}
+          - {$ref: "#/components/parameters/Direction"}
+          - {$ref: "#/components/parameters/Stream"}
+          - {name: token, in: query, required: false, schema: {type: string}}
+        requestBody: {$ref: "#/components/requestBodies/Offer"}
+        responses:
+          "201": {$ref: "#/components/responses/Answer"}
+          "307": {$ref: "#/components/responses/Redirect"}
+          default: {$ref: "#/components/responses/Failure"}
+        """
         app, stream_id = params.app_and_stream(request)
         direction: Direction = request.path_params["direction"]
         if content_type(request) != "application/sdp":
@@ -140,6 +155,15 @@ class StreamResource(HTTPEndpoint):
         return _created(request, answer, f"/{app}/{direction}/{stream_id}")
 
     async def options(self, request: Request) -> Response:
+        """---
+        summary: What a stream resource allows
+        parameters:
+          - {$ref: "#/components/parameters/App"}
+          - {$ref: "#/components/parameters/Direction"}
+          - {$ref: "#/components/parameters/Stream"}
+        responses:
+          "204": {$ref: "#/components/responses/Options"}
+        """
         return _options("OPTIONS, POST")
 
 
@@ -147,7 +171,24 @@ class SessionResource(HTTPEndpoint):
     """``/{app}/whip|whep/{stream}/{session}``: trickle candidates, or end the session."""
 
     async def patch(self, request: Request) -> Response:
-        """Trickle ICE. Clients send the ETag back as If-Match (RFC 9725) or as ETag (Eyevinn)."""
+        """Trickle ICE. Clients send the ETag back as If-Match (RFC 9725) or as ETag (Eyevinn).
+
+        ---
+        summary: Trickle ICE candidates into a session
+        parameters:
+          - {$ref: "#/components/parameters/App"}
+          - {$ref: "#/components/parameters/Direction"}
+          - {$ref: "#/components/parameters/Stream"}
+          - {$ref: "#/components/parameters/Session"}
+        requestBody:
+          required: true
+          content:
+            application/trickle-ice-sdpfrag:
+              schema: {type: string, maxLength: 65536}
+        responses:
+          "204": {$ref: "#/components/responses/Done"}
+          default: {$ref: "#/components/responses/Failure"}
+        """
         session_id = _bound_session(request)
         if content_type(request) != "application/trickle-ice-sdpfrag":
             raise UnsupportedMediaType("PATCH takes application/trickle-ice-sdpfrag")
@@ -159,10 +200,33 @@ class SessionResource(HTTPEndpoint):
         return Response(status_code=204)
 
     async def delete(self, request: Request) -> Response:
+        """End this session only (a publisher's ends its stream and its players).
+
+        ---
+        summary: End a session
+        parameters:
+          - {$ref: "#/components/parameters/App"}
+          - {$ref: "#/components/parameters/Direction"}
+          - {$ref: "#/components/parameters/Stream"}
+          - {$ref: "#/components/parameters/Session"}
+        responses:
+          "200": {$ref: "#/components/responses/Done"}
+          default: {$ref: "#/components/responses/Failure"}
+        """
         await _streams(request).close_session(_bound_session(request))
         return Response(status_code=200)
 
     async def options(self, request: Request) -> Response:
+        """---
+        summary: What a session allows
+        parameters:
+          - {$ref: "#/components/parameters/App"}
+          - {$ref: "#/components/parameters/Direction"}
+          - {$ref: "#/components/parameters/Stream"}
+          - {$ref: "#/components/parameters/Session"}
+        responses:
+          "204": {$ref: "#/components/responses/Options"}
+        """
         return _options("OPTIONS, PATCH, DELETE")
 
 
@@ -170,6 +234,17 @@ class DownstreamResource(HTTPEndpoint):
     """Internal WHEP: another node pulls a stream, proving it is a node with a cluster token."""
 
     async def post(self, request: Request) -> Response:
+        """---
+        summary: Pull a stream to another node (internal WHEP)
+        security: [{cluster: []}]
+        parameters:
+          - {$ref: "#/components/parameters/App"}
+          - {$ref: "#/components/parameters/Stream"}
+        requestBody: {$ref: "#/components/requestBodies/Offer"}
+        responses:
+          "201": {$ref: "#/components/responses/Answer"}
+          default: {$ref: "#/components/responses/Failure"}
+        """
         app, stream_id = params.app_and_stream(request)
         streams = _streams(request)
         downstream = _pulling_node(request, stream_id)
@@ -182,6 +257,17 @@ class DownstreamSessionResource(HTTPEndpoint):
     """The session of a downstream's pull: DELETE ends it."""
 
     async def delete(self, request: Request) -> Response:
+        """---
+        summary: End a pull (internal)
+        security: [{cluster: []}]
+        parameters:
+          - {$ref: "#/components/parameters/App"}
+          - {$ref: "#/components/parameters/Stream"}
+          - {$ref: "#/components/parameters/Session"}
+        responses:
+          "200": {$ref: "#/components/responses/Done"}
+          default: {$ref: "#/components/responses/Failure"}
+        """
         _pulling_node(request, request.path_params["stream"])
         await _streams(request).close_session(_bound_session(request))
         return Response(status_code=200)

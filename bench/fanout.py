@@ -43,9 +43,11 @@ import argparse
 import asyncio
 import contextlib
 import cProfile
+import itertools
 import json
 import multiprocessing
 import os
+import random
 import resource
 import select
 import socket
@@ -60,6 +62,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import httpx
 import psutil
 import pylibsrtp
 from aiortc import RTCSessionDescription
@@ -73,6 +76,7 @@ from media.config import MediaConfig
 from media.contrib.client import Publisher
 from media.contrib.synthetic import SyntheticVideoTrack, VideoSettings
 from media.engine import MediaEngine
+from media.errors import Overloaded
 
 LOOPBACK = ("127.0.0.1",)
 MIN_FPS = 28.0
@@ -153,11 +157,12 @@ async def serve_relay(mode: str, port_out: Any) -> None:
     )
     done = asyncio.Event()
 
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while line := await reader.readline():
-            request = json.loads(line)
-            op = request["op"]
-            reply: dict[str, Any] = {}
+    async def answer(request: dict[str, Any]) -> dict[str, Any]:
+        """One request's reply; a relay's refusal or failure is an error reply, as a
+        server's 503 or 4xx would be, never the end of this process."""
+        op = request["op"]
+        reply: dict[str, Any] = {}
+        try:
             if op == "publish":
                 reply["sdp"] = await relay.publish(request["sdp"])
             elif op == "play":
@@ -165,13 +170,37 @@ async def serve_relay(mode: str, port_out: Any) -> None:
             elif op == "cpu":
                 usage = resource.getrusage(resource.RUSAGE_SELF)
                 reply["user"], reply["sys"] = usage.ru_utime, usage.ru_stime
-                reply["rss"] = psutil.Process().memory_info().rss
+                process = psutil.Process()
+                reply["rss"] = process.memory_info().rss
+                loop = threading.main_thread().native_id
+                reply["loop"] = sum(
+                    t.user_time + t.system_time for t in process.threads() if t.id == loop
+                )
                 reply["flowing"] = relay.flowing()
-            writer.write(json.dumps(reply).encode() + b"\n")
-            await writer.drain()
-            if op == "quit":
+        except Overloaded as exc:
+            reply = {"error": str(exc), "overloaded": True}
+        except Exception as exc:  # any other answer from the relay under test, reported
+            reply = {"error": f"{type(exc).__name__}: {exc}"}
+        return reply
+
+    async def respond(request: dict[str, Any], writer: asyncio.StreamWriter) -> None:
+        reply = {**await answer(request), "id": request["id"]}
+        writer.write(json.dumps(reply).encode() + b"\n")
+        await writer.drain()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Requests are served concurrently, as an HTTP server would serve its clients."""
+        tasks: set[asyncio.Task[None]] = set()
+        while line := await reader.readline():
+            request = json.loads(line)
+            if request["op"] == "quit":
+                await asyncio.gather(*tasks, return_exceptions=True)
+                await respond(request, writer)
                 done.set()
                 break
+            task = asyncio.ensure_future(respond(request, writer))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
         writer.close()
 
     server = await asyncio.start_server(handle, "127.0.0.1", 0, limit=1 << 20)
@@ -195,23 +224,53 @@ def relay_process(mode: str, cores: set[int], port_out: Any, profile: str | None
         asyncio.run(serve_relay(mode, port_out))
 
 
+class RelayRefused(Exception):
+    """The relay answered a request with an error (an overloaded relay's refusal among them)."""
+
+    def __init__(self, reply: dict[str, Any]) -> None:
+        super().__init__(reply["error"])
+        self.overloaded = bool(reply.get("overloaded"))
+
+
 class RelayClient:
-    """Talks to the relay process over one JSON-lines TCP connection."""
+    """Talks to the relay process over one JSON-lines TCP connection, many requests at once."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._reader, self._writer = reader, writer
-        self._lock = asyncio.Lock()
+        self._waiting: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._ids = itertools.count()
+        self._replies = asyncio.ensure_future(self._read())
 
     async def call(self, op: str, **fields: Any) -> dict[str, Any]:
-        async with self._lock:
-            self._writer.write(json.dumps({"op": op, **fields}).encode() + b"\n")
-            await self._writer.drain()
-            reply: dict[str, Any] = json.loads(await self._reader.readline())
-            return reply
+        """The relay's reply; ``RelayRefused`` if it is an error."""
+        request_id = next(self._ids)
+        waiting: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._waiting[request_id] = waiting
+        self._writer.write(json.dumps({"op": op, "id": request_id, **fields}).encode() + b"\n")
+        await self._writer.drain()
+        reply = await waiting
+        if "error" in reply:
+            raise RelayRefused(reply)
+        return reply
+
+    async def _read(self) -> None:
+        try:
+            while line := await self._reader.readline():
+                reply = json.loads(line)
+                waiting = self._waiting.pop(reply["id"], None)
+                if waiting is not None and not waiting.done():
+                    waiting.set_result(reply)
+        finally:
+            for waiting in self._waiting.values():
+                if not waiting.done():
+                    waiting.set_exception(ConnectionError("the relay process closed its port"))
 
     async def close(self) -> None:
         self._writer.close()
-        await self._writer.wait_closed()
+        with contextlib.suppress(OSError):
+            await self._writer.wait_closed()
+        self._replies.cancel()
+        await asyncio.gather(self._replies, return_exceptions=True)
 
 
 # ---------------------------------------------------------------- feed process
@@ -411,6 +470,13 @@ class CountingPlayer:
         if self.pc is not None:
             await self.pc.close()
 
+    async def reset(self) -> None:
+        """Back to before ``play`` (a refused join), keeping ``joined_at``: a retry's wait
+        counts from the first attempt, as its user would count it."""
+        await self.close()
+        self.pc, self._unprotect, self._frame_start = None, None, True
+        self.packets = self.frames = 0
+
 
 @dataclass(frozen=True)
 class Step:
@@ -423,6 +489,7 @@ class Step:
     packets_per_s: float
     rss: int  # the relay's, bytes
     feed_fps: float  # what the publisher sent
+    relay_loop: float = float("nan")  # the relay's event loop thread, fractions of one core
 
     @property
     def relay_cpu(self) -> float:
@@ -467,6 +534,18 @@ class Result:
         """Players at the last good step per core of relay CPU used there."""
         best = self.sustained
         return best.players / max(best.relay_cpu, 1e-9) if best else 0.0
+
+    @property
+    def capacity_estimate(self) -> float:
+        """Players the relay would hold with its cores to itself, from the last good step:
+        whichever fills first, its process's ``cores`` or its event loop's thread (which
+        can use one core at most; per-thread CPU, where the relay reports it)."""
+        best = self.sustained
+        if best is None:
+            return 0.0
+        process = self.cores / max(best.relay_cpu, 1e-9)
+        loop = 1 / best.relay_loop if best.relay_loop > 0 else process
+        return best.players * min(process, loop)
 
     @property
     def rss_per_player(self) -> float:
@@ -550,11 +629,60 @@ class JanusRelay:
         return time.monotonic() - self._since > 1.0  # its mountpoint takes RTP at once
 
     async def join(self, player: CountingPlayer) -> None:
-        path, offer = await self._janus.watch()
-        await self._janus.start(path, await player.answer(offer))
+        try:
+            path, offer = await self._janus.watch()
+            await self._janus.start(path, await player.answer(offer))
+        except (RuntimeError, httpx.HTTPError, ValueError) as exc:
+            raise RelayRefused({"error": f"janus: {exc}"}) from exc
 
     async def stop(self) -> None:
         await self._janus.stop()
+
+
+class Joins:
+    """Players join like a real client: a refused or failed join (the relay's 503, any
+    error reply) is counted and tried again after a short back-off, for ``PATIENCE_S``."""
+
+    RETRY_S = 0.5  # the first back-off; doubled each time, at most MAX_RETRY_S
+    MAX_RETRY_S = 2.0
+    PATIENCE_S = 30.0
+
+    def __init__(self, relay: ProcessRelay | JanusRelay) -> None:
+        self.relay = relay
+        self.refusals = 0  # overloaded answers
+        self.errors = 0  # other error answers
+        self.gave_up = 0  # players refused for PATIENCE_S
+        self.last_error = ""
+
+    async def join(self, player: CountingPlayer) -> bool:
+        """Join ``player``; False if the relay refused it for ``PATIENCE_S``."""
+        deadline = time.monotonic() + self.PATIENCE_S
+        back_off = self.RETRY_S
+        while True:
+            try:
+                await self.relay.join(player)
+                return True
+            except RelayRefused as exc:
+                if exc.overloaded:
+                    self.refusals += 1
+                else:
+                    self.errors += 1
+                self.last_error = str(exc)
+            await player.reset()
+            if time.monotonic() + back_off > deadline:
+                self.gave_up += 1
+                return False
+            await asyncio.sleep(back_off * random.uniform(0.5, 1.5))
+            back_off = min(back_off * 2, self.MAX_RETRY_S)
+
+    def summary(self) -> str:
+        """What the relay refused so far, for people; empty if nothing."""
+        if not (self.refusals or self.errors):
+            return ""
+        text = f"{self.refusals} refusals, {self.errors} errors"
+        if self.gave_up:
+            text += f", {self.gave_up} players gave up"
+        return f"{text} (last: {self.last_error})"
 
 
 def free_port(kind: str = "tcp") -> int:
@@ -567,7 +695,7 @@ def free_port(kind: str = "tcp") -> int:
 
 
 async def join_storm(
-    relay: ProcessRelay | JanusRelay,
+    joins: Joins,
     players: list[CountingPlayer],
     reader: SocketReader,
     joiners: int,
@@ -582,10 +710,10 @@ async def join_storm(
         await asyncio.sleep(spread * index / joiners)
         player = CountingPlayer(reader)
         players.append(player)
-        await relay.join(player)
+        await joins.join(player)  # one that gave up counts as one without a keyframe
         return player
 
-    joined = await asyncio.wait_for(asyncio.gather(*(join(i) for i in range(joiners))), 60)
+    joined = await asyncio.gather(*(join(i) for i in range(joiners)))
     for _ in range(100):
         if all(p.first_keyframe_at is not None for p in joined):
             break
@@ -600,7 +728,7 @@ async def join_storm(
         f"  join storm: {joiners} players joining in {spread:.0f} s while {len(watchers)} watch:"
         f" watchers' min {storm.min_fps:.1f} fps, joiners' first keyframe p50"
         f" {percentile(waits, 0.5) * 1000:.0f} ms, p95 {percentile(waits, 0.95) * 1000:.0f} ms"
-        f" ({storm.missing} without one)",
+        f" ({storm.missing} without one){'; ' + joins.summary() if joins.summary() else ''}",
         flush=True,
     )
     return storm
@@ -628,6 +756,7 @@ async def run_relay(
     relay: ProcessRelay | JanusRelay = (
         JanusRelay(cores) if mode == "janus" else ProcessRelay(mode, cores, profile)
     )
+    joins = Joins(relay)
     ctx = multiprocessing.get_context("spawn")
     reader = SocketReader(asyncio.get_running_loop())
     players: list[CountingPlayer] = []
@@ -651,19 +780,28 @@ async def run_relay(
             if time.monotonic() - started > budget:
                 result.stopped_by = "time budget"
                 break
-            while len(players) < target:
+            refused = False
+            while len(players) < target and not refused:
                 batch = [CountingPlayer(reader) for _ in range(min(25, target - len(players)))]
-                players += batch
-                await asyncio.wait_for(asyncio.gather(*(relay.join(v) for v in batch)), 60)
+                joined = await asyncio.gather(*(joins.join(v) for v in batch))
+                players += [v for v, ok in zip(batch, joined, strict=True) if ok]
+                refused = not all(joined)
+            if refused:
+                result.stopped_by = f"the relay refused players for {Joins.PATIENCE_S:.0f} s"
+                print(f"  {result.mode:13} {target:4d} players: {joins.summary()}", flush=True)
+                break
             await settle(players)
             step = await measure(relay, players, window, fed)
             result.steps.append(step)
             print(
                 f"  {result.mode:13} {step.players:4d} players"
                 f"  fps {step.min_fps:5.1f}-{step.max_fps:<5.1f} (fed {step.feed_fps:4.1f})"
-                f" relay {step.relay_cpu * 100:5.1f}% cpu  load {step.load_cpu * 100:5.1f}% cpu  "
+                f" relay {step.relay_cpu * 100:5.1f}% cpu (loop {step.relay_loop * 100:4.1f}%)"
+                f"  load {step.load_cpu * 100:5.1f}% cpu  "
                 f"{step.us_per_packet:6.1f} us/packet ({step.user_us:.1f} user"
-                f" + {step.sys_us:.1f} sys)  rss {step.rss / 1e6:6.1f} MB",
+                f" + {step.sys_us:.1f} sys)  rss {step.rss / 1e6:6.1f} MB"
+                f"  load average {os.getloadavg()[0]:.1f}"
+                f"{'  ' + joins.summary() if joins.summary() else ''}",
                 flush=True,
             )
             if step.feed_fps < MIN_FPS:
@@ -683,7 +821,7 @@ async def run_relay(
         ]
         if storm and result.sustained is not None and time.monotonic() - started < budget:
             try:
-                result.storm = await join_storm(relay, players, reader, storm)
+                result.storm = await join_storm(joins, players, reader, storm)
             except (OSError, ValueError, TimeoutError) as exc:
                 print(f"  join storm failed: {exc!r} (the relay lost its stream?)", flush=True)
     finally:
@@ -735,6 +873,7 @@ async def measure(
         packets_per_s=(sum(v.packets for v in players) - packets) / elapsed,
         rss=after["rss"],
         feed_fps=(fed.value - fed_before) / elapsed,
+        relay_loop=(after["loop"] - before["loop"]) / elapsed if "loop" in after else float("nan"),
     )
 
 
@@ -778,14 +917,19 @@ def table(results: list[Result]) -> str:
         f"{'python path':14} {PYTHON_PATH['players']:15d}  {PYTHON_PATH['per_core']:17.0f}"
         f"  {PYTHON_PATH['us_per_packet']:9.1f}   (its last full run, quoted; it is gone)"
     )
-    if one_core is not None:
+    if one_core is not None and one_core.sustained is not None:
         for r in results:
             if r.mode.startswith("tierstream/") and r is not one_core and r.sustained:
-                assert one_core.sustained is not None
                 change = r.sustained.us_per_packet / one_core.sustained.us_per_packet - 1
                 rows.append(
                     f"{r.mode}: {change * 100:+.0f} % CPU per packet against tierstream/1"
-                    f" ({r.cores} fan-out threads on {r.cores} cores, shared with the players)"
+                    f" ({r.cores} fan-out threads on {r.cores} cores, shared with the players);"
+                    f" capacity {r.capacity_estimate:.0f} players ="
+                    f" {r.capacity_estimate / one_core.capacity_estimate:.2f}x tierstream/1's"
+                    f" {one_core.capacity_estimate:.0f} (from per-thread CPU: its loop thread at"
+                    f" {r.sustained.relay_loop * 100:.0f}% and the process at"
+                    f" {r.sustained.relay_cpu * 100:.0f}% of one core for"
+                    f" {r.sustained.players} players)"
                 )
     return "\n".join(rows)
 

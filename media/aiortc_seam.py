@@ -36,6 +36,11 @@ hook the narrowest places, all of them here, and nowhere else in tierstream:
   and ``H264Encoder._packetize``, pure functions, run once per frame per stream.
 - **ICE**: ``RTCIceGatherer._connection``, the aioice ``Connection`` behind a
   transport, so ``media.ice`` can name the host candidate addresses.
+- **bitrate estimators**: ``rtcrtpreceiver.RemoteBitrateEstimator``, the class
+  every video ``RTCRtpReceiver`` builds one of in ``__init__`` (a 1,000-bucket
+  rate window, about 2.5 ms of the event loop), is swapped for one that builds
+  aiortc's on its first packet: a player's send-only transceiver has a receiver
+  that never receives, and each join paid for an estimator it never used.
 - **counting receive** (benchmark players only): aioice's
   ``Connection.data_received`` gets every non-STUN datagram; ``count_rtp`` takes
   the SRTP ones before DTLS does, and decrypts with ``RTCDtlsTransport._rx_srtp``.
@@ -68,6 +73,7 @@ from aiortc import (
 from aiortc.codecs.h264 import H264Encoder
 from aiortc.codecs.vpx import Vp8Encoder
 from aiortc.jitterbuffer import JitterBuffer, JitterFrame
+from aiortc.rate import RemoteBitrateEstimator
 from aiortc.rtcdtlstransport import RTCDtlsTransport, State
 from aiortc.rtcicetransport import RTCIceGatherer, RTCIceTransport
 from aiortc.rtcrtpreceiver import TimestampMapper
@@ -201,6 +207,25 @@ async def request_keyframe(receiver: RTCRtpReceiver) -> None:
     for source in receiver.getSynchronizationSources():
         if source.source not in rtx_ssrcs:
             await receiver._send_rtcp_pli(source.source)
+
+
+class DeferredBitrateEstimator:
+    """aiortc's ``RemoteBitrateEstimator``, built when its first packet arrives."""
+
+    def __init__(self) -> None:
+        self.estimator: RemoteBitrateEstimator | None = None
+
+    def add(
+        self, arrival_time_ms: int, abs_send_time: int, payload_size: int, ssrc: int
+    ) -> tuple[int, list[int]] | None:
+        if self.estimator is None:
+            self.estimator = RemoteBitrateEstimator()
+        return self.estimator.add(arrival_time_ms, abs_send_time, payload_size, ssrc)
+
+
+def defer_bitrate_estimators() -> None:
+    """Receivers made from now on build their bitrate estimator on their first packet."""
+    rtcrtpreceiver.RemoteBitrateEstimator = DeferredBitrateEstimator  # type: ignore[attr-defined, assignment]
 
 
 def sender_ssrc(sender: RTCRtpSender) -> int:
@@ -451,6 +476,8 @@ def check() -> None:
         "packet._data = depayload(",
         "= self.__jitter_buffer.add(packet)",
         "self.__timestamp_mapper.map(",
+        "self.__remote_bitrate_estimator = RemoteBitrateEstimator()",
+        "remb = self.__remote_bitrate_estimator.add(",
     ):
         if needle not in receiver_src:
             problems.append(f"RTCRtpReceiver no longer contains {needle!r}")
@@ -502,5 +529,16 @@ def check() -> None:
         problems.append("aioice's Connection.data_received is gone")
     if not hasattr(RTCDtlsTransport, "_send_rtp"):
         problems.append("RTCDtlsTransport._send_rtp is gone (keepalives on pulls send through it)")
+    estimator = getattr(rtcrtpreceiver, "RemoteBitrateEstimator", None)
+    if estimator not in (RemoteBitrateEstimator, DeferredBitrateEstimator):
+        problems.append("rtcrtpreceiver no longer builds aiortc.rate's RemoteBitrateEstimator")
+    if list(inspect.signature(RemoteBitrateEstimator.add).parameters) != [
+        "self",
+        "arrival_time_ms",
+        "abs_send_time",
+        "payload_size",
+        "ssrc",
+    ]:
+        problems.append("RemoteBitrateEstimator.add changed its arguments")
     if problems:
         raise SeamBroken("aiortc internals moved: " + "; ".join(problems))

@@ -28,7 +28,10 @@ class MediaConfig:
     The threads are the process's, started by its first engine. While the event
     loop's thread was busy ``busy_limit`` of the last second or more, new players
     and downstream nodes are refused, and after a few such seconds the newest
-    players are shed (``media.load``).
+    players are shed (``media.load``). At most ``handshake_slots`` players
+    handshake at a time (from their offer to their connection); the others wait
+    their turn for up to ``handshake_wait_s`` before they are refused
+    (``media.admission``).
     """
 
     candidate_addresses: tuple[str, ...]
@@ -40,6 +43,8 @@ class MediaConfig:
     keepalive_interval_s: float = 0.1
     fanout_threads: int = 0
     busy_limit: float = 0.9
+    handshake_slots: int = 16
+    handshake_wait_s: float = 5.0
 
     def __post_init__(self) -> None:
         if not self.candidate_addresses:
@@ -48,6 +53,10 @@ class MediaConfig:
             raise ValueError(f"play_queue_limit: {self.play_queue_limit} is below 2")
         if not 0 < self.busy_limit <= 1:
             raise ValueError(f"busy_limit: {self.busy_limit} is not in (0, 1]")
+        if self.handshake_slots < 1:
+            raise ValueError(f"handshake_slots: {self.handshake_slots} is below 1")
+        if self.handshake_wait_s < 0:
+            raise ValueError(f"handshake_wait_s: {self.handshake_wait_s} is negative")
         if self.fanout_threads < 0:
             raise ValueError(f"fanout_threads: {self.fanout_threads} is negative")
         if self.connect_timeout_s <= 0:

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from media import _fanout, aiortc_seam, codecs, sdp
+from media.admission import HandshakeQueue, Turn
 from media.config import MediaConfig
 from media.errors import (
     BadSdp,
@@ -84,6 +85,7 @@ class MediaEngine:
 
     def __init__(self, config: MediaConfig, listener: StreamListener) -> None:
         aiortc_seam.check()
+        aiortc_seam.defer_bitrate_estimators()
         threads = _fanout.start_workers(config.fanout_threads)
         if config.fanout_threads and threads != config.fanout_threads:
             logger.warning(
@@ -97,7 +99,8 @@ class MediaEngine:
         self._sessions: dict[str, Session] = {}
         self._closing: set[asyncio.Task[None]] = set()
         self._meter = Meter()
-        self._load = LoopLoad(config.busy_limit, self._busy)
+        self._handshakes = HandshakeQueue(config.handshake_slots, config.handshake_wait_s)
+        self._load = LoopLoad(config.busy_limit, self._busy, self._handshakes.handshaking)
         self._closed = False
 
     async def publish(self, stream_id: str, offer_sdp: str) -> SessionDescription:
@@ -213,9 +216,17 @@ class MediaEngine:
         same way but counted in ``downstreams``, not ``players``.
         """
         lines = sdp.parse(offer_sdp)
-        stream = self._playable(stream_id)
+        sdp.playable(lines, self._playable(stream_id).source.codecs)  # fail fast, before a turn
         role: PlayRole = "downstream" if downstream else "player"
-        session = self._player(stream_id, stream, role, sdp.playable(lines, stream.source.codecs))
+        turn = await self._turn(stream_id, role)
+        try:
+            stream = self._playable(stream_id)  # it may have ended while we waited
+            session = self._player(
+                stream_id, stream, role, sdp.playable(lines, stream.source.codecs), turn
+            )
+        except BaseException:
+            turn.done()
+            raise
         answer = await self._negotiate(
             session, session.answer(offer_sdp, _names(stream.source.codecs))
         )
@@ -223,8 +234,14 @@ class MediaEngine:
 
     async def offer_play(self, stream_id: str) -> SessionDescription:
         """Add a player that expects our offer (Ant Media WebSocket play)."""
-        stream = self._playable(stream_id)
-        session = self._player(stream_id, stream, "player", stream.source.codecs)
+        self._playable(stream_id)
+        turn = await self._turn(stream_id, "player")
+        try:
+            stream = self._playable(stream_id)
+            session = self._player(stream_id, stream, "player", stream.source.codecs, turn)
+        except BaseException:
+            turn.done()
+            raise
         return SessionDescription(session.id, await self._negotiate(session, session.offer()))
 
     async def accept_answer(self, session_id: str, answer_sdp: str) -> None:
@@ -315,6 +332,7 @@ class MediaEngine:
                 (stream_id, stream.count("player")) for stream_id, stream in self._streams.items()
             ),
             loop_busy=round(self._load.share, 3),
+            forwarding_busy=round(self._load.forwarding, 3),
         )
 
     async def close(self) -> None:
@@ -340,25 +358,38 @@ class MediaEngine:
     def _source(self, stream_id: str, tracks: tuple[codecs.TrackCodec, ...]) -> Source:
         return Source(stream_id, tracks, self._config.keyframe_request_interval_s, self._meter)
 
+    async def _turn(self, stream_id: str, role: PlayRole) -> Turn:
+        """A new player's turn to handshake; ``Overloaded`` if forwarding leaves no time
+        for it, or its turn does not come within ``handshake_wait_s``."""
+        self._check_open()
+        self._load.start()  # from the first player on (the event loop runs here)
+        if self._load.busy:
+            reason = (
+                f"forwarding keeps its media loop {self._load.forwarding:.0%} busy,"
+                f" the limit is {self._load.limit:.0%}"
+            )
+        else:
+            try:
+                turn = await self._handshakes.admit()
+            except Overloaded as exc:
+                reason = exc.reason
+            else:
+                self._check_open()
+                return turn
+        logger.warning("refused a %s for %s: %s", role, stream_id, reason)
+        raise Overloaded(reason)
+
     def _player(
         self,
         stream_id: str,
         stream: _Stream,
         role: PlayRole,
         tracks: tuple[codecs.TrackCodec, ...],
+        turn: Turn,
     ) -> PlaySession:
-        self._check_open()
-        self._load.start()  # from the first player on (the event loop runs here)
-        if self._load.busy:
-            logger.warning(
-                "refused a %s for %s: the event loop was %.0f%% busy (limit %.0f%%)",
-                role,
-                stream_id,
-                self._load.share * 100,
-                self._load.limit * 100,
-            )
-            raise Overloaded(self._load.share, self._load.limit)
-        session = PlaySession(_new_id(), stream_id, role, self._config, self._ended, stream.source)
+        session = PlaySession(
+            _new_id(), stream_id, role, self._config, self._ended, stream.source, turn.done
+        )
         session.send(tracks)
         stream.players[session.id] = session
         self._sessions[session.id] = session
@@ -400,10 +431,10 @@ class MediaEngine:
         shed = players[-max(1, math.ceil(len(players) * SHED_SHARE)) :] if players else []
         for session in shed:
             logger.warning(
-                "shedding player %s of %s: the event loop has been %.0f%% busy for %d s",
+                "shedding player %s of %s: forwarding has kept the media loop %.0f%% busy for %d s",
                 session.id,
                 session.stream_id,
-                self._load.share * 100,
+                self._load.forwarding * 100,
                 seconds,
             )
             session.end("shed: the node is overloaded")

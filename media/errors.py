@@ -56,12 +56,8 @@ class UnknownSession(MediaError):
 
 
 class Overloaded(MediaError):
-    """The node has no time left for another player (see ``media.load``)."""
+    """The node has no time left for another player (see ``media.load``, ``media.admission``)."""
 
-    def __init__(self, share: float, limit: float) -> None:
-        super().__init__(
-            f"this node is overloaded (its media loop was {share:.0%} busy, the limit is"
-            f" {limit:.0%}): try again shortly or another node"
-        )
-        self.share = share
-        self.limit = limit
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"this node is overloaded ({reason}): try again shortly or another node")
+        self.reason = reason

@@ -1,18 +1,25 @@
-"""How busy the media plane's event loop is: what admission and shedding go by.
+"""How busy forwarding keeps the media plane's event loop: what admission and shedding go by.
 
 Everything a node does for its streams that is not the native fan-out's worker
 threads happens on one event loop: ingest, RTCP, ICE consent, DTLS handshakes of
 joining players, signalling, and the fan-out's own share. When that thread has
-no time left, frames wait in the ingest socket, reach every player late and
-together, and a join storm makes it worse. So the engine samples the loop
-thread's CPU time once a second (``time.thread_time``: CPU actually used, so
-other processes crowding the machine lower the figure rather than raise it) and:
+no time left, frames wait in the ingest socket and reach every player late and
+together. So the engine samples the loop thread's CPU time once a second
+(``time.thread_time``: CPU actually used, so other processes crowding the
+machine lower the figure rather than raise it).
 
-- refuses new players and downstream nodes (``Overloaded``: 503) while the last
-  second's share is at or above ``MediaConfig.busy_limit``;
-- past ``SHED_AFTER`` such seconds in a row, ends the newest players, a few at a
-  time (``SHED_SHARE`` of them, at least one, per second), until the loop has
-  time again: those who came last lose, everyone else keeps a whole picture.
+What the guard goes by is the share *forwarding* takes: a second during which
+players were handshaking (``media.admission``) shows a burst that the handshake
+queue already bounds and that ends with the storm, not what the players already
+watching cost, so the guard keeps the share of the last second without
+handshakes. If joins never let up for ``STALE_S`` (one at least every second),
+the whole share counts again: joins that never end are load like any other. Then:
+
+- new players and downstream nodes are refused (``Overloaded``: 503) while that
+  share is at or above ``MediaConfig.busy_limit``;
+- past ``SHED_AFTER`` such seconds in a row, the newest players are ended, a few
+  at a time (``SHED_SHARE`` of them, at least one, per second), until the loop
+  has time again: those who came last lose, everyone else keeps a whole picture.
 """
 
 from __future__ import annotations
@@ -24,43 +31,73 @@ from collections.abc import Callable
 SAMPLE_S = 1.0
 SHED_AFTER = 3  # busy seconds in a row before players are shed
 SHED_SHARE = 0.05  # of the players, per busy second, once shedding
+STALE_S = 10.0  # the longest the share of a second without handshakes stands in
 
 
 class LoopLoad:
     """Samples the event loop thread's CPU share; calls ``on_busy`` after each busy second.
 
-    ``on_busy(seconds)`` gets how many busy seconds have come in a row.
+    ``on_busy(seconds)`` gets how many busy seconds have come in a row;
+    ``handshaking(since)`` says whether players were handshaking since that
+    ``time.monotonic()`` instant. ``cpu`` and ``clock`` are the thread's CPU clock
+    and the wall clock (tests give their own).
     """
 
-    def __init__(self, limit: float, on_busy: Callable[[int], None]) -> None:
+    def __init__(
+        self,
+        limit: float,
+        on_busy: Callable[[int], None],
+        handshaking: Callable[[float], bool],
+        cpu: Callable[[], float] = time.thread_time,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.limit = limit
         self.share = 0.0
+        """The loop's whole CPU share over the last second."""
+        self.forwarding = 0.0
+        """The share the guard goes by: the last second's without handshakes (see above)."""
         self._on_busy = on_busy
+        self._handshaking = handshaking
+        self._cpu_clock, self._clock = cpu, clock
         self._busy_for = 0
         self._timer: asyncio.TimerHandle | None = None
         self._cpu = 0.0
         self._at = 0.0
+        self._quiet_at = 0.0  # when the last second without handshakes ended
 
     @property
     def busy(self) -> bool:
-        return self.share >= self.limit
+        return self.forwarding >= self.limit
 
     def start(self) -> None:
         """Start sampling on the running loop; harmless when already started."""
         if self._timer is None:
-            self._cpu, self._at = time.thread_time(), time.monotonic()
-            self._timer = asyncio.get_running_loop().call_later(SAMPLE_S, self._sample)
+            self.reset()
+            self._timer = asyncio.get_running_loop().call_later(SAMPLE_S, self._tick)
+
+    def reset(self) -> None:
+        """Begin a sample now."""
+        self._cpu, self._at = self._cpu_clock(), self._clock()
+        self._quiet_at = self._at
 
     def stop(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
 
-    def _sample(self) -> None:
-        cpu, at = time.thread_time(), time.monotonic()
+    def sample(self) -> None:
+        """End a sample (and begin the next): update the shares, count a busy second."""
+        cpu, at = self._cpu_clock(), self._clock()
         self.share = (cpu - self._cpu) / max(at - self._at, 1e-6)
+        if not self._handshaking(self._at):
+            self.forwarding, self._quiet_at = self.share, at
+        elif at - self._quiet_at > STALE_S:
+            self.forwarding = self.share
         self._cpu, self._at = cpu, at
-        self._timer = asyncio.get_running_loop().call_later(SAMPLE_S, self._sample)
         self._busy_for = self._busy_for + 1 if self.busy else 0
         if self._busy_for:
             self._on_busy(self._busy_for)
+
+    def _tick(self) -> None:
+        self._timer = asyncio.get_running_loop().call_later(SAMPLE_S, self._tick)
+        self.sample()

@@ -262,9 +262,13 @@ class PlaySession(Session):
         config: MediaConfig,
         on_end: Callable[[Session], None],
         source: Source,
+        handshaken: Callable[[], None],
     ) -> None:
         super().__init__(session_id, stream_id, role, config, on_end)
         self.source = source
+        self._handshaken = handshaken
+        """Called (perhaps more than once) when the player's handshake is over: its
+        forwarding started, or it ended (``media.admission``'s turn)."""
         self.forwarders: list[Forwarder] = []
         self._tracks: list[tuple[Any, TrackSource]] = []
         self._senders: dict[int, _fanout.Sender] = {}  # one per DTLS transport (BUNDLE: one)
@@ -278,6 +282,7 @@ class PlaySession(Session):
             self._tracks.append((transceiver, track))
 
     async def close(self) -> None:
+        self._handshaken()
         for forwarder in self.forwarders:
             forwarder.close()
         for sender in self._senders.values():
@@ -309,7 +314,17 @@ class PlaySession(Session):
             except ConnectionError:
                 return
 
+    def _end(self, reason: str) -> None:
+        super()._end(reason)
+        self._handshaken()
+
     def _connected(self) -> None:
+        try:
+            self._start_forwarding()
+        finally:
+            self._handshaken()
+
+    def _start_forwarding(self) -> None:
         if self.forwarders:
             return
         if self.role == "downstream" and self._tracks:

@@ -54,7 +54,9 @@ class MediaStats:
     the sessions of downstream nodes pulling from us (``play(..., downstream=True)``),
     which cost the same to serve but are not audience.
     ``loop_busy`` is the share of the last second the media event
-    loop's thread spent on CPU (``media.load``).
+    loop's thread spent on CPU; ``forwarding_busy`` the share admission and
+    shedding go by: the last second's without joining players' handshakes
+    (``media.load``).
     """
 
     publishers: int
@@ -65,6 +67,7 @@ class MediaStats:
     bitrate_out_kbps: float
     players_per_stream: tuple[tuple[str, int], ...]
     loop_busy: float = 0.0
+    forwarding_busy: float = 0.0
 
 
 @dataclass(frozen=True)

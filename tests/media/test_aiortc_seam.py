@@ -11,10 +11,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 import pytest
-from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCSessionDescription
+from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCSessionDescription, rtcrtpreceiver
 from aiortc.codecs import depayload
 from aiortc.codecs.vpx import Vp8Encoder
 from aiortc.jitterbuffer import JitterBuffer
+from aiortc.rate import RemoteBitrateEstimator
 from aiortc.rtcrtpparameters import (
     RTCRtpCodecParameters,
     RTCRtpDecodingParameters,
@@ -55,6 +56,28 @@ def test_a_moved_hook_fails_loudly_naming_it(
     monkeypatch.delattr(owner, attr)
     with pytest.raises(aiortc_seam.SeamBroken, match=rf"{owner.__name__}\.{attr} is gone"):
         aiortc_seam.check()
+
+
+async def test_a_receiver_builds_its_bitrate_estimator_only_when_a_packet_comes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(rtcrtpreceiver, "RemoteBitrateEstimator", RemoteBitrateEstimator)
+    aiortc_seam.defer_bitrate_estimators()
+    pc = ice.peer_connection(())
+    try:
+        receiver = pc.addTransceiver("video", direction="sendonly").receiver
+        deferred = vars(receiver)["_RTCRtpReceiver__remote_bitrate_estimator"]
+        assert isinstance(deferred, aiortc_seam.DeferredBitrateEstimator)
+        assert deferred.estimator is None, "a send-only player's receiver never builds one"
+    finally:
+        await pc.close()
+
+    real = RemoteBitrateEstimator()
+    arrivals = [(1000 + 5 * i, (i * 300) & 0xFFFFFF, 1100, 0x1234) for i in range(400)]
+    estimates = [deferred.add(*a) for a in arrivals]
+    assert estimates == [real.add(*a) for a in arrivals]
+    assert any(estimate is not None for estimate in estimates), "it did estimate (REMB)"
+    aiortc_seam.check()
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ import asyncio
 import pytest
 
 from media.errors import Overloaded
+from media.load import STALE_S, LoopLoad
 from tests.media.conftest import EngineFactory, Events, Publish, Watch
 from tests.support.waits import WAIT
 
@@ -22,8 +23,8 @@ async def test_a_busy_node_refuses_new_players_then_sheds_the_newest_first(
     older = await watch(engine)
     newer = await watch(engine)
     await newer.frames("video", 1)
-    for _ in range(round(WAIT / 0.1)):  # until the first sample
-        if engine.stats().loop_busy > 0:
+    for _ in range(round(WAIT / 0.1)):  # until the first sample without handshakes
+        if engine.stats().forwarding_busy > 0:
             break
         await asyncio.sleep(0.1)
 
@@ -33,3 +34,67 @@ async def test_a_busy_node_refuses_new_players_then_sheds_the_newest_first(
     assert ("session_ended", older.session_id) not in events.history, "the newest goes first"
     await events.wait_for("session_ended", older.session_id)
     assert engine.stats().players == 0 and engine.has_stream("s1"), "players go, the stream stays"
+
+
+class Clocks:
+    """The loop thread's CPU clock and the wall clock, moved by hand."""
+
+    def __init__(self) -> None:
+        self.cpu = 0.0
+        self.now = 100.0
+
+    def second(self, busy: float) -> None:
+        self.cpu += busy
+        self.now += 1.0
+
+
+def sampled(handshaking: list[bool], busy_seconds: list[int]) -> tuple[LoopLoad, Clocks]:
+    clocks = Clocks()
+    load = LoopLoad(
+        0.9,
+        busy_seconds.append,
+        lambda since: handshaking[-1],
+        cpu=lambda: clocks.cpu,
+        clock=lambda: clocks.now,
+    )
+    load.reset()
+    return load, clocks
+
+
+def test_a_second_of_handshakes_does_not_count_as_forwarding() -> None:
+    handshaking, busy = [False], list[int]()
+    load, clocks = sampled(handshaking, busy)
+    clocks.second(0.4)
+    load.sample()
+    assert load.share == pytest.approx(0.4) and load.forwarding == pytest.approx(0.4)
+
+    handshaking.append(True)  # a join storm: the loop is full of handshakes
+    for _ in range(5):
+        clocks.second(0.97)
+        load.sample()
+    assert load.share == pytest.approx(0.97)
+    assert load.forwarding == pytest.approx(0.4) and not load.busy and busy == []
+
+
+def test_real_overload_is_still_seen_and_counted_second_by_second() -> None:
+    handshaking, busy = [False], list[int]()
+    load, clocks = sampled(handshaking, busy)
+    for _ in range(4):
+        clocks.second(0.95)
+        load.sample()
+    assert load.busy and busy == [1, 2, 3, 4]
+    clocks.second(0.5)
+    load.sample()
+    assert not load.busy and busy == [1, 2, 3, 4], "a second with time left ends the run"
+
+
+def test_joins_that_never_let_up_count_as_load_after_a_while() -> None:
+    handshaking, busy = [True], list[int]()
+    load, clocks = sampled(handshaking, busy)
+    seconds = 0
+    while not load.busy:
+        clocks.second(0.95)
+        load.sample()
+        seconds += 1
+        assert seconds <= STALE_S + 1
+    assert seconds > STALE_S - 1 and load.forwarding == pytest.approx(0.95)

@@ -19,6 +19,11 @@ AppName = NewType("AppName", str)
 
 NodeState = Literal["serving", "draining"]
 StreamState = Literal["live", "ended", "orphaned"]
+TermChange = Literal["claimed", "taken_over", "released", "cleared", "ended"]
+"""How a secondary-origin term changed: begun from a free, lapsed or released slot
+(``claimed``; also a holder's claim that renews its own term), begun by fencing out a
+holder that stopped answering (``taken_over``), given up (``released``), voided when its
+node restarted (``cleared``), or gone with its stream (``ended``)."""
 
 NODE_GROUP_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 """Node groups (regions), as DESIGN §9 bounds them."""
@@ -131,6 +136,26 @@ class ClaimResult:
 
     won: bool
     holder: SecondaryOrigin
+
+
+@dataclass(frozen=True, slots=True)
+class SecondaryOriginChange:
+    """One row of the registry's history of secondary-origin terms, in the order written.
+
+    ``at`` is the registry's clock at the change; ``lease_expires_at`` the term's lease
+    after it (``at`` itself once the term ended). For claims, ``previous_lease_expires_at``
+    is the lease the slot held just before (None for a slot nobody held): a claim by
+    another node that is not a take-over must find it run out.
+    """
+
+    stream_id: StreamId
+    node_group: NodeGroup
+    node_id: NodeId
+    epoch: int
+    change: TermChange
+    at: datetime
+    lease_expires_at: datetime
+    previous_lease_expires_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

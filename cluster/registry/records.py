@@ -20,6 +20,7 @@ from cluster.types import (
     NodeState,
     PullEdge,
     SecondaryOrigin,
+    SecondaryOriginChange,
     StreamId,
     StreamRecord,
     StreamState,
@@ -88,6 +89,19 @@ def secondary_origin_record(row: Row[Any]) -> SecondaryOrigin:
         node_id=NodeId(row.node_id),
         epoch=row.epoch,
         lease_expires_at=row.lease_expires_at,
+    )
+
+
+def secondary_origin_change(row: Row[Any]) -> SecondaryOriginChange:
+    return SecondaryOriginChange(
+        stream_id=StreamId(row.stream_id),
+        node_group=NodeGroup(row.node_group),
+        node_id=NodeId(row.node_id),
+        epoch=row.epoch,
+        change=row.change,
+        at=row.at,
+        lease_expires_at=row.lease_expires_at,
+        previous_lease_expires_at=row.previous_lease_expires_at,
     )
 
 

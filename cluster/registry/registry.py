@@ -44,6 +44,7 @@ from cluster.registry.records import (
     load_values,
     node_record,
     pull_edge,
+    secondary_origin_change,
     secondary_origin_record,
     stream_record,
 )
@@ -53,6 +54,7 @@ from cluster.registry.schema import (
     pull,
     reservation,
     secondary_origin,
+    secondary_origin_history,
     stream,
     stream_token,
 )
@@ -67,8 +69,10 @@ from cluster.types import (
     NodeRecord,
     RelayTree,
     SecondaryOrigin,
+    SecondaryOriginChange,
     StreamId,
     StreamRecord,
+    TermChange,
 )
 
 logger = logging.getLogger(__name__)
@@ -187,14 +191,18 @@ class Registry:
         cleared = (
             await connection.execute(delete(pull).where(pull.c.downstream == node_id))
         ).rowcount
-        cleared += (
+        voided = (
             await connection.execute(
                 update(secondary_origin)
                 .where(secondary_origin.c.node_id == node_id)
                 .where(secondary_origin.c.lease_expires_at > db_now())
                 .values(lease_expires_at=db_now())
+                .returning(*secondary_origin.c, db_now().label("at"))
             )
-        ).rowcount
+        ).all()
+        for row in voided:
+            await Registry._record_change(connection, row, "cleared")
+        cleared += len(voided)
         cleared += (
             await connection.execute(
                 update(stream)
@@ -391,9 +399,15 @@ class Registry:
             if (await connection.execute(ending)).rowcount != 1:
                 return
             await connection.execute(delete(pull).where(pull.c.stream_id == stream_id))
-            await connection.execute(
-                delete(secondary_origin).where(secondary_origin.c.stream_id == stream_id)
-            )
+            gone = (
+                await connection.execute(
+                    delete(secondary_origin)
+                    .where(secondary_origin.c.stream_id == stream_id)
+                    .returning(*secondary_origin.c, db_now().label("at"))
+                )
+            ).all()
+            for row in gone:
+                await self._record_change(connection, row, "ended")
         logger.info("stream %s ended on %s", stream_id, node_id)
 
     async def orphan_stream(self, stream_id: StreamId, origin_node: NodeId) -> bool:
@@ -419,7 +433,8 @@ class Registry:
         An ended stream's row only answers "finished" to the broadcast REST
         call; kept forever, every stream id ever published would stay in the
         table. What still hangs off a pruned stream (the pulls and secondary
-        origins of an orphan nobody ended) goes with it, in the same transaction.
+        origins of an orphan nobody ended, and the history of its secondary origins) goes
+        with it, in the same transaction.
         """
         gone = and_(stream.c.state != "live", stream.c.updated_at < db_now(-older_than_s))
         known = select(stream.c.id)
@@ -427,9 +442,8 @@ class Registry:
             pruned: int = (await connection.execute(delete(stream).where(gone))).rowcount
             if pruned:
                 await connection.execute(delete(pull).where(pull.c.stream_id.not_in(known)))
-                await connection.execute(
-                    delete(secondary_origin).where(secondary_origin.c.stream_id.not_in(known))
-                )
+                for table in (secondary_origin, secondary_origin_history):
+                    await connection.execute(delete(table).where(table.c.stream_id.not_in(known)))
         if pruned:
             logger.info("pruned %d streams that ended over %.0f s ago", pruned, older_than_s)
         return pruned
@@ -461,6 +475,9 @@ class Registry:
         answering a pull before the registry noticed): that exact holder and
         epoch are taken over at once, lease or not; a term that already changed
         hands is not. Otherwise the claim is lost and the result names the holder.
+
+        A won claim is written to the history in its own transaction (``claimed``, or
+        ``taken_over`` when it fenced out a running lease), with the lease it replaced.
         """
         held = secondary_origin.c
         inserting = self._insert(secondary_origin).values(
@@ -480,6 +497,7 @@ class Registry:
                     else_=held.epoch + 1,
                 ),
                 "lease_expires_at": inserting.excluded.lease_expires_at,
+                "previous_lease_expires_at": held.lease_expires_at,
             },
             where=or_(
                 ours,
@@ -488,10 +506,23 @@ class Registry:
                 if take_over is not None
                 else false(),
             ),
-        ).returning(*secondary_origin.c)
+        ).returning(*secondary_origin.c, db_now().label("at"))
         doing = f"claim the secondary origin of {stream_id} in {node_group}"
         for _ in range(_CLAIM_ATTEMPTS):
-            rows = await self._rows(doing, statement)
+            async with self._connection(doing, self._transactions) as connection:
+                rows = (await connection.execute(statement)).all()
+                if rows:
+                    row = rows[0]
+                    previous = row.previous_lease_expires_at
+                    fenced = (
+                        take_over is not None
+                        and take_over.node_id != node_id
+                        and previous is not None
+                        and previous > row.at
+                    )
+                    await self._record_change(
+                        connection, row, "taken_over" if fenced else "claimed"
+                    )
             if rows:
                 holder = secondary_origin_record(rows[0])
                 logger.info(
@@ -542,8 +573,45 @@ class Registry:
             .where(secondary_origin.c.node_id == node_id, secondary_origin.c.epoch == epoch)
             .where(secondary_origin.c.lease_expires_at > db_now())
             .values(lease_expires_at=db_now())
+            .returning(*secondary_origin.c, db_now().label("at"))
         )
-        await self._changed(f"release the secondary origin of {stream_id}", statement)
+        doing = f"release the secondary origin of {stream_id}"
+        async with self._connection(doing, self._transactions) as connection:
+            for row in (await connection.execute(statement)).all():
+                await self._record_change(connection, row, "released")
+
+    @staticmethod
+    async def _record_change(
+        connection: AsyncConnection, row: Row[*tuple[Any, ...]], change: TermChange
+    ) -> None:
+        """Append a term's change to the history, in the transaction that made it.
+
+        ``row`` is the slot as the change's ``RETURNING`` gave it, with ``at``, the
+        registry's clock of that statement. A term that ended keeps ``at`` as its lease.
+        """
+        begun = change in ("claimed", "taken_over")
+        await connection.execute(
+            secondary_origin_history.insert().values(
+                stream_id=row.stream_id,
+                node_group=row.node_group,
+                node_id=row.node_id,
+                epoch=row.epoch,
+                change=change,
+                at=row.at,
+                lease_expires_at=row.lease_expires_at if begun else row.at,
+                previous_lease_expires_at=row.previous_lease_expires_at if begun else None,
+            )
+        )
+
+    async def secondary_origin_history(
+        self, stream_id: StreamId | None = None
+    ) -> list[SecondaryOriginChange]:
+        """Every recorded change of secondary-origin terms (of one stream), in order."""
+        statement = select(secondary_origin_history).order_by(secondary_origin_history.c.id)
+        if stream_id is not None:
+            statement = statement.where(secondary_origin_history.c.stream_id == stream_id)
+        rows = await self._rows("read the history of secondary origins", statement)
+        return [secondary_origin_change(row) for row in rows]
 
     async def secondary_origin(
         self, stream_id: StreamId, node_group: NodeGroup

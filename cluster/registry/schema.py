@@ -154,7 +154,32 @@ secondary_origin = Table(  # the table keeps its first name: it holds secondary 
     Column("node_id", Text, nullable=False),
     Column("epoch", Integer, nullable=False),
     Column("lease_expires_at", RegistryTime, nullable=False),
+    Column("previous_lease_expires_at", RegistryTime, nullable=True),
 )
+"""``previous_lease_expires_at``: the lease the row held before its latest claim (NULL for
+a new row), kept so that the claim's ``RETURNING`` can write it to the history."""
+
+secondary_origin_history = Table(
+    "secondary_origin_history",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("stream_id", Text, nullable=False),
+    Column("node_group", Text, nullable=False),
+    Column("node_id", Text, nullable=False),
+    Column("epoch", Integer, nullable=False),
+    Column("change", Text, nullable=False),
+    Column("at", RegistryTime, nullable=False),
+    Column("lease_expires_at", RegistryTime, nullable=False),
+    Column("previous_lease_expires_at", RegistryTime, nullable=True),
+    CheckConstraint(
+        "change IN ('claimed', 'taken_over', 'released', 'cleared', 'ended')",
+        name="secondary_origin_history_change",
+    ),
+    Index("secondary_origin_history_slot", "stream_id", "node_group", "id"),
+)
+"""Append-only: one row per change of a secondary-origin term, written in the transaction
+of the change, so split-brain checks can replay who held each region's role when.
+A claim row's ``previous_lease_expires_at`` is the lease the slot held just before it."""
 
 pull = Table(
     "pull",

@@ -32,10 +32,11 @@ TABLES = {
     "pull",
     "regional_origin",
     "reservation",
+    "secondary_origin_history",
     "stream",
     "stream_token",
 }
-HEAD = "0005"
+HEAD = "0006"
 
 
 def _same_time_type(

@@ -58,6 +58,7 @@ async def test_fifty_concurrent_claims_have_exactly_one_winner(registry_url: str
             ),
             timeout=60,
         )
+        history = await registry.secondary_origin_history()
     finally:
         await registry.close()
 
@@ -66,6 +67,7 @@ async def test_fifty_concurrent_claims_have_exactly_one_winner(registry_url: str
     [winner] = winners
     assert winner.epoch == 1
     assert {result.holder for result in results} == {winner}
+    assert [(row.node_id, row.change) for row in history] == [(winner.node_id, "claimed")]
 
 
 async def test_expired_lease_is_taken_over_with_the_next_epoch(registry: Registry) -> None:

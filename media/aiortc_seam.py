@@ -41,6 +41,11 @@ hook the narrowest places, all of them here, and nowhere else in tierstream:
   rate window, about 2.5 ms of the event loop), is swapped for one that builds
   aiortc's on its first packet: a player's send-only transceiver has a receiver
   that never receives, and each join paid for an estimator it never used.
+- **connecting**: ``RTCPeerConnection.__connect``, the task aiortc starts (and
+  never awaits) to bring up ICE and DTLS, is wrapped per instance: once the
+  connection is closed (a client that DELETEs its session while it connects),
+  its failure on the closed transports is expected and dropped, instead of
+  reaching the log as "Task exception was never retrieved" with a traceback.
 - **counting receive** (benchmark players only): aioice's
   ``Connection.data_received`` gets every non-STUN datagram; ``count_rtp`` takes
   the SRTP ones before DTLS does, and decrypts with ``RTCDtlsTransport._rx_srtp``.
@@ -89,6 +94,7 @@ from aiortc.rtp import (
 
 PINNED_AIORTC = "1.16.0"
 
+_CONNECT = "_RTCPeerConnection__connect"
 _DECODER_QUEUE = "_RTCRtpReceiver__decoder_queue"
 _DECODER_THREAD = "_RTCRtpReceiver__decoder_thread"
 _JITTER_BUFFER = "_RTCRtpReceiver__jitter_buffer"
@@ -456,6 +462,20 @@ def take_socket(pc: RTCPeerConnection) -> tuple[int, Callable[[bytes, Any], None
     return fd, deliver
 
 
+def settle_connect_on_close(pc: RTCPeerConnection) -> None:
+    """Drop what aiortc's connect task raises once ``pc`` is closed; other failures stay loud."""
+    connect = getattr(pc, _CONNECT)
+
+    async def connect_until_closed() -> None:
+        try:
+            await connect()
+        except Exception:
+            if pc.signalingState != "closed":
+                raise
+
+    setattr(pc, _CONNECT, connect_until_closed)
+
+
 def codec_compatible(a: Any, b: Any) -> bool:
     """aiortc's own test of whether two codec descriptions can talk (H.264 profiles)."""
     return bool(rtcpeerconnection.is_codec_compatible(a, b))
@@ -504,6 +524,14 @@ def check() -> None:
     ):
         if not hasattr(owner, attr):
             problems.append(f"{getattr(owner, '__name__', owner)}.{attr} is gone")
+    peer_src = inspect.getsource(RTCPeerConnection)
+    if (
+        not hasattr(RTCPeerConnection, _CONNECT)
+        or "ensure_future(self.__connect())" not in peer_src
+    ):
+        problems.append("RTCPeerConnection no longer connects in a task of __connect")
+    if 'self.__setSignalingState("closed")' not in peer_src:
+        problems.append("RTCPeerConnection.close no longer sets signalingState closed first")
     if "self._connection = Connection(" not in inspect.getsource(RTCIceGatherer):
         problems.append("RTCIceGatherer no longer holds an aioice Connection in _connection")
     if "self._nominated[" not in inspect.getsource(Connection):

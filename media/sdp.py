@@ -22,7 +22,10 @@ from media.errors import BadSdp, CodecMismatch
 
 _SDP_LINE = re.compile(r"[a-z]=\S")
 _CANDIDATE_TYPES = ("host", "srflx", "prflx", "relay")
-_PARSE_ERRORS = (ValueError, AssertionError, IndexError, KeyError, TypeError, StopIteration)
+_PARSE_ERRORS = (Exception,)
+"""What aiortc's parsers raise on text they were not written for: anything (ValueError,
+AttributeError on an attribute without a value, StopIteration, ...). They assume a
+well-formed description; on untrusted text each of these is the text's fault."""
 _MEDIA_KINDS = ("audio", "video")
 _MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
 

@@ -51,6 +51,7 @@ class Session:
         self.role = role
         self.config = config
         self.pc = ice.peer_connection(config.ice_servers)
+        aiortc_seam.settle_connect_on_close(self.pc)
         self._on_end = on_end
         self._ended = False
         self.end_reason = ""

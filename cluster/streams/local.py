@@ -136,7 +136,8 @@ class LocalStreams:
                     self._pulls.adopt(app, stream_id)
                 raise
         except BaseException:
-            del self._apps[stream_id]
+            # The engine may have ended the stream already (stream_ended forgot it then).
+            self._apps.pop(stream_id, None)
             raise
         self._publishers[stream_id] = answer.session_id
         return answer

@@ -311,6 +311,29 @@ async def test_an_offer_without_fingerprints_is_400_before_any_session(
     assert "Task exception was never retrieved" not in a.log_text()
 
 
+async def test_an_offer_aiortc_refuses_after_parsing_is_400_and_the_id_stays_free(
+    nodes: dict[str, NodeProcess], peers: Peers
+) -> None:
+    """The engine ends the stream it began for the offer; the node must not trip over that."""
+    a = nodes["a"]
+    pc = ice.peer_connection(())
+    try:
+        for kind in ("video", "audio"):
+            pc.addTransceiver(kind, direction="sendonly")
+        offer = await ice.describe(pc, "offer", ("127.0.0.1",))
+    finally:
+        await pc.close()
+    without_mux = offer.replace("a=rtcp-mux\r\n", "")
+    async with httpx.AsyncClient(base_url=a.url) as http:
+        reply = await http.post("/LiveApp/whip/nomux", **sdp(without_mux))
+    assert reply.status_code == 400, reply.text
+    assert "RTCP mux" in reply.json()["message"]
+    await peers.publish(f"{a.url}/LiveApp/whip/nomux")
+    playing = await peers.play(f"{a.url}/LiveApp/whep/nomux")
+    await playing.frames(5)
+    assert "Traceback" not in a.log_text()
+
+
 async def test_garbage_trickle_candidates_are_400(
     nodes: dict[str, NodeProcess], peers: Peers
 ) -> None:

@@ -135,6 +135,10 @@ async def test_an_answer_for_a_session_that_made_no_offer(
         lambda sdp: sdp.replace("a=group:BUNDLE 0 1", "a=group:BUNDLE 0 7"),
         lambda sdp: sdp.replace("a=setup:actpass", "a=setup:sideways"),
         lambda sdp: "\r\n".join(x for x in sdp.split("\r\n") if not x.startswith("a=ice-pwd")),
+        lambda sdp: sdp.replace("a=rtpmap:97 VP8/90000\r\n", "a=rtpmap:97 VP8/90000\r\na=fmtp\r\n"),
+        lambda sdp: sdp.replace(
+            "a=rtpmap:97 VP8/90000\r\n", "a=rtpmap:97 VP8/90000\r\na=rtcp-fb\r\n"
+        ),
     ],
     ids=[
         "an m-line without a mid",
@@ -143,6 +147,8 @@ async def test_an_answer_for_a_session_that_made_no_offer(
         "BUNDLE naming a mid that does not exist",
         "an unknown DTLS setup role",
         "no ICE password",
+        "an fmtp attribute without a value",
+        "an rtcp-fb attribute without a value",
     ],
 )
 async def test_offers_aiortc_would_choke_on_are_bad_sdp(

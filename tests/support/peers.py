@@ -2,14 +2,22 @@
 
 ``Peers`` opens them and closes everything it opened, in reverse order. A
 publisher keeps every encoded video frame it sent, so players' frames can be
-compared byte for byte.
+compared byte for byte. ``PublisherProcess`` is ``tierstream publish`` in a
+process of its own, for tests whose own process must stay quiet meanwhile
+(hypothesis checks that nothing else touches ``random`` while it draws).
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,6 +26,7 @@ import pytest
 from cluster.streams.whip_client import WhipClient
 from media.contrib.client import Player, Publisher, TrackReport
 from media.contrib.synthetic import SyntheticAudioTrack, SyntheticVideoTrack, VideoSettings
+from tests.support import REPO
 from tests.support.waits import WAIT
 
 
@@ -76,6 +85,60 @@ class Peers:
     async def close(self) -> None:
         for item in reversed(self._opened):
             await item.close()
+
+
+class PublisherProcess:
+    """``tierstream publish --whip <url>``: the synthetic stream, from a process of its own.
+
+    Started and stopped by its PID; it exits by itself when its connection
+    fails or closes, so ``connected`` is whether it still runs.
+    """
+
+    def __init__(self, whip_url: str, output: Path) -> None:
+        self.whip_url = whip_url
+        self.output = output
+        self.process: subprocess.Popen[bytes] | None = None
+        self.location = ""
+
+    def start(self, timeout_s: float = WAIT) -> PublisherProcess:
+        """Start, and wait until it published (it prints its session's Location)."""
+        with self.output.open("wb") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "cluster", "publish", "--whip", self.whip_url],
+                cwd=REPO,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            published = re.search(r"^publishing .* to (\S+)$", self.text(), re.MULTILINE)
+            if published:
+                self.location = published.group(1)
+                return self
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"the publisher did not publish in {timeout_s} s:\n{self.text()}")
+
+    @property
+    def connected(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def text(self) -> str:
+        return self.output.read_text("utf-8", errors="replace") if self.output.exists() else ""
+
+    def stop(self, timeout_s: float = WAIT) -> None:
+        """SIGINT by PID (it DELETEs its session as it leaves), a bounded wait, then SIGKILL."""
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
 
 
 def trickling(

@@ -1,0 +1,64 @@
+"""The fuzz suite's shared parts: one real node process, and the descriptions it mutates.
+
+The node (embedded registry, loopback only) serves every fuzz test of the
+package, so that whatever one test's inputs did to it shows in the next; each
+test ends by checking its log for tracebacks and error lines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from media import ice
+from tests.support.fuzz import Samples, chromium_offers
+from tests.support.nodes import NodeProcess
+
+
+@pytest.fixture(scope="package")
+def fuzz_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
+    workdir: Path = tmp_path_factory.mktemp("fuzz")
+    node = NodeProcess(
+        workdir,
+        "fuzz",
+        "eu",
+        f"sqlite+aiosqlite:///{workdir / 'registry.db'}",
+        **{
+            # Offers that are accepted but never connect hold their session this long.
+            "webrtc.connectTimeoutMs": "2000",
+            # A loaded test machine must not turn publishers away at the default 75 %.
+            "server.cpu_limit": "100",
+        },
+    )
+    node.start()
+    yield node
+    node.stop()
+
+
+async def _aiortc_offers() -> list[str]:
+    """aiortc's offers as a publisher (sendonly) and as a player (recvonly) make them."""
+    offers = []
+    for direction in ("sendonly", "recvonly"):
+        pc = ice.peer_connection(())
+        try:
+            for kind in ("video", "audio"):
+                pc.addTransceiver(kind, direction=direction)
+            offers.append(await ice.describe(pc, "offer", ("127.0.0.1",)))
+        finally:
+            await pc.close()
+    return offers
+
+
+@pytest.fixture(scope="package")
+def offers() -> Samples:
+    """Real offers to mutate: Chromium's (stored) and aiortc's (made now, with candidates).
+
+    aiortc's are made on an event loop of their own, in a thread, so that the
+    test loops pytest-asyncio manages are left alone.
+    """
+    with ThreadPoolExecutor(1) as thread:
+        return Samples(chromium_offers() + thread.submit(asyncio.run, _aiortc_offers()).result())

@@ -53,6 +53,12 @@ IDLE_FAST = {"cluster.idlePullTimeoutMs": "500"}
 """Unwatched pulls stop fast, so a region turns cold again between first-frame rounds."""
 
 
+def _wall() -> str:
+    """Wall-clock time as the nodes' logs print it, to line a fault up with their lines."""
+    now = time.time()
+    return time.strftime("%H:%M:%S", time.localtime(now)) + f",{int(now % 1 * 1000):03d}"
+
+
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
@@ -157,6 +163,7 @@ async def _measure(
         watching = await peers.play(whep(edge))
         await watching.frames(30)
         target = watching.received + 30
+        print(f"  killing {secondary} at {_wall()}", file=sys.stderr)
         nodes[secondary].kill()
         gaps.append(await _longest_pause(watching, target, timeout_s=15))
         print(f"  failover {round_ + 1}/{rounds}: {gaps[-1]:.0f} ms", file=sys.stderr)

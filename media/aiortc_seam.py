@@ -46,6 +46,10 @@ hook the narrowest places, all of them here, and nowhere else in tierstream:
   connection is closed (a client that DELETEs its session while it connects),
   its failure on the closed transports is expected and dropped, instead of
   reaching the log as "Task exception was never retrieved" with a traceback.
+- **refusals** (pulls only): the nominated pair's ``StunProtocol.error_received``
+  is wrapped per instance, and its socket asked for ICMP errors
+  (``IP_RECVERR``), so that a pull hears at once when its upstream's port
+  answers "port unreachable" (the upstream process is gone).
 - **counting receive** (benchmark players only): aioice's
   ``Connection.data_received`` gets every non-STUN datagram; ``count_rtp`` takes
   the SRTP ones before DTLS does, and decrypts with ``RTCDtlsTransport._rx_srtp``.
@@ -59,15 +63,19 @@ loudly, naming what moved, instead of silently decoding or dropping media.
 from __future__ import annotations
 
 import asyncio
+import errno
 import inspect
 import socket
+import struct
+import sys
+from asyncio import selector_events
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import aiortc
 from aioice import Connection
-from aioice.ice import StunProtocol
+from aioice.ice import CandidatePair, StunProtocol
 from aiortc import (
     RTCPeerConnection,
     RTCRtpReceiver,
@@ -106,6 +114,13 @@ _SENDER_COUNTERS = (
     "_RTCRtpSender__packet_count",
     "_RTCRtpSender__octet_count",
 )
+
+IP_RECVERR = 11
+IPV6_RECVERR = 25
+"""Linux's socket options (``<linux/in.h>``, ``<linux/in6.h>``) that queue ICMP errors on a
+UDP socket that is not connected; Python's ``socket`` module does not name them."""
+_EXTENDED_ERROR = struct.Struct("=IBBBBII")
+"""The head of Linux's ``struct sock_extended_err``: errno, origin, type, code, pad, info, data."""
 
 FrameSink = Callable[[str, bytes, int], None]
 """Called with (codec mime type, encoded frame bytes, unwrapped RTP timestamp)."""
@@ -385,6 +400,66 @@ def split_annexb(frame: bytes) -> list[bytes]:
     return list(H264Encoder._split_bitstream(frame))
 
 
+def watch_refusals(pc: RTCPeerConnection, on_refused: Callable[[], None]) -> bool:
+    """Call ``on_refused`` whenever the remote end of ``pc``'s nominated pair answers one of
+    our datagrams with ICMP "port unreachable": nothing listens there any more.
+
+    aioice's sockets are not connected, and Linux tells such a socket about ICMP errors
+    only when asked (``IP_RECVERR``); then each error is queued on the socket, the next
+    read or write fails (asyncio hands that to ``error_received``) and the queue says
+    which destination refused. Only the nominated remote address counts: a refusal
+    from any other (a candidate pair ICE tried and dropped) says nothing about the
+    upstream. The queue is emptied at every error, as an unread queue would keep the
+    socket readable forever. Returns False where this cannot be watched (not Linux, or
+    the pair is a TURN relay, whose server answers for the peer).
+    """
+    if sys.platform != "linux":
+        return False
+    watching = False
+    for connection in ice_connections(pc):
+        pair = connection._nominated.get(1)
+        if pair is None or type(pair.protocol) is not StunProtocol:
+            continue
+        protocol = pair.protocol
+        sock = protocol.transport.get_extra_info("socket")
+        if sock.family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVERR, 1)
+        else:
+            sock.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
+        remote = pair.remote_addr
+        original = protocol.error_received
+
+        def error_received(
+            exc: Exception, *, _sock: Any = sock, _remote: Any = remote, _original: Any = original
+        ) -> None:
+            if _remote in _refused_destinations(_sock):
+                on_refused()
+            _original(exc)
+
+        protocol.error_received = error_received  # type: ignore[method-assign]
+        watching = True
+    return watching
+
+
+def _refused_destinations(sock: Any) -> list[tuple[str, int]]:
+    """Empty a socket's ICMP error queue; the destinations that answered "port unreachable".
+
+    The queue is read through a duplicate descriptor (asyncio's socket wrapper has no
+    ``recvmsg``); both share one socket, non-blocking.
+    """
+    refused: list[tuple[str, int]] = []
+    with sock.dup() as reader:
+        while True:
+            try:
+                _, ancillary, _, destination = reader.recvmsg(1, 512, socket.MSG_ERRQUEUE)
+            except OSError:  # BlockingIOError once the queue is empty
+                return refused
+            for _, _, data in ancillary:
+                too_short = len(data) < _EXTENDED_ERROR.size
+                if not too_short and _EXTENDED_ERROR.unpack_from(data)[0] == errno.ECONNREFUSED:
+                    refused.append((destination[0], destination[1]))
+
+
 def ice_connections(pc: RTCPeerConnection) -> Iterable[Connection]:
     """The aioice connections behind every transport of a peer connection."""
     seen: set[int] = set()
@@ -553,6 +628,12 @@ def check() -> None:
             problems.append(f"RTCDtlsTransport no longer derives SRTP keys with {needle!r}")
     if "self._send = self._connection.send" not in inspect.getsource(RTCIceTransport):
         problems.append("RTCIceTransport no longer sends with _send (aioice's Connection.send)")
+    if not hasattr(StunProtocol, "error_received") or "self._protocol.error_received(exc)" not in (
+        inspect.getsource(selector_events)
+    ):
+        problems.append("refused packets no longer reach StunProtocol.error_received")
+    if not isinstance(getattr(CandidatePair, "remote_addr", None), property):
+        problems.append("aioice's CandidatePair.remote_addr is gone")
     if not hasattr(Connection, "data_received"):
         problems.append("aioice's Connection.data_received is gone")
     if not hasattr(RTCDtlsTransport, "_send_rtp"):

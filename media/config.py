@@ -17,12 +17,16 @@ class MediaConfig:
     answer (a WHIP client that never trickled its candidates, a player that
     vanished) ends, so that it cannot hold a stream id. A pull that hears nothing
     at all from its upstream (no RTP, no RTCP) for ``upstream_silence_s`` is lost:
-    a killed or frozen upstream sends nothing, and ICE consent would take ~30 s
-    to notice. A node sends every downstream session a keepalive packet each
-    ``keepalive_interval_s``, media or not (a node holding a stream without media
-    would otherwise send only sender reports, up to 1.5 s apart), so the
-    silence that means death can be a fraction of a second; keep it several
-    keepalive intervals long, so that a busy moment is not taken for death.
+    a frozen upstream, or one on a machine that died, sends nothing, and ICE
+    consent would take ~30 s to notice. Both ends of a pull send the other a
+    keepalive packet each ``keepalive_interval_s``, media or not: downstream
+    sessions, so that a node holding a stream without media (which would
+    otherwise send only sender reports, up to 1.5 s apart) is not taken for dead
+    and the silence that means death can be a fraction of a second (keep it
+    several keepalive intervals long, so that a busy moment is not taken for
+    death); pulls, so that the moment an upstream's process is gone its host
+    answers the next one "port unreachable", and the pull is lost after only two
+    keepalive intervals of silence.
     ``fanout_threads`` is how many threads send each frame to the players (the
     event loop's own included); 0 means one per core the process may run on.
     The threads are the process's, started by its first engine. While the event

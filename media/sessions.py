@@ -12,6 +12,7 @@ session and closes it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Coroutine
@@ -102,6 +103,24 @@ class Session:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    async def _keep_alive(self, sender: Any) -> None:
+        """Tell the node at the other end that we live, ``keepalive_interval_s`` apart.
+
+        Both ends of a pull are ours. Upstream, a downstream session sends these
+        whether it has media or not: its puller counts any packet as life and takes
+        ``upstream_silence_s`` without one for death, and a node holding the stream
+        without media (its own upstream lost) sends nothing else but sender reports
+        up to 1.5 s apart. Downstream, a pull sends them too: the moment its upstream's
+        process is gone, the next one is answered "port unreachable" (``_refused``).
+        """
+        packet = aiortc_seam.keepalive_packet(sender)
+        while True:
+            await asyncio.sleep(self.config.keepalive_interval_s)
+            try:
+                await aiortc_seam.send_rtcp(sender, packet)
+            except ConnectionError:
+                return
+
     def _connected(self) -> None:
         """Media can flow; subclasses start what needs a connected transport."""
 
@@ -157,6 +176,10 @@ class IngestSession(Session):
         self._on_flowing = on_flowing
         self._flowing = False
         self._video: list[RTCRtpReceiver] = []
+        self._refused_at: float | None = None
+        """When the upstream's address last refused a packet (``_refused``)."""
+        self._watch = asyncio.Event()
+        """Wakes ``_watch_upstream`` before its next poll (a refusal came)."""
 
     def receive(self, kind: str, preferences: list[Any]) -> None:
         """Add a receive-only track whose frames are tapped, never decoded."""
@@ -182,19 +205,37 @@ class IngestSession(Session):
     def _connected(self) -> None:
         aiortc_seam.enlarge_receive_buffer(self.pc, INGEST_BUFFER)
         if self.role == "pull":
+            transceivers = self.pc.getTransceivers()
+            if transceivers:
+                self.spawn(self._keep_alive(transceivers[0].sender))
+            aiortc_seam.watch_refusals(self.pc, self._refused)
             self.spawn(self._watch_upstream())
 
-    async def _watch_upstream(self) -> None:
-        """End the pull once nothing at all (no RTP, no RTCP) arrives for ``upstream_silence_s``.
+    def _refused(self) -> None:
+        """The upstream's address answered "port unreachable": its process is gone."""
+        self._refused_at = time.monotonic()
+        self._watch.set()
 
-        A killed or frozen upstream sends nothing, and ICE consent would take
-        ~30 s to notice. A live upstream that has no media itself (its own pull
-        was lost and it holds the stream) still sends RTCP sender reports every
-        0.5-1.5 s per track, so its downstream nodes keep waiting quietly rather
-        than all failing over at once. The transport's packet counter is read
-        four times per silence interval.
+    async def _watch_upstream(self) -> None:
+        """End the pull once its upstream is gone, by the first of two signals.
+
+        - **Silence**: nothing at all (no RTP, no RTCP) for ``upstream_silence_s``. A
+          frozen upstream, one cut off, or one on a machine that died sends nothing,
+          and ICE consent would take ~30 s to notice. A live upstream without media
+          (it holds the stream, its own pull lost) still sends keepalives, so its
+          downstream nodes keep waiting quietly rather than all failing over at once.
+        - **Refusal**: the upstream's address answered one of our keepalives "port
+          unreachable" (a process that crashed or was killed on a live host), and
+          nothing has come since for two of its keepalive intervals. A refusal alone
+          is not enough: only silence proves the upstream is not sending any more,
+          so a forged or stray ICMP error cannot end a pull that media still reaches.
+          A refusal counts for one silence interval.
+
+        The transport's packet counter is read four times per silence interval, and
+        four times per confirmation interval after a refusal.
         """
         limit = self.config.upstream_silence_s
+        confirm = 2 * self.config.keepalive_interval_s
         received, heard_at = -1, time.monotonic()
         while True:
             stats = await self.pc.getStats()
@@ -202,12 +243,22 @@ class IngestSession(Session):
             now = time.monotonic()
             if count != received:
                 received, heard_at = count, now
-            elif now - heard_at >= limit:
+            refused = self._refused_at is not None and now - self._refused_at < limit
+            if now - heard_at >= limit:
                 reason = f"nothing from upstream for {limit:g} s"
-                logger.info("pull %s of %s: %s", self.id, self.stream_id, reason)
-                self._end(reason)
-                return
-            await asyncio.sleep(limit / 4)
+            elif refused and now - heard_at >= confirm:
+                reason = (
+                    f"its address refuses packets (port unreachable), nothing from it "
+                    f"for {now - heard_at:.2f} s"
+                )
+            else:
+                self._watch.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._watch.wait(), (confirm if refused else limit) / 4)
+                continue
+            logger.info("pull %s of %s: %s", self.id, self.stream_id, reason)
+            self._end(reason)
+            return
 
     def _frame(self, mime_type: str, data: bytes, timestamp: int) -> None:
         source = self.source
@@ -298,22 +349,6 @@ class PlaySession(Session):
             sender = _fanout.Sender(out.profile, out.key, out.fd, out.address)
             self._senders[id(dtls)] = sender
         return sender
-
-    async def _keep_alive(self, sender: Any) -> None:
-        """Tell a downstream node we live, ``keepalive_interval_s`` apart, media or not.
-
-        Its pull counts any packet as life and takes ``upstream_silence_s``
-        without one for death; a node holding the stream without media (its
-        own upstream lost) sends nothing else but sender reports up to 1.5 s
-        apart. The cluster owns both ends of a pull, so it can be this direct.
-        """
-        packet = aiortc_seam.keepalive_packet(sender)
-        while True:
-            await asyncio.sleep(self.config.keepalive_interval_s)
-            try:
-                await aiortc_seam.send_rtcp(sender, packet)
-            except ConnectionError:
-                return
 
     def _end(self, reason: str) -> None:
         super()._end(reason)

@@ -7,6 +7,8 @@ docstring: it lists each hook and why it exists.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -28,6 +30,7 @@ from media import _fanout, aiortc_seam, ice
 from media.contrib.synthetic import SyntheticAudioTrack, SyntheticVideoTrack, VideoSettings
 from media.engine import MediaEngine
 from tests.media.conftest import Publish, Watch
+from tests.support.waits import eventually
 
 SSRC = 0x1234
 
@@ -298,12 +301,12 @@ async def test_a_frame_whose_lost_packet_never_comes_is_dropped_whole_on_overflo
     assert len(receiving.frames) < len(sent)
 
 
-async def test_our_outbound_srtp_keys_are_what_the_peer_decrypts_with() -> None:
-    """Both DTLS roles: what the native sender protects with the keys the seam derives,
-    the other peer's own aiortc SRTP session unprotects; the socket is the nominated one."""
+@contextlib.asynccontextmanager
+async def connected_peers() -> AsyncIterator[tuple[RTCPeerConnection, RTCPeerConnection]]:
+    """Two aiortc peers connected on 127.0.0.1 (ICE and DTLS, a data channel, no media)."""
     offerer, answerer = ice.peer_connection(()), ice.peer_connection(())
     try:
-        offerer.createDataChannel("keys")  # a transport to negotiate, no media needed
+        offerer.createDataChannel("seam")  # a transport to negotiate, no media needed
         offer = await ice.describe(offerer, "offer", ("127.0.0.1",))
         await answerer.setRemoteDescription(RTCSessionDescription(offer, "offer"))
         answer = await ice.describe(answerer, "answer", ("127.0.0.1",))
@@ -319,7 +322,16 @@ async def test_our_outbound_srtp_keys_are_what_the_peer_decrypts_with() -> None:
         changed()
         await asyncio.wait_for(connected.wait(), 10)
         assert offerer.connectionState == answerer.connectionState == "connected"
+        yield offerer, answerer
+    finally:
+        await offerer.close()
+        await answerer.close()
 
+
+async def test_our_outbound_srtp_keys_are_what_the_peer_decrypts_with() -> None:
+    """Both DTLS roles: what the native sender protects with the keys the seam derives,
+    the other peer's own aiortc SRTP session unprotects; the socket is the nominated one."""
+    async with connected_peers() as (offerer, answerer):
         for ours, theirs in ((offerer, answerer), (answerer, offerer)):
             assert ours.sctp is not None and theirs.sctp is not None
             dtls = ours.sctp.transport
@@ -332,6 +344,31 @@ async def test_our_outbound_srtp_keys_are_what_the_peer_decrypts_with() -> None:
             plain = [theirs.sctp.transport._rx_srtp.unprotect(p) for p in slot.protect(frame)]
             assert [p[12:] for p in plain] == [b"first", b"second"]
             assert out.profile == dtls._srtp_profiles[0].libsrtp_profile, "AES-GCM preferred"
-    finally:
-        await offerer.close()
-        await answerer.close()
+
+
+def closed_udp_port() -> int:
+    """A UDP port on 127.0.0.1 that nothing listens on (bound, then let go)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+async def test_only_the_nominated_remote_refusing_a_packet_counts_as_a_refusal() -> None:
+    async with connected_peers() as (offerer, answerer):
+        refusals: list[str] = []
+        assert aiortc_seam.watch_refusals(offerer, lambda: refusals.append("refused"))
+        ours = next(iter(aiortc_seam.ice_connections(offerer)))._nominated[1]
+        theirs = next(iter(aiortc_seam.ice_connections(answerer)))._nominated[1]
+
+        for _ in range(3):  # a port elsewhere on the host refuses: that is not our peer
+            ours.protocol.transport.sendto(b"stray", ("127.0.0.1", closed_udp_port()))
+        await asyncio.sleep(0.3)
+        assert refusals == []
+        assert offerer.connectionState == "connected"
+
+        theirs.protocol.transport.close()  # the peer's socket is gone, as in a crash
+        await asyncio.sleep(0.05)
+        ours.protocol.transport.sendto(b"anyone?", ours.remote_addr)
+        await eventually(lambda: refusals, "the refusal of the peer's closed port")
+        assert refusals == ["refused"]

@@ -11,13 +11,16 @@ switch is a keyframe; the player's session is never renegotiated.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
+import logging
 import os
 import signal
 import struct
 import sys
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
@@ -182,11 +185,10 @@ async def test_pulling_a_stream_that_has_a_live_pull_replaces_it_quietly(
     assert edge.stats().pulls == 1 and origin.stats().downstreams == 1
 
 
-async def test_a_frozen_upstream_is_lost_after_the_silence_interval(
-    make_engine: EngineFactory, watch: Watch
-) -> None:
-    edge_events = Events()
-    edge = make_engine(edge_events, upstream_silence_s=1.0)
+@contextlib.asynccontextmanager
+async def origin_in_process() -> AsyncIterator[tuple[asyncio.subprocess.Process, Exchange]]:
+    """An origin node in its own process (``tests.media.origin_process``), and the exchange
+    that pulls ``s1`` from it; killed by its PID at the end."""
     origin = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -205,22 +207,70 @@ async def test_a_frozen_upstream_is_lost_after_the_silence_interval(
 
     try:
         assert json.loads(await asyncio.wait_for(stdout.readline(), WAIT))["ready"]
+        yield origin, exchange
+    finally:
+        if origin.returncode is None:
+            origin.kill()
+        await asyncio.wait_for(origin.wait(), WAIT)
+
+
+async def test_a_frozen_upstream_is_lost_after_the_silence_interval(
+    make_engine: EngineFactory, watch: Watch
+) -> None:
+    edge_events = Events()
+    edge = make_engine(edge_events, upstream_silence_s=1.0)
+    async with origin_in_process() as (origin, exchange):
         pull_id = await asyncio.wait_for(edge.pull("s1", exchange), WAIT)
         watching = await watch(edge)
         await watching.frames("video", 10)
 
-        os.kill(origin.pid, signal.SIGSTOP)  # a frozen (or killed) node sends nothing at all
+        os.kill(origin.pid, signal.SIGSTOP)  # a frozen node sends nothing at all
         frozen_at = time.monotonic()
         await edge_events.wait_for("upstream_lost", "s1")
         waited = time.monotonic() - frozen_at
-    finally:
-        origin.kill()
-        await asyncio.wait_for(origin.wait(), WAIT)
 
     assert 0.9 <= waited <= 1.0 + 1.0, f"lost after {waited:.2f} s of silence"
     assert ("session_ended", pull_id) in edge_events.history
     assert edge.has_stream("s1") and edge.players("s1") == 1
     assert watching.player.pc.connectionState == "connected"
+
+
+async def test_a_killed_upstream_is_lost_when_its_port_refuses_without_waiting_for_silence(
+    make_engine: EngineFactory, watch: Watch, caplog: pytest.LogCaptureFixture
+) -> None:
+    edge_events = Events()
+    edge = make_engine(edge_events, upstream_silence_s=60.0)  # silence cannot be what ends it
+    async with origin_in_process() as (origin, exchange):
+        await asyncio.wait_for(edge.pull("s1", exchange), WAIT)
+        watching = await watch(edge)
+        await watching.frames("video", 10)
+
+        with caplog.at_level(logging.INFO, logger="media.sessions"):
+            origin.kill()  # SIGKILL: its host is up, its sockets are gone
+            await edge_events.wait_for("upstream_lost", "s1")
+
+    assert any("its address refuses packets (port unreachable)" in m for m in caplog.messages)
+    assert edge.has_stream("s1") and edge.players("s1") == 1
+    assert watching.player.pc.connectionState == "connected"
+
+
+async def test_a_pull_sends_its_upstream_a_keepalive_each_interval(
+    make_engine: EngineFactory, publish: Publish
+) -> None:
+    origin, edge = make_engine(), make_engine(keepalive_interval_s=0.05)
+    await publish(origin)
+    downstream_id = (await pull_from(origin, edge))[0]
+    downstream = origin._sessions[downstream_id]  # the origin's side of the pull
+
+    async def received() -> int:
+        stats = await downstream.pc.getStats()
+        return sum(s.packetsReceived for s in stats.values() if s.type == "transport")
+
+    await asyncio.sleep(0.5)
+    before = await received()
+    await asyncio.sleep(2.0)
+    # 40 keepalives in 2 s; without them, a receiver report per track each 0.5-1.5 s (at most 8)
+    assert await received() - before >= 16
 
 
 async def test_a_held_upstream_keeps_its_downstream_nodes_waiting_quietly(

@@ -45,6 +45,7 @@ import contextlib
 import cProfile
 import itertools
 import json
+import logging
 import multiprocessing
 import os
 import random
@@ -210,8 +211,23 @@ async def serve_relay(mode: str, port_out: Any) -> None:
     await relay.close()
 
 
+class Notable(logging.Filter):
+    """The relay's log lines worth a bench reader's eye: warnings, and how a stream or an
+    ICE connection ended (a lost publisher explains every step after it)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = str(record.msg)
+        return record.levelno >= logging.WARNING or "ended (" in text or "Consent" in text
+
+
 def relay_process(mode: str, cores: set[int], port_out: Any, profile: str | None) -> None:
     """The relay, on ``cores``: tierstream's fan-out starts one thread per core it may use."""
+    handler = logging.StreamHandler()
+    handler.addFilter(Notable())
+    handler.setFormatter(logging.Formatter("  relay %(asctime)s %(message)s", "%H:%M:%S"))
+    logging.basicConfig(level=logging.WARNING, handlers=[handler])
+    for name in ("media.engine", "aioice.ice"):
+        logging.getLogger(name).setLevel(logging.INFO)
     with contextlib.suppress(OSError):
         os.sched_setaffinity(0, cores)
     if profile:

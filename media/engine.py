@@ -465,7 +465,8 @@ class MediaEngine:
             )
             self._listener.upstream_lost(session.stream_id)
         else:
-            await self._end_stream(stream, f"{session.role} {session.id} gone")
+            why = f": {session.end_reason}" if session.end_reason else ""
+            await self._end_stream(stream, f"{session.role} {session.id} gone{why}")
 
     async def _detach(self, stream: _Stream) -> None:
         """Close a stream's ingest session, keeping the stream, its source and players."""

@@ -29,6 +29,7 @@ from cluster.streams.access import StreamAccess
 from cluster.streams.events import StreamEvents
 from cluster.streams.local import LocalStreams
 from cluster.streams.pulls import Pulls
+from cluster.tls import client_context, registry_ssl
 from cluster.types import NodeInfo, NodeState
 from media.config import MediaConfig
 from media.engine import MediaEngine
@@ -38,11 +39,13 @@ logger = logging.getLogger(__name__)
 
 async def start_node(settings: Settings) -> Node:
     """Build a node's parts, register it, start its background tasks."""
+    registry_tls = registry_ssl(settings)
+    node_tls = client_context(settings)
     if settings.embedded_registry:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         await migrate(settings.registry_url)
     registry = await Registry.connect(
-        settings.registry_url, dead_after_s=settings.node_dead_timeout_s
+        settings.registry_url, dead_after_s=settings.node_dead_timeout_s, tls=registry_tls
     )
     try:
         live = LiveSettings(settings)
@@ -56,7 +59,7 @@ async def start_node(settings: Settings) -> Node:
             events,
         )
         sampler = LoadSampler(engine.stats)
-        pulls = Pulls(registry, live, engine)
+        pulls = Pulls(registry, live, engine, node_tls)
         access = StreamAccess(registry, live)
         streams = LocalStreams(registry, live, engine, pulls, access, sampler.latest)
         events.subscribe(streams)

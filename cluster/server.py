@@ -18,11 +18,13 @@ from collections.abc import Iterator
 import uvicorn
 
 from cluster.api.app import build_app
+from cluster.api.client_faults import ClientFaults
 from cluster.api.connections import ConnectionLimits, guarded_protocol
 from cluster.api.websocket import MAX_MESSAGE_BYTES
 from cluster.errors import ConfigError
 from cluster.node import start_node
 from cluster.settings import Settings
+from cluster.tls import server_context
 
 logger = logging.getLogger(__name__)
 
@@ -55,12 +57,18 @@ def _listen(settings: Settings) -> socket.socket:
 
 async def run_node(settings: Settings) -> None:
     listener = _listen(settings)
+    faults = ClientFaults()
     try:
+        # Before the node joins: a certificate that does not load stops it unregistered.
+        tls = server_context(
+            settings,
+            lambda why: faults.report("(TLS)", "refused TLS", f"refused at the handshake: {why}"),
+        )
         node = await start_node(settings)
     except BaseException:
         listener.close()
         raise
-    app = build_app(node)
+    app = build_app(node, faults)
     limits = ConnectionLimits(
         header_timeout_s=settings.header_timeout_s,
         body_timeout_s=settings.body_timeout_s,
@@ -68,7 +76,7 @@ async def run_node(settings: Settings) -> None:
     )
     config = uvicorn.Config(
         app,
-        http=guarded_protocol(limits, app.state.client_faults),
+        http=guarded_protocol(limits, faults),
         log_config=None,
         access_log=False,
         lifespan="off",
@@ -79,6 +87,7 @@ async def run_node(settings: Settings) -> None:
         # The peer stays the peer: forwarding headers are read by routing, and only from
         # server.trustedProxies (uvicorn would believe X-Forwarded-For from 127.0.0.1).
         proxy_headers=False,
+        ssl_context_factory=None if tls is None else lambda _config, _default: tls,
     )
     server = _Server(config)
     loop = asyncio.get_running_loop()

@@ -202,6 +202,17 @@ def _optional_path(raw: str) -> Path | None:
     return Path(raw.strip()) if raw.strip() else None
 
 
+SslMode = Literal["disable", "prefer", "require", "verify-ca", "verify-full"]
+_SSL_MODES: tuple[SslMode, ...] = ("disable", "prefer", "require", "verify-ca", "verify-full")
+
+
+def _ssl_mode(raw: str) -> SslMode:
+    value = raw.strip()
+    if value not in _SSL_MODES:
+        raise ValueError(f"{value!r} is not one of {', '.join(_SSL_MODES)}")
+    return value
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything a node is configured with. Never mutated: a change builds a new one."""
@@ -218,7 +229,16 @@ class Settings:
     public_url: str = key("server.publicUrl", _url, "")
     """URL players and publishers reach this node at; empty means http://<host>:<port>."""
     internal_url: str = key("server.internalUrl", _url, "")
-    """URL other nodes reach this node at; empty means the public URL."""
+    """URL other nodes reach this node at; empty means the public URL. https needs
+    server.tlsCertificate, server.tlsKey and server.tlsCA."""
+    tls_certificate: Path | None = key("server.tlsCertificate", _optional_path, "")
+    """PEM certificate (chain) the node serves HTTPS with on http.port and presents to the
+    nodes it pulls from; relative to the properties file's directory. Empty: plain HTTP."""
+    tls_key: Path | None = key("server.tlsKey", _optional_path, "")
+    """PEM private key of server.tlsCertificate."""
+    tls_ca: Path | None = key("server.tlsCA", _optional_path, "")
+    """PEM certificate(s) of the CA that signs the cluster's nodes: upstreams must present a
+    certificate from it, and the internal pull path takes only clients that do."""
     cpu_limit: int = key("server.cpu_limit", _integer(10, 100), "75")
     """CPU percentage above which the node takes no new publishers or players."""
     allowed_dashboard_cidr: tuple[IpNetwork, ...] = key(
@@ -241,6 +261,16 @@ class Settings:
     clusterdb_user: str = key("clusterdb.user", _text, "tierstream")
     clusterdb_password: str = key("clusterdb.password", _text, "")
     clusterdb_name: str = key("clusterdb.name", _text, "tierstream")
+    clusterdb_sslmode: SslMode = key("clusterdb.sslmode", _ssl_mode, "prefer")
+    """TLS to a PostgreSQL registry, as libpq's sslmode: disable, prefer (TLS if the server
+    offers it, unverified), require (TLS, unverified), verify-ca (the server's certificate
+    is from clusterdb.sslrootcert's CA), verify-full (and names the host connected to)."""
+    clusterdb_sslrootcert: Path | None = key("clusterdb.sslrootcert", _optional_path, "")
+    """PEM CA certificate(s) verify-ca and verify-full check the server against."""
+    clusterdb_sslcert: Path | None = key("clusterdb.sslcert", _optional_path, "")
+    """PEM client certificate presented to PostgreSQL (with clusterdb.sslkey); empty: none."""
+    clusterdb_sslkey: Path | None = key("clusterdb.sslkey", _optional_path, "")
+    """PEM private key of clusterdb.sslcert."""
     cluster_secret: str = key("cluster.secret", _secret, "")
     """Signs node-to-node pulls: empty, or 32+ characters; required with PostgreSQL."""
     candidate_addresses: tuple[str, ...] = key(
@@ -329,6 +359,11 @@ class Settings:
     def embedded_registry(self) -> bool:
         """True when the registry is the embedded SQLite file rather than a shared server."""
         return self.registry_url.startswith("sqlite")
+
+    @property
+    def internal_needs_certificate(self) -> bool:
+        """True when the internal pull path takes only clients with a certificate from the CA."""
+        return self.tls_certificate is not None and self.tls_ca is not None
 
     @property
     def env_overrides(self) -> frozenset[str]:
@@ -480,8 +515,11 @@ def _derive(s: Settings) -> Settings:
     )
     if ":" in reachable_host:
         reachable_host = f"[{reachable_host}]"
-    public_url = s.public_url or f"http://{reachable_host}:{s.http_port}"
+    scheme = "https" if s.tls_certificate is not None else "http"
+    public_url = s.public_url or f"{scheme}://{reachable_host}:{s.http_port}"
+    internal_url = s.internal_url or public_url
     data_dir = (s.config_path.parent / s.data_dir).resolve()
+    _check_tls(s, internal_url)
 
     registry_url = s.registry_url
     if registry_url and s.clusterdb_host:
@@ -508,8 +546,57 @@ def _derive(s: Settings) -> Settings:
         s,
         server_name=server_name,
         public_url=public_url,
-        internal_url=s.internal_url or public_url,
+        internal_url=internal_url,
         data_dir=data_dir,
         registry_url=registry_url,
-        geoip_db=(s.config_path.parent / s.geoip_db).resolve() if s.geoip_db else None,
+        geoip_db=_beside(s, s.geoip_db),
+        tls_certificate=_beside(s, s.tls_certificate),
+        tls_key=_beside(s, s.tls_key),
+        tls_ca=_beside(s, s.tls_ca),
+        clusterdb_sslrootcert=_beside(s, s.clusterdb_sslrootcert),
+        clusterdb_sslcert=_beside(s, s.clusterdb_sslcert),
+        clusterdb_sslkey=_beside(s, s.clusterdb_sslkey),
     )
+
+
+def _beside(s: Settings, path: Path | None) -> Path | None:
+    """A configured file, relative to the properties file's directory."""
+    return (s.config_path.parent / path).resolve() if path is not None else None
+
+
+def _check_tls(s: Settings, internal_url: str) -> None:
+    """The TLS keys that only make sense together. Whether the files load is checked
+    when the node builds its contexts (``cluster.tls``), naming the key as well."""
+    pairs = (
+        ("server.tlsCertificate", s.tls_certificate, "server.tlsKey", s.tls_key),
+        ("clusterdb.sslcert", s.clusterdb_sslcert, "clusterdb.sslkey", s.clusterdb_sslkey),
+    )
+    for first, first_value, second, second_value in pairs:
+        if (first_value is None) != (second_value is None):
+            missing, given = (second, first) if second_value is None else (first, second)
+            raise ConfigError(missing, f"is needed with {given}")
+    if internal_url.startswith("https://") and (s.tls_certificate is None or s.tls_ca is None):
+        raise ConfigError(
+            "server.internalUrl",
+            f"{internal_url} is https: set server.tlsCertificate, server.tlsKey and "
+            "server.tlsCA (the nodes' CA), so this node serves TLS and verifies the nodes "
+            "it pulls from",
+        )
+    if s.tls_certificate is not None and internal_url.startswith("http://"):
+        raise ConfigError(
+            "server.internalUrl",
+            f"{internal_url} is plain http, but the node serves only HTTPS "
+            "(server.tlsCertificate is set): use https://",
+        )
+    if s.clusterdb_sslmode in ("verify-ca", "verify-full") and s.clusterdb_sslrootcert is None:
+        raise ConfigError(
+            "clusterdb.sslrootcert",
+            f"is needed with clusterdb.sslmode={s.clusterdb_sslmode}: the CA to verify the "
+            "registry's certificate against",
+        )
+    if s.clusterdb_sslcert is not None and s.clusterdb_sslmode in ("disable", "prefer"):
+        raise ConfigError(
+            "clusterdb.sslcert",
+            "a client certificate needs clusterdb.sslmode require or stricter "
+            f"(it is {s.clusterdb_sslmode})",
+        )

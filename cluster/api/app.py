@@ -96,7 +96,7 @@ CORS_EXPOSED = ["Location", "ETag", "Link", "Accept-Patch", "Accept-Post", "Retr
 """Headers a browser's script may read: WHIP/WHEP clients need the session's Location and ETag."""
 
 
-def build_app(node: Node) -> Starlette:
+def build_app(node: Node, client_faults: ClientFaults | None = None) -> Starlette:
     feeds = dashboard.DashboardHub(node)
     app = Starlette(
         routes=[
@@ -131,5 +131,5 @@ def build_app(node: Node) -> Starlette:
         },
     )
     app.state.node = node
-    app.state.client_faults = ClientFaults()
+    app.state.client_faults = client_faults or ClientFaults()
     return app

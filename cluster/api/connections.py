@@ -15,7 +15,13 @@ three bounds added:
 - one client address holds at most ``max_per_address`` connections at once:
   further ones get 503 and are closed at once.
 
-Each is reported once, in one short line, through ``ClientFaults``. This
+Each is reported once, in one short line, through ``ClientFaults``.
+
+On a TLS listener it also tells the app whether the client presented a
+certificate that verified against ``server.tlsCA`` (``client_certified``): uvicorn
+gives an app no TLS details, and the internal pull path needs that one.
+
+This
 subclasses uvicorn's ``H11Protocol`` and reads its connection state: uvicorn
 is pinned exactly in ``pyproject.toml``, and ``tests/api/test_connections.py``
 fails if an upgrade moves what is used here.
@@ -31,6 +37,9 @@ import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from cluster.api.client_faults import ClientFaults
+
+CLIENT_CERTIFIED = "client_certified"
+"""Key of ``request.state``: True when the connection's client certificate verified."""
 
 _REFUSED = b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
 _TIMED_OUT = b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
@@ -56,6 +65,11 @@ def guarded_protocol(limits: ConnectionLimits, faults: ClientFaults) -> type[H11
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
+            tls = transport.get_extra_info("ssl_object")
+            # With CERT_OPTIONAL a certificate that does not verify fails the handshake, so one
+            # that is here verified. Each request's state is a copy of app_state (uvicorn).
+            certified = bool(tls is not None and tls.getpeercert())
+            self.app_state = {**self.app_state, CLIENT_CERTIFIED: certified}
             self._address = self.client[0] if self.client else "?"
             open_per_address[self._address] += 1
             if open_per_address[self._address] > limits.max_per_address:

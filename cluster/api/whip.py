@@ -25,8 +25,15 @@ from starlette.routing import Route
 
 from cluster.api import params
 from cluster.api.bodies import content_type, read_body
+from cluster.api.connections import CLIENT_CERTIFIED
 from cluster.api.redirects import route_post, session_url, ticketed
-from cluster.errors import BadRequest, NotFound, PreconditionFailed, UnsupportedMediaType
+from cluster.errors import (
+    BadRequest,
+    Forbidden,
+    NotFound,
+    PreconditionFailed,
+    UnsupportedMediaType,
+)
 from cluster.node import Node
 from cluster.streams.local import LocalStreams, SessionRole
 from cluster.streams.pulls import internal_pull_path
@@ -286,8 +293,16 @@ def _bound_session(request: Request) -> str:
 
 
 def _pulling_node(request: Request, stream_id: str) -> NodeId:
-    """The node behind an internal request: only a valid cluster token for the stream opens it."""
+    """The node behind an internal request: only a valid cluster token for the stream opens it,
+    and, when the node serves mutual TLS, only over a connection with a node's certificate."""
     node: Node = request.app.state.node
+    if node.settings.internal_needs_certificate and not getattr(
+        request.state, CLIENT_CERTIFIED, False
+    ):
+        raise Forbidden(
+            "the internal pull path takes only nodes: present a client certificate from the "
+            "cluster's CA (server.tlsCA)"
+        )
     return verify_pull_token(
         node.settings.cluster_secret, request.headers.get("authorization", ""), stream_id
     )

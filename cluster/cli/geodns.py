@@ -26,6 +26,7 @@ from cluster.errors import ConfigError
 from cluster.registry import Registry
 from cluster.routing.regions import great_circle_km
 from cluster.settings import Settings
+from cluster.tls import registry_ssl
 from cluster.types import NodeGroup, NodeId, NodeRecord, Region
 
 Monitor = Literal["http", "extmon"]
@@ -246,7 +247,9 @@ def options_from(args: argparse.Namespace, geoip_db: Path | None) -> GeoDnsOptio
 async def write_from_registry(settings: Settings, options: GeoDnsOptions, out: Path) -> int:
     """Read the live nodes and write the configuration; how many nodes it answers with."""
     registry = await Registry.connect(
-        settings.registry_url, dead_after_s=settings.node_dead_timeout_s
+        settings.registry_url,
+        dead_after_s=settings.node_dead_timeout_s,
+        tls=registry_ssl(settings),
     )
     try:
         nodes = [n for n in await registry.live_nodes() if n.state == "serving"]

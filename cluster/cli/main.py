@@ -23,6 +23,7 @@ from cluster.properties import apply_rendered, read_secrets
 from cluster.registry.migrate import migrate
 from cluster.server import run_node
 from cluster.settings import Settings, load_settings
+from cluster.tls import registry_ssl
 
 logger = logging.getLogger("tierstream")
 
@@ -117,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
             else:
                 if settings.embedded_registry:
                     settings.data_dir.mkdir(parents=True, exist_ok=True)
-                asyncio.run(migrate(settings.registry_url))
+                asyncio.run(migrate(settings.registry_url, tls=registry_ssl(settings)))
         elif args.command == "demo":
             configure_logging("WARN")
             _demo(args)

@@ -6,6 +6,7 @@ else talks to the registry through ``Registry``.
 
 from __future__ import annotations
 
+import ssl
 from typing import Any
 
 from sqlalchemy import event
@@ -23,8 +24,18 @@ POOL_TIMEOUT_S = 10.0
 """How long an operation waits for one of its process's pooled connections."""
 
 
-def open_engine(url: str, *, pool_size: int = 5, sqlite_begin: str = "BEGIN") -> AsyncEngine:
+def open_engine(
+    url: str,
+    *,
+    pool_size: int = 5,
+    sqlite_begin: str = "BEGIN",
+    tls: ssl.SSLContext | str | None = None,
+) -> AsyncEngine:
     """An engine for ``url`` (``postgresql+asyncpg://…`` or ``sqlite+aiosqlite:///path``).
+
+    ``tls``: asyncpg's ``ssl`` on PostgreSQL (a mode such as ``"prefer"``, or a
+    context that verifies the server; ``cluster.tls.registry_ssl``); None leaves
+    asyncpg's own default, or what the URL's query says.
 
     It holds at most ``pool_size`` connections (no overflow: PostgreSQL's
     ``max_connections`` must cover nodes times pool size); an operation that finds
@@ -47,15 +58,15 @@ def open_engine(url: str, *, pool_size: int = 5, sqlite_begin: str = "BEGIN") ->
     except ArgumentError as exc:
         raise ValueError(f"not a registry URL: {exc}") from exc
     if parsed.drivername == "postgresql+asyncpg":
+        connect_args: dict[str, Any] = {
+            "timeout": POSTGRES_TIMEOUT_S,
+            "command_timeout": POSTGRES_TIMEOUT_S,
+            "server_settings": {"application_name": "tierstream"},
+        }
+        if tls is not None:
+            connect_args["ssl"] = tls
         return create_async_engine(
-            parsed,
-            isolation_level="AUTOCOMMIT",
-            **_pool(pool_size),
-            connect_args={
-                "timeout": POSTGRES_TIMEOUT_S,
-                "command_timeout": POSTGRES_TIMEOUT_S,
-                "server_settings": {"application_name": "tierstream"},
-            },
+            parsed, isolation_level="AUTOCOMMIT", **_pool(pool_size), connect_args=connect_args
         )
     if parsed.drivername == "sqlite+aiosqlite" and parsed.database not in (None, "", ":memory:"):
         engine = create_async_engine(parsed, isolation_level="AUTOCOMMIT", **_pool(pool_size))
@@ -112,5 +123,10 @@ def shown(url: URL) -> str:
 def error_text(exc: BaseException) -> str:
     """The driver's own message, first line: SQLAlchemy's wrapper adds the whole statement."""
     cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        return (
+            f"its TLS certificate does not verify against clusterdb.sslrootcert "
+            f"(clusterdb.sslmode): {cause.verify_message}"
+        )
     text = str(cause).strip() or type(cause).__name__
     return text.splitlines()[0]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import threading
 from pathlib import Path
 
@@ -40,20 +41,24 @@ def _upgrade(connection: Connection) -> str | None:
     return MigrationContext.configure(connection).get_current_revision()
 
 
-async def migrate(url: str) -> None:
-    """Apply every pending migration to the registry at ``url``; a no-op when at head."""
-    await asyncio.to_thread(_migrate_on_this_thread, url)
+async def migrate(url: str, *, tls: ssl.SSLContext | str | None = None) -> None:
+    """Apply every pending migration to the registry at ``url``; a no-op when at head.
+
+    ``tls``: as ``open_engine``'s; Alembic runs on that engine's connection, so
+    migrations travel the same encrypted, verified link as the node's queries.
+    """
+    await asyncio.to_thread(_migrate_on_this_thread, url, tls)
 
 
-def _migrate_on_this_thread(url: str) -> None:
+def _migrate_on_this_thread(url: str, tls: ssl.SSLContext | str | None) -> None:
     with _ONE_AT_A_TIME:
-        asyncio.run(_migrate(url))
+        asyncio.run(_migrate(url, tls))
 
 
-async def _migrate(url: str) -> None:
+async def _migrate(url: str, tls: ssl.SSLContext | str | None) -> None:
     # Alembic reads the current revision before it writes: on SQLite the
     # transaction must hold the write lock from its start.
-    engine = open_engine(url, pool_size=1, sqlite_begin="BEGIN IMMEDIATE")
+    engine = open_engine(url, pool_size=1, sqlite_begin="BEGIN IMMEDIATE", tls=tls)
     try:
         async with transactional(engine).begin() as connection:
             revision = await connection.run_sync(_upgrade)

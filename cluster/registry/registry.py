@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import ssl
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from typing import Any
@@ -98,12 +99,20 @@ class Registry:
         self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
 
     @classmethod
-    async def connect(cls, url: str, *, dead_after_s: float = 3.0, pool_size: int = 5) -> Registry:
+    async def connect(
+        cls,
+        url: str,
+        *,
+        dead_after_s: float = 3.0,
+        pool_size: int = 5,
+        tls: ssl.SSLContext | str | None = None,
+    ) -> Registry:
         """Open the registry at ``url`` and check it answers.
 
         ``pool_size`` bounds this process's connections; a burst past it waits its turn.
+        ``tls``: as ``open_engine``'s (``cluster.tls.registry_ssl``).
         """
-        registry = cls(open_engine(url, pool_size=pool_size), dead_after_s=dead_after_s)
+        registry = cls(open_engine(url, pool_size=pool_size, tls=tls), dead_after_s=dead_after_s)
         location = shown(registry._engine.url)
         try:
             await registry.now()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -45,6 +46,7 @@ from cluster.routing.placement import (
 )
 from cluster.settings import Settings
 from cluster.streams.whip_client import WhipClient
+from cluster.tls import refusal
 from cluster.tokens import sign_pull_token
 from cluster.types import NodeId, NodeRecord, SecondaryOrigin, StreamId
 from media.engine import MediaEngine
@@ -68,6 +70,11 @@ NODE_CALL_TIMEOUT = httpx.Timeout(2.0, connect=1.0)
 """Every node-to-node request: 1 s to connect, 2 s for each other phase. Nodes answer a pull
 in tens of milliseconds; one that takes longer is frozen, cut off or overloaded, and is
 treated as a lost upstream rather than waited for."""
+
+REFUSED_FOR_S = 30.0
+"""A node refused over TLS (its certificate does not verify) is not pulled from for this long:
+unlike a frozen node, its next heartbeat does not mend it; a replaced certificate is tried
+again after this."""
 
 EXCHANGE_TIMEOUT_S = 3.0
 """The whole pull offer/answer exchange, whatever the phases: the same reasoning."""
@@ -104,11 +111,18 @@ class Pulls:
     """Every stream this node pulls, each with its supervising task."""
 
     def __init__(
-        self, registry: Registry, settings: Callable[[], Settings], engine: MediaEngine
+        self,
+        registry: Registry,
+        settings: Callable[[], Settings],
+        engine: MediaEngine,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
+        """``tls``: what upstreams are verified with and this node's certificate presented
+        through (``cluster.tls.client_context``); None: the system's CAs, no certificate."""
         self._registry = registry
         self._settings = settings
         self._engine = engine
+        self._verify: ssl.SSLContext | bool = tls if tls is not None else True
         self._pulls: dict[str, Pull] = {}
         self._closed = False
         self._alive: Mapping[NodeId, NodeRecord] = {}
@@ -116,6 +130,8 @@ class Pulls:
         self._unanswered: dict[NodeId, datetime] = {}
         """Nodes that did not answer us (a pull went silent or timed out), with the
         heartbeat they had then: not pulled from until the registry shows a newer one."""
+        self._refused: dict[NodeId, float] = {}
+        """Nodes whose TLS certificate did not verify, with when (monotonic) to try again."""
 
     async def ensure(self, app: str, stream_id: str) -> None:
         """Return once this node carries ``stream_id``, pulling it if needed.
@@ -207,7 +223,11 @@ class Pulls:
             record = alive.get(node_id)
             if record is None or record.heartbeat_at > heard_at:
                 del self._unanswered[node_id]
-        return {n: r for n, r in alive.items() if n not in self._unanswered}
+        now = time.monotonic()
+        self._refused = {n: until for n, until in self._refused.items() if until > now}
+        return {
+            n: r for n, r in alive.items() if n not in self._unanswered and n not in self._refused
+        }
 
     def wake_all(self) -> None:
         """Re-plan every pull now (the node changed region)."""
@@ -375,7 +395,12 @@ class Pulls:
         if not isinstance(decision, ClaimSecondary):
             return decision
         held = snapshot.secondary_origin
-        unanswering = held if held is not None and held.node_id in self._unanswered else None
+        unanswering = (
+            held
+            if held is not None
+            and (held.node_id in self._unanswered or held.node_id in self._refused)
+            else None
+        )
         claim = await self._registry.claim_secondary_origin(
             pull.stream_id, group, me, settings.node_dead_timeout_s, take_over=unanswering
         )
@@ -410,6 +435,7 @@ class Pulls:
                 url,
                 lambda: sign_pull_token(settings.cluster_secret, settings.node_id, pull.stream_id),
                 NODE_CALL_TIMEOUT,
+                verify=self._verify,
             )
             await self._engine.pull(pull.stream_id, _bounded(client.exchange))
         except (ClusterError, MediaError, httpx.HTTPError, TimeoutError) as error:
@@ -418,7 +444,9 @@ class Pulls:
             pull.failed_attempts += 1
             if isinstance(error, httpx.TransportError | TimeoutError):
                 self._unanswering(upstream.id)
-            reason = str(error) or type(error).__name__
+            if _tls_error(error) is not None:
+                self._refused[upstream.id] = time.monotonic() + REFUSED_FOR_S
+            reason = _failure_reason(error, upstream.internal_url)
             logger.warning("could not pull %s from %s: %s", pull.stream_id, upstream.id, reason)
             pull.failure = UpstreamFailed(
                 f"could not pull {pull.stream_id} from {upstream.id}: {reason}"
@@ -453,6 +481,38 @@ class Pulls:
                 )
         except RegistryUnavailable as error:
             logger.warning("could not clear the pull of %s: %s", pull.stream_id, error)
+
+
+def _failure_reason(error: BaseException, url: str) -> str:
+    """Why a pull attempt failed, in words; TLS failures name the URL and what did not verify.
+
+    A node whose certificate does not verify is refused like one that does not
+    answer (a lost upstream). One that refuses *our* certificate (mutual TLS)
+    cannot say so over TLS 1.3: asyncio closes the connection without sending
+    the alert, so we see only a closed connection, and its own log says why.
+    """
+    tls_error = _tls_error(error)
+    if tls_error is not None:
+        return f"{url} refused: {refusal(tls_error)}"
+    text = str(error) or type(error).__name__
+    if url.startswith("https://") and isinstance(
+        error, httpx.ReadError | httpx.RemoteProtocolError
+    ):
+        return (
+            f"{url} closed the connection ({text}); a node that refuses this node's TLS "
+            "certificate does that, and its log says why"
+        )
+    return text
+
+
+def _tls_error(error: BaseException) -> ssl.SSLError | None:
+    """The TLS failure under an HTTP error (httpx wraps httpcore's, which wraps ssl's)."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _bounded(exchange: Exchange) -> Exchange:

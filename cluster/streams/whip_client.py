@@ -8,6 +8,7 @@ the endpoint, as RFC 9725 asks.
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Callable, Mapping
 from urllib.parse import urljoin
 
@@ -33,7 +34,9 @@ class WhipClient:
 
     ``timeout``: httpx's, per phase (connect, read, write, pool); nodes pulling
     from each other pass short explicit ones, so an upstream that does not
-    answer in time is a lost upstream, not a wait.
+    answer in time is a lost upstream, not a wait. ``verify``: httpx's, the
+    context a node verifies the node it pulls from with (and presents its own
+    certificate through); the system's CAs by default.
     """
 
     def __init__(
@@ -42,6 +45,7 @@ class WhipClient:
         token: Token | None = None,
         timeout: httpx.Timeout | float = 10.0,
         headers: Mapping[str, str] | None = None,
+        verify: ssl.SSLContext | bool = True,
     ) -> None:
         self.endpoint = endpoint
         self._token = token
@@ -51,6 +55,7 @@ class WhipClient:
             follow_redirects=True,
             max_redirects=3,
             headers=dict(headers or {}),
+            verify=verify,
         )
         self.location: str | None = None
         self.redirects: list[str] = []

@@ -8,6 +8,7 @@ real ``tierstream apply-config``.
 from __future__ import annotations
 
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,9 @@ import pytest
 from cluster.app_settings import SETTINGS as APP_SETTINGS
 from cluster.properties import update_properties
 from cluster.settings import KEYS, Settings, load_settings
+from cluster.tls import client_context, registry_ssl, server_context
 from tests.helm.conftest import ValueSet
+from tests.support.certificates import CertificateAuthority, Issued
 from tests.support.helm import (
     CHART,
     CLUSTER_SECRET,
@@ -30,9 +33,12 @@ from tests.support.helm import (
     container,
     find,
     helm,
+    materialize_volumes,
+    mounted,
     pod_secrets,
     prepare_pod,
     render,
+    render_error,
     schema,
     statefulset,
     values_args,
@@ -299,3 +305,74 @@ def test_an_apps_jwt_key_reaches_the_node_from_the_secret_only(
     assert "TIERSTREAM_APP_LIVEAPP_JWTSTREAMSECRETKEY" not in str(rendered)
     for configmap in (m for m in rendered if m["kind"] == "ConfigMap"):
         assert JWT_SECRET not in str(configmap)
+
+
+def test_tls_certificates_reach_the_nodes_and_the_migrate_job_from_secrets(
+    tmp_path: Path, helm_home: Path
+) -> None:
+    """Real certificates in the Secrets, mounted as the kubelet would: the paths the chart
+    gives the node load into its TLS contexts, and the probes speak HTTPS."""
+    ca = CertificateAuthority(tmp_path / "pki", "cluster")
+    node_cert, db_client = ca.issue("eu-tierstream"), ca.issue("tierstream-db-client")
+
+    def pem(issued: Issued) -> dict[str, str]:
+        return {"tls.crt": issued.certificate.read_text(), "tls.key": issued.key.read_text()}
+
+    secrets = {
+        "eu-node-tls": {**pem(node_cert), "ca.crt": ca.certificate.read_text()},
+        "eu-db-tls": {**pem(db_client), "ca.crt": ca.certificate.read_text()},
+    }
+    values = {
+        "secrets": {"values": REQUIRED_SECRETS},
+        "tls": {
+            "nodes": {"secretName": "eu-node-tls"},
+            "registry": {"secretName": "eu-db-tls", "clientCertificate": True},
+        },
+        "config": {"clusterdb": {"sslmode": "verify-full"}},
+    }
+    rendered = render("eu", [values], helm_home)
+    settings = start_pod(rendered, ValueSet("eu", [], "default", secrets), 0, tmp_path / "pod")
+    assert settings.internal_url.startswith("https://") and settings.internal_needs_certificate
+    assert settings.clusterdb_sslmode == "verify-full"
+
+    sts = statefulset(rendered)
+    node = container(sts, "node")
+    volumes = materialize_volumes(sts, rendered, pod_secrets(rendered, secrets), tmp_path / "v")
+
+    def on_disk(path: Path | None) -> Path:
+        assert path is not None
+        return mounted(node, str(path), volumes)
+
+    local = replace(
+        settings,
+        tls_certificate=on_disk(settings.tls_certificate),
+        tls_key=on_disk(settings.tls_key),
+        tls_ca=on_disk(settings.tls_ca),
+        clusterdb_sslrootcert=on_disk(settings.clusterdb_sslrootcert),
+        clusterdb_sslcert=on_disk(settings.clusterdb_sslcert),
+        clusterdb_sslkey=on_disk(settings.clusterdb_sslkey),
+    )
+    assert server_context(local, lambda _why: None) is not None
+    assert client_context(local) is not None
+    assert registry_ssl(local) is not None
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert node[probe]["httpGet"]["scheme"] == "HTTPS", probe
+
+    job = find(rendered, "Job")
+    migrate = job["spec"]["template"]["spec"]["containers"][0]
+    names = {e["name"] for e in migrate["env"]}
+    assert "TIERSTREAM_CLUSTERDB_SSLROOTCERT" in names
+    assert "TIERSTREAM_SERVER_TLSCERTIFICATE" not in names, "the Job serves nothing"
+    job_volumes = materialize_volumes(job, rendered, pod_secrets(rendered, secrets), tmp_path / "j")
+    root = next(e["value"] for e in migrate["env"] if e["name"].endswith("SSLROOTCERT"))
+    assert mounted(migrate, root, job_volumes).read_text() == ca.certificate.read_text()
+
+
+def test_a_verifying_registry_mode_needs_the_registrys_ca_secret(helm_home: Path) -> None:
+    values = {
+        "secrets": {"values": REQUIRED_SECRETS},
+        "config": {"clusterdb": {"sslmode": "verify-ca"}},
+    }
+    assert "config.clusterdb.sslmode=verify-ca needs tls.registry.secretName" in render_error(
+        [values], helm_home
+    )

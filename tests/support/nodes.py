@@ -2,7 +2,9 @@
 
 A node is started as ``python -m cluster node --config <file>`` on 127.0.0.1 and
 stopped by its PID: SIGTERM and a bounded wait, SIGKILL after that. Every wait
-here is bounded.
+here is bounded. A node given ``server.tlsCertificate`` serves HTTPS: its ``url``
+says so, and ``verify`` is what a test client checks it with (its
+``server.tlsCA``).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -56,10 +59,13 @@ class NodeProcess:
         text = f"# node {name} for a test\n" + "".join(f"{k}={v}\n" for k, v in lines.items())
         self.config.write_text(text, encoding="utf-8")
         self.process: subprocess.Popen[bytes] | None = None
+        self._scheme = "https" if lines.get("server.tlsCertificate") else "http"
+        ca = lines.get("server.tlsCA")
+        self.verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=ca) if ca else True
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self._scheme}://127.0.0.1:{self.port}"
 
     def start(self, timeout_s: float = 20.0) -> NodeProcess:
         self.launch()
@@ -84,7 +90,8 @@ class NodeProcess:
             if self.process.poll() is not None:
                 raise RuntimeError(f"node {self.name} exited at start:\n{self.log_text()}")
             try:
-                if httpx.get(f"{self.url}/healthz", timeout=1.0).status_code == 200:
+                reply = httpx.get(f"{self.url}/healthz", timeout=1.0, verify=self.verify)
+                if reply.status_code == 200:
                     return self
             except httpx.TransportError:
                 pass
@@ -140,11 +147,13 @@ class NodeProcess:
         return self.log.read_text(encoding="utf-8", errors="replace") if self.log.exists() else ""
 
     def get(self, path: str, headers: dict[str, str] | None = None) -> httpx.Response:
-        return httpx.get(self.url + path, headers=headers, timeout=5.0)
+        return httpx.get(self.url + path, headers=headers, timeout=5.0, verify=self.verify)
 
     def post(self, path: str, body: Any = None, token: str | None = ADMIN_TOKEN) -> httpx.Response:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return httpx.post(self.url + path, json=body, headers=headers, timeout=5.0)
+        return httpx.post(
+            self.url + path, json=body, headers=headers, timeout=5.0, verify=self.verify
+        )
 
 
 def start_all(nodes: list[NodeProcess], timeout_s: float = 30.0) -> None:

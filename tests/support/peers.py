@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import re
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -61,6 +62,7 @@ class Peers:
         mime_type: str = "video/VP8",
         keyframe_interval_s: float = 1.0,
         headers: dict[str, str] | None = None,
+        verify: ssl.SSLContext | bool = True,
     ) -> Published:
         sent: list[bytes] = []
         video = SyntheticVideoTrack(
@@ -68,16 +70,20 @@ class Peers:
             on_frame=sent.append,
         )
         publisher = Publisher([video, SyntheticAudioTrack()])
-        client = WhipClient(url, headers=headers)
+        client = WhipClient(url, headers=headers, verify=verify)
         self._opened += [publisher, client]
         await publisher.start(client.exchange)
         return Published(publisher, client, sent)
 
     async def play(
-        self, url: str, keep_frames: bool = False, headers: dict[str, str] | None = None
+        self,
+        url: str,
+        keep_frames: bool = False,
+        headers: dict[str, str] | None = None,
+        verify: ssl.SSLContext | bool = True,
     ) -> Playing:
         player = Player(keep_frames=keep_frames)
-        client = WhipClient(url, headers=headers)
+        client = WhipClient(url, headers=headers, verify=verify)
         self._opened += [player, client]
         await player.play(client.exchange)
         return Playing(player, client)

@@ -205,6 +205,68 @@ tierstream.io/node-group: {{ .Values.nodeGroup | quote }}
 {{- end }}
 {{- end -}}
 
+{{/* The scheme of the nodes' HTTP port: https once tls.nodes names a Secret. */}}
+{{- define "tierstream.scheme" -}}
+{{- if .Values.tls.nodes.secretName -}}https{{- else -}}http{{- end -}}
+{{- end -}}
+
+{{/* TLS files as the node's TIERSTREAM_* variables: the nodes' (node only, with "nodes" true)
+     and the registry's. Takes (dict "root" $ "nodes" <bool>). */}}
+{{- define "tierstream.tlsEnv" -}}
+{{- $tls := .root.Values.tls -}}
+{{- if and .nodes $tls.nodes.secretName }}
+- {name: TIERSTREAM_SERVER_TLSCERTIFICATE, value: /etc/tierstream/tls/nodes/tls.crt}
+- {name: TIERSTREAM_SERVER_TLSKEY, value: /etc/tierstream/tls/nodes/tls.key}
+- {name: TIERSTREAM_SERVER_TLSCA, value: /etc/tierstream/tls/nodes/ca.crt}
+{{- end }}
+{{- if $tls.registry.secretName }}
+- {name: TIERSTREAM_CLUSTERDB_SSLROOTCERT, value: /etc/tierstream/tls/registry/ca.crt}
+{{- if $tls.registry.clientCertificate }}
+- {name: TIERSTREAM_CLUSTERDB_SSLCERT, value: /etc/tierstream/tls/registry/tls.crt}
+- {name: TIERSTREAM_CLUSTERDB_SSLKEY, value: /etc/tierstream/tls/registry/tls.key}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* The TLS Secrets' mounts. Takes (dict "root" $ "nodes" <bool>). */}}
+{{- define "tierstream.tlsVolumeMounts" -}}
+{{- $tls := .root.Values.tls -}}
+{{- if and .nodes $tls.nodes.secretName }}
+- {name: tls-nodes, mountPath: /etc/tierstream/tls/nodes, readOnly: true}
+{{- end }}
+{{- if $tls.registry.secretName }}
+- {name: tls-registry, mountPath: /etc/tierstream/tls/registry, readOnly: true}
+{{- end }}
+{{- end -}}
+
+{{/* The TLS Secrets as volumes (the key files readable by the pod's group only).
+     Takes (dict "root" $ "nodes" <bool>). */}}
+{{- define "tierstream.tlsVolumes" -}}
+{{- $tls := .root.Values.tls -}}
+{{- if and .nodes $tls.nodes.secretName }}
+- name: tls-nodes
+  secret:
+    secretName: {{ $tls.nodes.secretName }}
+    defaultMode: 0440
+    items:
+      - {key: tls.crt, path: tls.crt}
+      - {key: tls.key, path: tls.key}
+      - {key: ca.crt, path: ca.crt}
+{{- end }}
+{{- if $tls.registry.secretName }}
+- name: tls-registry
+  secret:
+    secretName: {{ $tls.registry.secretName }}
+    defaultMode: 0440
+    items:
+      - {key: ca.crt, path: ca.crt}
+      {{- if $tls.registry.clientCertificate }}
+      - {key: tls.crt, path: tls.crt}
+      - {key: tls.key, path: tls.key}
+      {{- end }}
+{{- end }}
+{{- end -}}
+
 {{/* Checks no schema can express: they fail `helm install` with the reason. */}}
 {{- define "tierstream.validate" -}}
 {{- if not .Values.secrets.existingSecret -}}
@@ -219,6 +281,12 @@ tierstream.io/node-group: {{ .Values.nodeGroup | quote }}
 {{- end -}}
 {{- if and (eq .Values.ice.address "external") (not .Values.ice.externalAddresses) -}}
 {{- fail "ice.address=external needs ice.externalAddresses: Kubernetes node name -> the IP players reach it at" -}}
+{{- end -}}
+{{- if and (has .Values.config.clusterdb.sslmode (list "verify-ca" "verify-full")) (not .Values.tls.registry.secretName) -}}
+{{- fail (printf "config.clusterdb.sslmode=%s needs tls.registry.secretName: a Secret whose ca.crt the registry's certificate is checked against" .Values.config.clusterdb.sslmode) -}}
+{{- end -}}
+{{- if and .Values.tls.registry.clientCertificate (not .Values.tls.registry.secretName) -}}
+{{- fail "tls.registry.clientCertificate needs tls.registry.secretName: the Secret holding tls.crt and tls.key" -}}
 {{- end -}}
 {{- if and .Values.autoscaling.enabled (gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) -}}
 {{- fail "autoscaling.minReplicas is above autoscaling.maxReplicas" -}}

@@ -58,7 +58,7 @@ async def test_a_cross_region_pull_carries_frames_over_mutual_tls(
         assert eu.url.startswith("https://")
         published = await peers.publish(whip(eu), verify=eu.verify)
         playing = await peers.play(whep(us), keep_frames=True, verify=us.verify)
-        report = await playing.frames(30)
+        report = await playing.frames(10)
         assert report.kept[0] in published.sent, "the player gets the publisher's frames"
         assert "pulling s1 from eu-1 (eu)" in us.log_text()
         listed = us.get("/rest/v2/cluster/nodes/0/10").json()

@@ -11,6 +11,10 @@ the order they came, for up to ``wait_s``; only then are they refused
 (``Overloaded``: 503, try again). The loop thereby always has a bounded amount
 of handshake work queued in front of a stream's next packet, whatever the storm.
 
+A downstream node pulling the stream goes ahead of every waiting player: its
+handshake is the one that brings media back to all of that node's players
+after a failover, and waiting behind a join storm would stretch their gap.
+
 A turn ends when its player connects or ends, and after ``HOLD_S`` at the most:
 a client that never starts ICE must not keep a turn for the whole
 ``connect_timeout_s``.
@@ -53,29 +57,36 @@ class HandshakeQueue:
         self.wait_s = wait_s
         self.active = 0
         self._waiting: deque[asyncio.Future[None]] = deque()
+        self._first: deque[asyncio.Future[None]] = deque()
+        """Downstream nodes' tickets, served before any in ``_waiting``."""
         self._last_held = 0.0  # monotonic time the last turn ended
 
     @property
     def waiting(self) -> int:
-        return len(self._waiting)
+        return len(self._first) + len(self._waiting)
 
     def handshaking(self, since: float) -> bool:
         """Whether a turn was held at any time since ``since`` (``time.monotonic``)."""
         return self.active > 0 or self._last_held >= since
 
-    async def admit(self) -> Turn:
-        """A turn: at once if a slot is free, else once the players ahead are through."""
-        if self.active < self.slots and not self._waiting:
+    async def admit(self, *, first: bool = False) -> Turn:
+        """A turn: at once if a slot is free, else once the players ahead are through.
+
+        ``first``: a downstream node, ahead of every waiting player (behind the
+        downstream nodes already waiting).
+        """
+        if self.active < self.slots and not self.waiting:
             self.active += 1
             return Turn(self)
         ticket: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiting.append(ticket)
+        line = self._first if first else self._waiting
+        line.append(ticket)
         try:
             await asyncio.wait_for(asyncio.shield(ticket), self.wait_s)
         except TimeoutError:
             if not ticket.done():
                 ticket.cancel()
-                self._waiting.remove(ticket)
+                line.remove(ticket)
                 raise Overloaded(
                     f"{self.active} players are handshaking and {self.waiting} more wait;"
                     f" this one waited {self.wait_s:g} s"
@@ -85,16 +96,17 @@ class HandshakeQueue:
                 self.release()  # the turn was ours, but its player is gone
             else:
                 ticket.cancel()
-                self._waiting.remove(ticket)
+                line.remove(ticket)
             raise
         return Turn(self)
 
     def release(self) -> None:
         """A turn ended: the next waiting player's comes (the slot passes straight on)."""
-        while self._waiting:
-            ticket = self._waiting.popleft()
-            if not ticket.done():
-                ticket.set_result(None)
-                return
+        for line in (self._first, self._waiting):
+            while line:
+                ticket = line.popleft()
+                if not ticket.done():
+                    ticket.set_result(None)
+                    return
         self.active -= 1
         self._last_held = time.monotonic()

@@ -370,7 +370,7 @@ class MediaEngine:
             )
         else:
             try:
-                turn = await self._handshakes.admit()
+                turn = await self._handshakes.admit(first=role == "downstream")
             except Overloaded as exc:
                 reason = exc.reason
             else:

@@ -42,11 +42,34 @@ async def test_turns_beyond_the_slots_wait_in_order_and_pass_straight_on() -> No
     assert queue.active == 0
 
 
-async def test_a_turn_that_does_not_come_in_time_is_a_refusal_that_says_why() -> None:
+async def test_a_downstream_node_goes_ahead_of_the_waiting_players() -> None:
+    queue = HandshakeQueue(slots=1, wait_s=WAIT)
+    held = await queue.admit()
+    order: list[str] = []
+
+    async def later(name: str, *, first: bool = False) -> None:
+        turn = await queue.admit(first=first)
+        order.append(name)
+        turn.done()
+
+    joins = [asyncio.ensure_future(later(f"player {i}")) for i in range(3)]
+    await asyncio.sleep(0)
+    joins += [asyncio.ensure_future(later(f"downstream {i}", first=True)) for i in range(2)]
+    await asyncio.sleep(0)
+    assert queue.waiting == 5
+
+    held.done()
+    await asyncio.wait_for(asyncio.gather(*joins), WAIT)
+    assert order == ["downstream 0", "downstream 1", "player 0", "player 1", "player 2"]
+    assert queue.active == 0 and queue.waiting == 0
+
+
+@pytest.mark.parametrize("first", [False, True], ids=["a player", "a downstream node"])
+async def test_a_turn_that_does_not_come_in_time_is_a_refusal_that_says_why(first: bool) -> None:
     queue = HandshakeQueue(slots=1, wait_s=0.05)
     held = await queue.admit()
     with pytest.raises(Overloaded, match=r"1 players are handshaking .* waited 0.05 s"):
-        await queue.admit()
+        await queue.admit(first=first)
     assert queue.waiting == 0, "a refused player leaves the queue"
     held.done()
     (await queue.admit()).done()

@@ -684,6 +684,12 @@ class Joins:
                 else:
                     self.errors += 1
                 self.last_error = str(exc)
+            except OSError as exc:  # the relay's control port is gone: no point in retrying
+                self.errors += 1
+                self.gave_up += 1
+                self.last_error = f"the relay went away: {exc!r}"
+                await player.reset()
+                return False
             await player.reset()
             if time.monotonic() + back_off > deadline:
                 self.gave_up += 1
@@ -807,7 +813,11 @@ async def run_relay(
                 print(f"  {result.mode:13} {target:4d} players: {joins.summary()}", flush=True)
                 break
             await settle(players)
-            step = await measure(relay, players, window, fed)
+            try:
+                step = await measure(relay, players, window, fed)
+            except OSError as exc:
+                result.stopped_by = f"the relay went away ({exc!r})"
+                break
             result.steps.append(step)
             print(
                 f"  {result.mode:13} {step.players:4d} players"
@@ -844,13 +854,13 @@ async def run_relay(
         for player in players:
             await player.close()
         reader.close()
+        await relay.stop()  # before the feed: a publisher leaving mid-run is news, not this
         if feed is not None:
             stop_feed.set()
             await asyncio.to_thread(feed.join, 10)
             if feed.is_alive():
                 feed.terminate()
                 await asyncio.to_thread(feed.join, 5)
-        await relay.stop()
     return result
 
 

@@ -28,6 +28,11 @@ logger = logging.getLogger(__name__)
 PRUNE_EVERY_S = 60.0
 """How often a node prunes streams that ended long ago (any node may; the delete is idempotent)."""
 
+FORGET_AFTER_DEAD_TIMEOUTS = 2
+"""A node silent for this many ``cluster.nodeDeadTimeoutMs`` is forgotten with its pull rows
+(any node may, once per dead timeout); also how long a node must have reached the registry
+itself before it judges others, so that after an outage they have had time to beat again."""
+
 
 def node_info(settings: Settings) -> NodeInfo:
     """How a node with these settings introduces itself to the registry."""
@@ -62,6 +67,9 @@ class Heartbeat:
         self._view = view
         self._pruned_at = time.monotonic()
         """The first prune comes one period after start-up, not in the node's first beat."""
+        self._reachable_since = time.monotonic()
+        """Since when the registry has answered every beat."""
+        self._forgot_at = 0.0
         self._arrivals = arrivals
         """Clients that came with a reservation since the last call (the router counts them)."""
         self._wake = asyncio.Event()
@@ -114,8 +122,21 @@ class Heartbeat:
             return
         if not self.healthy:
             logger.info("registry reachable again; node %s heartbeating", info.id)
+            self._reachable_since = time.monotonic()
         self.healthy = True
+        await self._forget_dead(settings.node_dead_timeout_s)
         await self._prune(settings.ended_stream_retention_s)
+
+    async def _forget_dead(self, dead_timeout_s: float) -> None:
+        now = time.monotonic()
+        waited = FORGET_AFTER_DEAD_TIMEOUTS * dead_timeout_s
+        if now - self._forgot_at < dead_timeout_s or now - self._reachable_since < waited:
+            return
+        self._forgot_at = now
+        try:
+            await self._registry.forget_dead_nodes(waited)
+        except RegistryUnavailable as error:
+            logger.warning("could not forget dead nodes: %s", error)
 
     async def _prune(self, retention_s: float) -> None:
         now = time.monotonic()

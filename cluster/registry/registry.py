@@ -294,6 +294,33 @@ class Registry:
         """Remove the node's row (a clean exit); unknown nodes are ignored."""
         await self._changed(f"deregister node {node_id}", delete(node).where(node.c.id == node_id))
 
+    async def forget_dead_nodes(self, dead_for_s: float) -> list[NodeId]:
+        """Delete nodes silent for over ``dead_for_s``, with their pull edges and reservations.
+
+        A killed node that is never started again would otherwise leave its pull rows
+        (and the players they report) in every relay tree it was part of, for as long as
+        the stream lives. The node row goes first, re-checked in its own ``DELETE``, so a
+        node that beat meanwhile keeps its rows; one that wakes later finds itself
+        forgotten and registers again, keeping its work (``new_life=False``). Cheap when
+        nobody died: one range read of the heartbeat index.
+        """
+        silent = node.c.heartbeat_at <= db_now(-dead_for_s)
+        async with self._connection("forget dead nodes", self._transactions) as connection:
+            gone = [
+                NodeId(node_id)
+                for node_id in (
+                    await connection.execute(delete(node).where(silent).returning(node.c.id))
+                ).scalars()
+            ]
+            if gone:
+                await connection.execute(delete(pull).where(pull.c.downstream.in_(gone)))
+                await connection.execute(delete(reservation).where(reservation.c.node_id.in_(gone)))
+        if gone:
+            logger.info(
+                "forgot %s: no heartbeat for over %.1f s", ", ".join(sorted(gone)), dead_for_s
+            )
+        return gone
+
     def _alive(self) -> ColumnElement[bool]:
         return node.c.heartbeat_at > db_now(-self._dead_after_s)
 

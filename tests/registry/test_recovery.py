@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from cluster.registry import Registry
-from cluster.types import AppName, NodeGroup, NodeId, StreamId
+from cluster.types import AppName, NodeGroup, NodeId, NodeLoad, StreamId
 from tests.support.factories import node_info
 
 S1, S2 = StreamId("s1"), StreamId("s2")
@@ -105,3 +105,23 @@ async def test_ended_streams_are_pruned_after_the_retention(registry: Registry) 
     assert await registry.relay_tree(StreamId("s3")) is None
     live = await registry.stream(S2)
     assert live is not None and live.state == "live", "a live stream is never pruned"
+
+
+async def test_nodes_silent_too_long_are_forgotten_with_their_pulls(registry: Registry) -> None:
+    for node_id, group in ((A, "eu"), (C, "us"), (D, "us")):
+        await registry.register(node_info(node_id, group))
+    await registry.claim_stream(S1, APP, A, EU, ("video/VP8",), lease_s=60)
+    await registry.record_pull(S1, C, A, players=2)
+    await registry.record_pull(S1, D, C, players=1)
+    assert await registry.reserve(D, lease_s=60)
+    await asyncio.sleep(0.5)
+    for alive in (A, C):
+        assert await registry.heartbeat(alive, EU if alive == A else US, NodeLoad())
+
+    assert await registry.forget_dead_nodes(dead_for_s=0.3) == [D]
+
+    assert await registry.node(D) is None
+    tree = await registry.relay_tree(S1)
+    assert tree is not None and [(p.downstream, p.upstream) for p in tree.pulls] == [(C, A)]
+    assert await registry.forget_dead_nodes(dead_for_s=0.3) == [], "nothing left to forget"
+    assert not await registry.heartbeat(D, US, NodeLoad()), "a forgotten node is told so"

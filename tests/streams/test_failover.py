@@ -11,10 +11,18 @@ import asyncio
 import time
 
 from cluster.registry import Registry
-from cluster.streams.whip_client import SignallingFailed
 from cluster.types import NodeGroup, StreamId
-from tests.support.cluster import S1, ClusterFactory, Pauses, edges, get_json, whep, whip
-from tests.support.peers import Peers, Published
+from tests.support.cluster import (
+    S1,
+    ClusterFactory,
+    Pauses,
+    edges,
+    get_json,
+    publish_when_free,
+    whep,
+    whip,
+)
+from tests.support.peers import Peers
 from tests.support.waits import eventually
 
 US = NodeGroup("us")
@@ -53,18 +61,6 @@ async def test_a_frozen_secondary_origin_is_replaced_fast_and_learns_it_lost_the
         await pauses.close()
     log = nodes["us-1"].log_text()
     assert "lost the secondary origin of s1 in us (epoch 1)" in log
-
-
-async def publish_when_free(peers: Peers, url: str, within_s: float) -> Published:
-    """Publish, retrying while the stream's old main origin still holds its lease (409)."""
-    deadline = time.monotonic() + within_s
-    while True:
-        try:
-            return await peers.publish(url)
-        except SignallingFailed as refused:
-            if refused.status != 409 or time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.2)
 
 
 async def test_a_stream_is_published_again_on_the_node_that_holds_it_for_its_players(

@@ -14,9 +14,10 @@ from typing import Any
 
 import httpx
 
+from cluster.streams.whip_client import SignallingFailed
 from cluster.types import RelayTree, StreamId
 from tests.support.nodes import NodeProcess
-from tests.support.peers import Playing
+from tests.support.peers import Peers, Playing, Published
 
 S1 = StreamId("s1")
 ClusterFactory = Callable[..., dict[str, NodeProcess]]
@@ -28,6 +29,18 @@ def whip(node: NodeProcess, stream: str = S1) -> str:
 
 def whep(node: NodeProcess, stream: str = S1) -> str:
     return f"{node.url}/LiveApp/whep/{stream}"
+
+
+async def publish_when_free(peers: Peers, url: str, within_s: float) -> Published:
+    """Publish, retrying while the stream's old main origin still holds its lease (409)."""
+    deadline = time.monotonic() + within_s
+    while True:
+        try:
+            return await peers.publish(url)
+        except SignallingFailed as refused:
+            if refused.status != 409 or time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)
 
 
 def edges(tree: RelayTree | None) -> set[tuple[str, str]]:

@@ -133,6 +133,16 @@ class NodeProcess:
         assert self.process is not None
         self.process.send_signal(signal.SIGCONT)
 
+    @property
+    def running(self) -> bool:
+        """Whether the process was started and has not exited (a frozen one is running)."""
+        return self.process is not None and self.process.poll() is None
+
+    def thaw_if_running(self) -> None:
+        """SIGCONT if the process runs: harmless on a node that is not frozen."""
+        if self.running:
+            self.thaw()
+
     def patch_config(self, **changes: str) -> None:
         """Change keys of the node's properties file (before it starts)."""
         lines = [

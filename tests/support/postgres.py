@@ -47,7 +47,9 @@ def free_port() -> int:
 class PostgresServer:
     """One private PostgreSQL cluster: ``start()``, ``create_database()``, ``stop()``.
 
-    ``stop()`` is idempotent and always removes the temporary directory.
+    ``stop()`` is idempotent and always removes the temporary directory. ``halt()`` and
+    ``resume()`` take the server away and bring it back with its data, on its port: a
+    registry outage for the fault tests.
     """
 
     user = "postgres"
@@ -104,7 +106,12 @@ class PostgresServer:
         if initdb.returncode != 0:
             raise RuntimeError(f"initdb failed:\n{initdb.stderr.decode(errors='replace')}")
         self.port = free_port()
-        log = (self._root / "postgres.log").open("wb")
+        self._launch(binaries, timeout_s)
+
+    def _launch(self, binaries: Path, timeout_s: float) -> None:
+        assert self._root is not None
+        data, sockets = self._root / "data", self._root / "sockets"
+        log = (self._root / "postgres.log").open("ab")
         with log:
             self._process = subprocess.Popen(
                 [
@@ -175,16 +182,26 @@ class PostgresServer:
             await connection.close(timeout=10)
         return self.url(name)
 
-    def stop(self, *, timeout_s: float = 15.0) -> None:
-        """Fast shutdown by the postmaster's PID (SIGINT), SIGKILL if it hangs; remove its files."""
+    def halt(self, *, timeout_s: float = 15.0) -> None:
+        """Shut the server down, keeping its data: clients' connections break, new ones fail."""
         process, self._process = self._process, None
         if process is not None and process.poll() is None:
-            os.kill(process.pid, signal.SIGINT)
+            os.kill(process.pid, signal.SIGINT)  # fast shutdown: connections are closed
             try:
                 process.wait(timeout=timeout_s)
             except subprocess.TimeoutExpired:
                 os.kill(process.pid, signal.SIGKILL)
                 process.wait(timeout=timeout_s)
+
+    def resume(self, *, timeout_s: float = 30.0) -> None:
+        """Start a halted server again, on the same port with the same data; wait until ready."""
+        if self._root is None or self._process is not None:
+            raise RuntimeError("resume() is for a server that was started, then halted")
+        self._launch(_binaries(), timeout_s)
+
+    def stop(self, *, timeout_s: float = 15.0) -> None:
+        """Fast shutdown by the postmaster's PID (SIGINT), SIGKILL if it hangs; remove its files."""
+        self.halt(timeout_s=timeout_s)
         root, self._root = self._root, None
         if root is not None:
             shutil.rmtree(root, ignore_errors=True)

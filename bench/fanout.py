@@ -19,12 +19,13 @@ The number of players steps up until the slowest falls below 28 fps, or the
 fastest goes above 31 (a 30 fps source cannot be received faster: a saturated
 relay flushing a backlog, or the players' side reading late), or the feed or the
 players' process is short of CPU, or the time budget ends. At the end a join
-storm (200 players in 2 s; 50 with --quick) measures the watchers' lowest frame
-rate and the joiners' join -> first keyframe. CPU per packet is the relay
-process's own user + system time (``getrusage``; for Janus, its process's
-times) over the packets the players received, so the kernel's share of sending
-on loopback (which includes delivery to the players' sockets) is charged to the
-relay, as it would be on a real host.
+storm (200 players in 2 s while 500 watch; 50 while 200 with --quick; fewer
+watchers if the relay held fewer at 28+ fps, the newest players leaving first)
+measures the watchers' lowest frame rate and the joiners' join -> first keyframe.
+CPU per packet is the relay process's own user + system time (``getrusage``;
+for Janus, its process's times) over the packets the players received, so the
+kernel's share of sending on loopback (which includes delivery to the players'
+sockets) is charged to the relay, as it would be on a real host.
 
 Relays measured in the same run: tierstream (its native fan-out); Janus 1.1.2's
 Streaming plugin (``event_loops = 1``) when Debian's ``janus`` package is
@@ -84,6 +85,7 @@ MIN_FPS = 28.0
 MAX_FPS = 31.0
 LOAD_LIMIT = 0.9  # beyond this the players, not the relay, would be measured
 RELAY_CORE = 0
+STORM_CALM_S = 3.0  # after players left for the storm, before it: their sessions close
 
 
 # ---------------------------------------------------------------- relay process
@@ -189,8 +191,11 @@ async def serve_relay(mode: str, port_out: Any) -> None:
         writer.write(json.dumps(reply).encode() + b"\n")
         await writer.drain()
 
+    clients: set[asyncio.StreamWriter] = set()
+
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Requests are served concurrently, as an HTTP server would serve its clients."""
+        clients.add(writer)
         tasks: set[asyncio.Task[None]] = set()
         while line := await reader.readline():
             request = json.loads(line)
@@ -208,6 +213,8 @@ async def serve_relay(mode: str, port_out: Any) -> None:
     port_out.send(server.sockets[0].getsockname()[1])
     await done.wait()
     server.close()
+    for client in clients:  # the feed's, still open: its handler ends at once
+        client.close()
     await relay.close()
 
 
@@ -772,8 +779,10 @@ async def run_relay(
     window: float,
     budget: float,
     profile: str | None,
-    storm: int = 0,
+    storm: tuple[int, int] = (0, 0),
 ) -> Result:
+    """One relay's run: the steps of ``plan``, then a storm of ``storm[0]`` joiners over
+    ``storm[1]`` watchers (none if ``storm[0]`` is 0)."""
     result = Result(f"{mode}/{len(cores)}", cores=len(cores))
     relay: ProcessRelay | JanusRelay = (
         JanusRelay(cores) if mode == "janus" else ProcessRelay(mode, cores, profile)
@@ -845,9 +854,14 @@ async def run_relay(
         result.joins = [
             v.first_keyframe_at - v.joined_at for v in players if v.first_keyframe_at is not None
         ]
-        if storm and result.sustained is not None and time.monotonic() - started < budget:
+        joiners, watching = storm
+        if joiners and result.sustained is not None:
+            watching = min(watching, result.sustained.players)
+            while len(players) > watching:  # the newest leave first
+                await players.pop().close()
+            await asyncio.sleep(STORM_CALM_S)
             try:
-                result.storm = await join_storm(joins, players, reader, storm)
+                result.storm = await join_storm(joins, players, reader, joiners)
             except (OSError, ValueError, TimeoutError) as exc:
                 print(f"  join storm failed: {exc!r} (the relay lost its stream?)", flush=True)
     finally:
@@ -1001,7 +1015,7 @@ async def main() -> None:
             continue
         print(f"{mode} on cores {sorted(relay_cores)}:", flush=True)
         profile = args.profile if mode == "tierstream" else None
-        storm = (50 if args.quick else 200) if mode != "mediarelay" else 0
+        storm = ((50, 200) if args.quick else (200, 500)) if mode != "mediarelay" else (0, 0)
         results.append(
             await run_relay(mode, relay_cores, plans[mode], window, budget, profile, storm)
         )

@@ -4,6 +4,10 @@ The registry's real back-end is PostgreSQL, so tests run against a real one:
 a throw-away cluster in a temporary directory, started on a free port, with
 ``trust`` auth and fsync off (speed over durability; it is deleted at stop).
 
+With ``tls`` (a certificate and key, e.g. from ``tests.support.certificates``) it
+also serves TLS (``ssl=on``), so tests can reach it with ``verify-full``; plain
+connections stay allowed, so one server serves both kinds of test.
+
 PostgreSQL refuses to run as root, so when we are root its programs run as the
 ``postgres`` user (``subprocess``'s ``user=``, which keeps the postmaster our
 direct child: we stop it by its PID and reap it, never by name).
@@ -24,6 +28,8 @@ import time
 from pathlib import Path
 
 import asyncpg
+
+from tests.support.certificates import Issued
 
 _DATABASE_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
@@ -54,9 +60,10 @@ class PostgresServer:
 
     user = "postgres"
 
-    def __init__(self, *, max_connections: int = 300) -> None:
+    def __init__(self, *, max_connections: int = 300, tls: Issued | None = None) -> None:
         self.port = 0
         self._max_connections = max_connections
+        self._tls = tls
         self._root: Path | None = None
         self._process: subprocess.Popen[bytes] | None = None
         self._run_as = "postgres" if os.geteuid() == 0 else None
@@ -111,6 +118,17 @@ class PostgresServer:
     def _launch(self, binaries: Path, timeout_s: float) -> None:
         assert self._root is not None
         data, sockets = self._root / "data", self._root / "sockets"
+        options = [
+            "-c",
+            "fsync=off",
+            "-c",
+            "synchronous_commit=off",
+            "-c",
+            "full_page_writes=off",
+            "-c",
+            f"max_connections={self._max_connections}",
+            *self._tls_options(),
+        ]
         log = (self._root / "postgres.log").open("ab")
         with log:
             self._process = subprocess.Popen(
@@ -124,14 +142,7 @@ class PostgresServer:
                     str(self.port),
                     "-k",
                     sockets,
-                    "-c",
-                    "fsync=off",
-                    "-c",
-                    "synchronous_commit=off",
-                    "-c",
-                    "full_page_writes=off",
-                    "-c",
-                    f"max_connections={self._max_connections}",
+                    *options,
                 ],
                 user=self._run_as,
                 stdout=log,
@@ -139,6 +150,22 @@ class PostgresServer:
                 cwd=self._root,
             )
         self._wait_ready(binaries, timeout_s)
+
+    def _tls_options(self) -> list[str]:
+        """``ssl=on`` with copies of the certificate and key that the server's user owns
+        (PostgreSQL refuses a key file others can read)."""
+        if self._tls is None:
+            return []
+        assert self._root is not None
+        options = ["-c", "ssl=on"]
+        for name, source in (("cert", self._tls.certificate), ("key", self._tls.key)):
+            copy = self._root / f"server.{name}"
+            shutil.copyfile(source, copy)
+            copy.chmod(0o600)
+            if self._run_as is not None:
+                shutil.chown(copy, self._run_as, self._run_as)
+            options += ["-c", f"ssl_{name}_file={copy}"]
+        return options
 
     def _wait_ready(self, binaries: Path, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s

@@ -261,7 +261,6 @@ def routes(hub: DashboardHub) -> list[BaseRoute]:
           "200":
             description: The page.
             content: {text/html: {schema: {type: string}}}
-          default: {$ref: "#/components/responses/Failure"}
         """
         _stream(request)
         return FileResponse(STATIC / "dashboard.html", headers={"Cache-Control": "no-cache"})
@@ -274,7 +273,6 @@ def routes(hub: DashboardHub) -> list[BaseRoute]:
           "200":
             description: The feed.
             content: {text/event-stream: {schema: {type: string}}}
-          default: {$ref: "#/components/responses/Failure"}
         """
         subscriber, first = hub.subscribe(_stream(request))
         return StreamingResponse(

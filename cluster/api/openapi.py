@@ -5,7 +5,9 @@ docstring (Starlette's ``SchemaGenerator`` reads them from the app's routes), so
 the document is written next to the code it describes and cannot list a route
 the app does not have; a test checks that every route the app has is in it.
 What many operations share (path parameters, the error reply) is defined once
-here, under ``components``, and referenced from the docstrings. The Ant Media
+here, under ``components``, and referenced from the docstrings; every operation
+gets the error reply as its ``default`` response, since any request can be
+refused (a path that names nothing, a limit reached, a bad body). The Ant Media
 WebSocket (``/{app}/websocket``) is not an HTTP operation, so it is not in the
 document: the README describes it.
 """
@@ -16,6 +18,7 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
+from starlette.routing import BaseRoute
 from starlette.schemas import SchemaGenerator
 
 from cluster.types import APP_NAME_PATTERN, NODE_GROUP_PATTERN, STREAM_ID_PATTERN
@@ -88,6 +91,17 @@ BASE: dict[str, Any] = {
                     "application/json": {"schema": {"$ref": "#/components/schemas/Object"}}
                 },
             },
+            "Objects": {
+                "description": "A JSON array of objects (see the README for their fields).",
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "array",
+                            "items": {"$ref": "#/components/schemas/Object"},
+                        }
+                    }
+                },
+            },
             "Answer": {
                 "description": "The SDP answer; the session lives at Location (absolute).",
                 "headers": {
@@ -132,6 +146,7 @@ BASE: dict[str, Any] = {
 """What the docstrings share; ``paths`` is filled from the routes."""
 
 _generator = SchemaGenerator(BASE)
+_FAILURE = "#/components/responses/Failure"
 
 
 async def document(request: Request) -> JSONResponse:
@@ -144,5 +159,13 @@ async def document(request: Request) -> JSONResponse:
     """
     cached: dict[str, Any] | None = getattr(request.app.state, "openapi", None)
     if cached is None:
-        cached = request.app.state.openapi = _generator.get_schema(request.app.routes)
+        cached = request.app.state.openapi = _document(request.app.routes)
     return JSONResponse(cached)
+
+
+def _document(routes: list[BaseRoute]) -> dict[str, Any]:
+    built = _generator.get_schema(routes)
+    for item in built["paths"].values():
+        for operation in item.values():
+            operation["responses"].setdefault("default", {"$ref": _FAILURE})
+    return built

@@ -151,7 +151,6 @@ async def route(request: Request) -> JSONResponse:
       - {name: type, in: query, required: true, schema: {type: string, enum: [play, publish]}}
     responses:
       "200": {$ref: "#/components/responses/Object"}
-      default: {$ref: "#/components/responses/Failure"}
     """
     app = _app(request)
     try:
@@ -195,7 +194,6 @@ async def app_root(request: Request) -> JSONResponse:
     parameters: [{$ref: "#/components/parameters/App"}]
     responses:
       "200": {$ref: "#/components/responses/Object"}
-      default: {$ref: "#/components/responses/Failure"}
     """
     app = _app(request)
     node = _node(request)
@@ -210,7 +208,7 @@ async def regions(request: Request) -> JSONResponse:
     ---
     summary: Regions, their capacity and use
     responses:
-      "200": {$ref: "#/components/responses/Object"}
+      "200": {$ref: "#/components/responses/Objects"}
     """
     return JSONResponse(_node(request).router.regions())
 

@@ -90,7 +90,11 @@ async def change_server_settings(request: Request) -> JSONResponse:
       content:
         application/json:
           schema:
+            description: >-
+              The writable fields. Every other field of the settings object (as
+              Ant Media's panel posts it back) is accepted only with its current value.
             type: object
+            additionalProperties: false
             properties:
               nodeGroup: {$ref: "#/components/schemas/NodeGroup"}
               logLevel: {type: string, enum: [DEBUG, INFO, WARN, ERROR]}
@@ -101,7 +105,6 @@ async def change_server_settings(request: Request) -> JSONResponse:
         content:
           application/json:
             schema: {$ref: "#/components/schemas/Result"}
-      default: {$ref: "#/components/responses/Failure"}
     """
     node = _node(request)
     require_admin(request, node.settings)
@@ -186,12 +189,7 @@ async def list_nodes(request: Request) -> JSONResponse:
          schema: {type: integer, minimum: 0, maximum: 1000000000}}
       - {name: size, in: path, required: true, schema: {type: integer, minimum: 1, maximum: 1000}}
     responses:
-      "200":
-        description: Live nodes.
-        content:
-          application/json:
-            schema: {type: array, items: {$ref: "#/components/schemas/Object"}}
-      default: {$ref: "#/components/responses/Failure"}
+      "200": {$ref: "#/components/responses/Objects"}
     """
     offset = _whole_number(request, "offset", 0, MAX_OFFSET)
     size = _whole_number(request, "size", 1, MAX_PAGE)
@@ -213,7 +211,6 @@ async def count_nodes(request: Request) -> JSONResponse:
               type: object
               required: [number]
               properties: {number: {type: integer, minimum: 0}}
-      default: {$ref: "#/components/responses/Failure"}
     """
     return JSONResponse({"number": await _node(request).registry.count_live_nodes()})
 
@@ -234,7 +231,6 @@ async def stream_topology(request: Request) -> JSONResponse:
     parameters: [{$ref: "#/components/parameters/Stream"}]
     responses:
       "200": {$ref: "#/components/responses/Object"}
-      default: {$ref: "#/components/responses/Failure"}
     """
     tree, alive = await relay_tree(_node(request), params.stream_id(request))
     return JSONResponse(topology(tree, alive))
@@ -270,7 +266,6 @@ async def broadcast(request: Request) -> JSONResponse:
     parameters: [{$ref: "#/components/parameters/App"}, {$ref: "#/components/parameters/Stream"}]
     responses:
       "200": {$ref: "#/components/responses/Object"}
-      default: {$ref: "#/components/responses/Failure"}
     """
     app, stream_id = params.app_and_stream(request)
     return JSONResponse(await broadcast_json(_node(request), app, stream_id))
@@ -289,7 +284,6 @@ async def one_time_token(request: Request) -> JSONResponse:
       - {name: type, in: query, required: true, schema: {type: string, enum: [play, publish]}}
     responses:
       "200": {$ref: "#/components/responses/Object"}
-      default: {$ref: "#/components/responses/Failure"}
     """
     node = _node(request)
     require_admin(request, node.settings)

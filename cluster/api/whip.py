@@ -138,7 +138,6 @@ class StreamResource(HTTPEndpoint):
         responses:
           "201": {$ref: "#/components/responses/Answer"}
           "307": {$ref: "#/components/responses/Redirect"}
-          default: {$ref: "#/components/responses/Failure"}
         """
         app, stream_id = params.app_and_stream(request)
         direction: Direction = request.path_params["direction"]
@@ -194,7 +193,6 @@ class SessionResource(HTTPEndpoint):
               schema: {type: string, maxLength: 65536}
         responses:
           "204": {$ref: "#/components/responses/Done"}
-          default: {$ref: "#/components/responses/Failure"}
         """
         session_id = _bound_session(request)
         if content_type(request) != "application/trickle-ice-sdpfrag":
@@ -218,7 +216,6 @@ class SessionResource(HTTPEndpoint):
           - {$ref: "#/components/parameters/Session"}
         responses:
           "200": {$ref: "#/components/responses/Done"}
-          default: {$ref: "#/components/responses/Failure"}
         """
         await _streams(request).close_session(_bound_session(request))
         return Response(status_code=200)
@@ -250,7 +247,6 @@ class DownstreamResource(HTTPEndpoint):
         requestBody: {$ref: "#/components/requestBodies/Offer"}
         responses:
           "201": {$ref: "#/components/responses/Answer"}
-          default: {$ref: "#/components/responses/Failure"}
         """
         app, stream_id = params.app_and_stream(request)
         streams = _streams(request)
@@ -273,7 +269,6 @@ class DownstreamSessionResource(HTTPEndpoint):
           - {$ref: "#/components/parameters/Session"}
         responses:
           "200": {$ref: "#/components/responses/Done"}
-          default: {$ref: "#/components/responses/Failure"}
         """
         _pulling_node(request, request.path_params["stream"])
         await _streams(request).close_session(_bound_session(request))

@@ -1,8 +1,12 @@
-"""The fuzz suite's shared parts: one real node process, and the descriptions it mutates.
+"""The fuzz suite's shared parts: one real node process, a live stream on it, and the
+descriptions the tests mutate.
 
 The node (embedded registry, loopback only) serves every fuzz test of the
-package, so that whatever one test's inputs did to it shows in the next; each
-test ends by checking its log for tracebacks and error lines.
+package, so that whatever one test's inputs did to it shows in the next; its
+log is checked for tracebacks and error lines, and the last test plays the live
+stream. The stream is published by ``tierstream publish`` in a process of its
+own: hypothesis refuses to run while anything in its own process uses
+``random`` (aiortc does, all the time).
 """
 
 from __future__ import annotations
@@ -12,11 +16,16 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx
 import pytest
 
 from media import ice
-from tests.support.fuzz import Samples, chromium_offers
+from tests.support.fuzz import REPLY_TIMEOUT_S, Samples, chromium_offers
 from tests.support.nodes import NodeProcess
+from tests.support.peers import PublisherProcess
+
+LIVE_WHEP = "/LiveApp/whep/fuzz-live"
+LIVE_STREAM = "fuzz-live"
 
 
 @pytest.fixture(scope="package")
@@ -37,6 +46,23 @@ def fuzz_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]
     node.start()
     yield node
     node.stop()
+
+
+@pytest.fixture(scope="package")
+def live(fuzz_node: NodeProcess) -> Iterator[PublisherProcess]:
+    """The stream ``fuzz-live`` in ``LiveApp``, published for the whole fuzz suite."""
+    publisher = PublisherProcess(
+        f"{fuzz_node.url}/LiveApp/whip/{LIVE_STREAM}", fuzz_node.dir / "publisher.out"
+    )
+    publisher.start()
+    yield publisher
+    publisher.stop()
+
+
+@pytest.fixture(scope="package")
+def http(fuzz_node: NodeProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=fuzz_node.url, timeout=REPLY_TIMEOUT_S) as client:
+        yield client
 
 
 async def _aiortc_offers() -> list[str]:

@@ -20,7 +20,7 @@ from tests.support.fuzz import HOSTILE_TEXT, budget, candidate_lines, loopback_o
 def test_offers_parse_or_are_refused_by_name(offers: Sequence[str]) -> None:
     published = sdp.ingestable(sdp.parse(offers[-2]))  # what aiortc's publisher sends
 
-    @budget(300)
+    @budget(150)
     @given(st.one_of(mutated(offers), HOSTILE_TEXT.map(lambda text: "v=0\r\n" + text)))
     def check(text: str) -> None:
         try:
@@ -46,7 +46,7 @@ def test_trickle_fragments_give_candidates_or_are_refused_by_name(offers: Sequen
         HOSTILE_TEXT,
     )
 
-    @budget(300)
+    @budget(150)
     @given(st.lists(fragment_lines, max_size=8), st.sampled_from(["\r\n", "\n"]))
     def check(lines: list[str], ending: str) -> None:
         fragment = loopback_only(ending.join(lines))

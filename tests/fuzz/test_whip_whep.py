@@ -10,16 +10,15 @@ the node's log but plain lines.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import httpx
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.fuzz.conftest import LIVE_WHEP
 from tests.support.fuzz import (
     HOSTILE_TEXT,
-    REPLY_TIMEOUT_S,
     assert_clean_log,
     assert_clear_reply,
     budget,
@@ -32,21 +31,6 @@ from tests.support.peers import Peers, PublisherProcess
 
 SDP = {"Content-Type": "application/sdp"}
 FRAGMENT = {"Content-Type": "application/trickle-ice-sdpfrag"}
-LIVE = "/LiveApp/whip/fuzz-live"
-
-
-@pytest.fixture(scope="module")
-def live(fuzz_node: NodeProcess) -> Iterator[PublisherProcess]:
-    publisher = PublisherProcess(fuzz_node.url + LIVE, fuzz_node.dir / "publisher.out")
-    publisher.start()
-    yield publisher
-    publisher.stop()
-
-
-@pytest.fixture(scope="module")
-def http(fuzz_node: NodeProcess) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=fuzz_node.url, timeout=REPLY_TIMEOUT_S) as client:
-        yield client
 
 
 def post_offer(http: httpx.Client, path: str, offer: str) -> None:
@@ -63,7 +47,7 @@ def test_whip_offers_are_answered_or_refused_clearly(
 ) -> None:
     numbers = itertools.count()
 
-    @budget(80)
+    @budget(50)
     @given(mutated(offers))
     def check(offer: str) -> None:
         post_offer(http, f"/LiveApp/whip/fuzz-offer-{next(numbers)}", offer)
@@ -74,10 +58,10 @@ def test_whip_offers_are_answered_or_refused_clearly(
 def test_whep_offers_for_a_live_stream_are_answered_or_refused_clearly(
     http: httpx.Client, offers: Sequence[str], live: PublisherProcess
 ) -> None:
-    @budget(60)
+    @budget(40)
     @given(mutated(offers))
     def check(offer: str) -> None:
-        post_offer(http, "/LiveApp/whep/fuzz-live", offer)
+        post_offer(http, LIVE_WHEP, offer)
 
     check()
 
@@ -104,7 +88,7 @@ def test_trickle_patches_to_a_live_session_are_taken_or_refused_clearly(
 ) -> None:
     tag = live.location.rsplit("/", 1)[1]
 
-    @budget(80)
+    @budget(60)
     @given(fragments(["0", "1"]), st.sampled_from([None, "*", f'"{tag}"', '"other"', "", "W/x"]))
     def check(fragment: str, if_match: str | None) -> None:
         headers = FRAGMENT | ({"If-Match": if_match} if if_match is not None else {})
@@ -118,6 +102,6 @@ async def test_the_live_stream_is_still_published_and_plays(
     fuzz_node: NodeProcess, live: PublisherProcess, peers: Peers
 ) -> None:
     assert live.connected, live.text()
-    playing = await peers.play(f"{fuzz_node.url}/LiveApp/whep/fuzz-live")
+    playing = await peers.play(fuzz_node.url + LIVE_WHEP)
     await playing.frames(10)
     assert_clean_log(fuzz_node)

@@ -106,8 +106,9 @@ class PublisherProcess:
         self.process: subprocess.Popen[bytes] | None = None
         self.location = ""
 
-    def start(self, timeout_s: float = WAIT) -> PublisherProcess:
-        """Start, and wait until it published (it prints its session's Location)."""
+    def start(self, timeout_s: float = 30.0) -> PublisherProcess:
+        """Start, and wait until it published (it prints its session's Location); a loaded
+        machine takes seconds to import aiortc, as for a node (``NodeProcess.start``)."""
         with self.output.open("wb") as out:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "cluster", "publish", "--whip", self.whip_url],

@@ -132,6 +132,8 @@ class Pulls:
         heartbeat they had then: not pulled from until the registry shows a newer one."""
         self._refused: dict[NodeId, float] = {}
         """Nodes whose TLS certificate did not verify, with when (monotonic) to try again."""
+        self._closing: set[asyncio.Task[None]] = set()
+        """Sessions with upstreams we left, being closed (``_close_later``)."""
 
     async def ensure(self, app: str, stream_id: str) -> None:
         """Return once this node carries ``stream_id``, pulling it if needed.
@@ -238,15 +240,13 @@ class Pulls:
         """Stop every pull: players end, pull edges and claims are given back.
 
         Each loop is woken to finish on its own, so its clean-up runs while the
-        registry is still open; one that does not finish in time is cancelled.
+        registry is still open; one that does not finish in time is cancelled. The
+        sessions with upstreams we left are given the same time to close.
         """
         self._closed = True
-        tasks = [r.task for r in self._pulls.values() if r.task is not None]
         self.wake_all()
-        _, late = await asyncio.wait(tasks, timeout=CLOSE_TIMEOUT_S) if tasks else ((), ())
-        for task in late:
-            task.cancel()
-        await asyncio.gather(*late, return_exceptions=True)
+        await _finish([r.task for r in self._pulls.values() if r.task is not None])
+        await _finish(list(self._closing))
 
     # The supervising loop
 
@@ -454,13 +454,25 @@ class Pulls:
             return False
         previous, pull.client = pull.client, client
         if previous is not None:
-            await previous.close()
+            self._close_later(previous)
         pull.upstream = upstream.id
         pull.failed_attempts = 0
         pull.failure = None
         pull.ready.set()
         logger.info("pulling %s from %s (%s)", pull.stream_id, upstream.id, upstream.node_group)
         return True
+
+    def _close_later(self, client: WhipClient) -> None:
+        """End the session with an upstream we left, without waiting for it.
+
+        That upstream is often the one that failed: a frozen node accepts the DELETE's
+        connection and answers nothing, and waiting out its deadline (seconds) would hold
+        up the pull's next steps, among them the renewal of a secondary-origin claim just
+        taken, whose lease could lapse meanwhile.
+        """
+        task = asyncio.create_task(client.close(), name=f"close the pull from {client.endpoint}")
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     async def _stop(self, pull: Pull) -> None:
         """Give everything back: players, the upstream session, the pull edge, the claim."""
@@ -513,6 +525,16 @@ def _tls_error(error: BaseException) -> ssl.SSLError | None:
             return seen
         seen = seen.__cause__ or seen.__context__
     return None
+
+
+async def _finish(tasks: list[asyncio.Task[None]]) -> None:
+    """Let ``tasks`` end on their own for ``CLOSE_TIMEOUT_S``, then cancel the late ones."""
+    if not tasks:
+        return
+    _, late = await asyncio.wait(tasks, timeout=CLOSE_TIMEOUT_S)
+    for task in late:
+        task.cancel()
+    await asyncio.gather(*late, return_exceptions=True)
 
 
 def _bounded(exchange: Exchange) -> Exchange:

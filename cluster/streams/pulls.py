@@ -20,7 +20,7 @@ import contextlib
 import logging
 import ssl
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
@@ -309,8 +309,11 @@ class Pulls:
         ):
             target = pull.upstream
         # The main origin cannot be planned around: it is pulled from even when unanswering.
-        if target != pull.upstream and not await self._pull_from(pull, registered[target]):
-            return pull.ready.is_set() or pull.failed_attempts < FIRST_PULL_ATTEMPTS
+        if target != pull.upstream:
+            async with self._leased(pull):
+                pulled = await self._pull_from(pull, registered[target])
+            if not pulled:
+                return pull.ready.is_set() or pull.failed_attempts < FIRST_PULL_ATTEMPTS
         assert pull.upstream is not None
         await self._registry.record_pull(
             pull.stream_id,
@@ -355,6 +358,12 @@ class Pulls:
             )
             pull.secondary = None
             return
+        await self._renew_secondary_role(pull, held, settings)
+
+    async def _renew_secondary_role(
+        self, pull: Pull, held: SecondaryOrigin, settings: Settings
+    ) -> None:
+        """Extend ``held``'s lease; if it was fenced out, give the role up and re-plan."""
         renewed = await self._registry.renew_secondary_origin(
             pull.stream_id,
             held.node_group,
@@ -362,7 +371,7 @@ class Pulls:
             held.epoch,
             settings.node_dead_timeout_s,
         )
-        if not renewed:
+        if not renewed and pull.secondary is held:
             logger.warning(
                 "lost the secondary origin of %s in %s (epoch %d); re-planning",
                 pull.stream_id,
@@ -370,6 +379,40 @@ class Pulls:
                 held.epoch,
             )
             pull.secondary = None
+            pull.wake.set()
+
+    @contextlib.asynccontextmanager
+    async def _leased(self, pull: Pull) -> AsyncIterator[None]:
+        """Keep our secondary-origin claim renewed each heartbeat while the body runs.
+
+        A pull's negotiation is bounded by ``EXCHANGE_TIMEOUT_S``, longer than a lease
+        (``cluster.nodeDeadTimeoutMs``), and on a loaded node it can take that long:
+        the claim just taken would lapse under its live holder, and another node of
+        the region would take the role over, a second failover for nothing. The
+        renewal in flight when the body ends is let finish, not cancelled.
+        """
+        done = asyncio.Event()
+
+        async def renew() -> None:
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(done.wait(), self._settings().heartbeat_interval_s)
+                held, settings = pull.secondary, self._settings()
+                if done.is_set() or held is None or held.node_group != settings.node_group:
+                    return
+                try:
+                    await self._renew_secondary_role(pull, held, settings)
+                except RegistryUnavailable as error:
+                    logger.warning(
+                        "could not renew the secondary origin of %s: %s", pull.stream_id, error
+                    )
+
+        task = asyncio.create_task(renew(), name=f"renew the claim on {pull.stream_id}")
+        try:
+            yield
+        finally:
+            done.set()
+            await task
 
     def _idle(self, pull: Pull, settings: Settings) -> bool:
         """True once nobody has played or pulled the stream here for the idle timeout."""

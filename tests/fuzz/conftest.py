@@ -45,7 +45,9 @@ def fuzz_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]
     )
     node.start()
     yield node
-    node.stop()
+    # Draining after the whole suite's sessions takes its time on a loaded machine; its
+    # teardown is reported against the next package's first test, so leave it room.
+    node.stop(timeout_s=30.0)
 
 
 @pytest.fixture(scope="package")

@@ -16,7 +16,10 @@ import httpx
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.fuzz.conftest import LIVE_WHEP
+from cluster.streams.pulls import internal_pull_path
+from cluster.tokens import sign_pull_token
+from cluster.types import NodeId
+from tests.fuzz.conftest import LIVE_STREAM, LIVE_WHEP
 from tests.support.fuzz import (
     HOSTILE_TEXT,
     assert_clean_log,
@@ -26,19 +29,21 @@ from tests.support.fuzz import (
     loopback_only,
     mutated,
 )
-from tests.support.nodes import NodeProcess
+from tests.support.nodes import CLUSTER_SECRET, NodeProcess
 from tests.support.peers import Peers, PublisherProcess
 
 SDP = {"Content-Type": "application/sdp"}
 FRAGMENT = {"Content-Type": "application/trickle-ice-sdpfrag"}
 
 
-def post_offer(http: httpx.Client, path: str, offer: str) -> None:
+def post_offer(
+    http: httpx.Client, path: str, offer: str, headers: dict[str, str] | None = None
+) -> None:
     """POST ``offer``; a session it made is deleted again, so examples do not add up."""
-    reply = http.post(path, content=offer.encode(), headers=SDP)
+    reply = http.post(path, content=offer.encode(), headers=SDP | (headers or {}))
     assert_clear_reply(reply, f"POST {path}")
     if reply.status_code == 201:
-        ended = http.delete(reply.headers["location"])
+        ended = http.delete(reply.headers["location"], headers=headers)
         assert ended.status_code == 200, ended.text
 
 
@@ -62,6 +67,21 @@ def test_whep_offers_for_a_live_stream_are_answered_or_refused_clearly(
     @given(mutated(offers))
     def check(offer: str) -> None:
         post_offer(http, LIVE_WHEP, offer)
+
+    check()
+
+
+def test_pull_offers_from_another_node_are_answered_or_refused_clearly(
+    http: httpx.Client, offers: Sequence[str], live: PublisherProcess
+) -> None:
+    """Internal WHEP, past its cluster token: a node's offer is as untrusted as a player's."""
+
+    @budget(30)
+    @given(mutated(offers))
+    def check(offer: str) -> None:
+        token = sign_pull_token(CLUSTER_SECRET, NodeId("fuzz-downstream"), LIVE_STREAM)
+        pulling = {"Authorization": f"Bearer {token}"}
+        post_offer(http, internal_pull_path("LiveApp", LIVE_STREAM), offer, pulling)
 
     check()
 
@@ -101,7 +121,11 @@ def test_trickle_patches_to_a_live_session_are_taken_or_refused_clearly(
 async def test_the_live_stream_is_still_published_and_plays(
     fuzz_node: NodeProcess, live: PublisherProcess, peers: Peers
 ) -> None:
+    """The last test of the suite: after everything, the node still serves the stream that was
+    live throughout, and a new publisher and its player."""
     assert live.connected, live.text()
     playing = await peers.play(fuzz_node.url + LIVE_WHEP)
     await playing.frames(10)
+    await peers.publish(f"{fuzz_node.url}/LiveApp/whip/fuzz-after")
+    await (await peers.play(f"{fuzz_node.url}/LiveApp/whep/fuzz-after")).frames(10)
     assert_clean_log(fuzz_node)

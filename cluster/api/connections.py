@@ -62,13 +62,15 @@ def guarded_protocol(limits: ConnectionLimits, faults: ClientFaults) -> type[H11
         _deadline: asyncio.TimerHandle | None = None
         _phase = ""
         _address = ""
+        _tls = False
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
             tls = transport.get_extra_info("ssl_object")
             # With CERT_OPTIONAL a certificate that does not verify fails the handshake, so one
             # that is here verified. Each request's state is a copy of app_state (uvicorn).
-            certified = bool(tls is not None and tls.getpeercert())
+            self._tls = tls is not None
+            certified = bool(self._tls and tls.getpeercert())
             self.app_state = {**self.app_state, CLIENT_CERTIFIED: certified}
             self._address = self.client[0] if self.client else "?"
             open_per_address[self._address] += 1
@@ -99,6 +101,16 @@ def guarded_protocol(limits: ConnectionLimits, faults: ClientFaults) -> type[H11
                     self._arm("head", limits.header_timeout_s)
             else:
                 self._disarm()  # the request is in; the rest is the handler's
+
+        def shutdown(self) -> None:
+            """uvicorn's graceful shutdown, but an idle TLS connection is aborted, not closed:
+            a TLS close waits for the peer's close_notify, which an idle pooled client (a
+            downstream node's) never reads, and would hold the node's exit for the whole
+            graceful timeout. Between requests nothing can be cut short."""
+            if self._tls and (self.cycle is None or self.cycle.response_complete):
+                self.transport.abort()
+            else:
+                super().shutdown()
 
         def handle_websocket_upgrade(self, event: h11.Request) -> None:
             """A WebSocket leaves this protocol (and its bounds) for its own."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,12 +35,13 @@ Monitor = Literal["http", "extmon"]
 PROBE = """item=$1; shift; url=
 for pair in "$@"; do case "$pair" in "$item="*) url=${pair#*=};; esac; done
 [ -n "$url" ] || exit 2
-body=$(curl -fsS --max-time TIMEOUT "$url") || exit 1
+body=$(curl -fsS --max-time TIMEOUT CACERT "$url") || exit 1
 case "$body" in *'"accepting"'*) exit 0;; esac
 exit 1
 """
 """Exit 0 only when the node behind the answer address says it is accepting (sh and curl:
-a check must start in well under gdnsd's one-second timeout on a busy machine)."""
+a check must start in well under gdnsd's one-second timeout on a busy machine). https
+nodes are verified against ``server.tlsCA`` when the node's configuration names one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +58,8 @@ class GeoDnsOptions:
     port: int = 53
     run_dir: Path | None = None
     state_dir: Path | None = None
+    ca: Path | None = None
+    """The CA the extmon probe verifies https nodes with (``server.tlsCA``); None: curl's."""
 
 
 def _quote(value: str) -> str:
@@ -116,6 +120,12 @@ def gdnsd_files(
         lines.append(f"  state_dir => {_quote(str(options.state_dir))}")
     lines += ["}", "service_types => {", "  readyz => {"]
     if options.monitor == "http":
+        if any(n.internal_url.startswith("https://") for n in nodes):
+            raise ConfigError(
+                "geodns",
+                "gdnsd's http_status plugin speaks plain HTTP and these nodes serve HTTPS "
+                "(server.tlsCertificate): use --monitor extmon",
+            )
         ports = {urlsplit(n.internal_url).port or 80 for n in nodes}
         if len(ports) != 1:
             raise ConfigError("geodns", "http monitoring needs every node on one port; use extmon")
@@ -124,7 +134,8 @@ def gdnsd_files(
     else:
         urls = [f"{_answer(n, answers)}={n.internal_url}/readyz" for n in nodes]
         timeout = max(1, options.interval_s - 1)
-        probe = PROBE.replace("TIMEOUT", str(timeout))
+        cacert = f"--cacert {shlex.quote(str(options.ca))}" if options.ca is not None else ""
+        probe = PROBE.replace("TIMEOUT", str(timeout)).replace("CACERT", cacert)
         command = ["/bin/sh", "-c", probe, "readyz-probe", "%%ITEM%%", *urls]
         lines += ["    plugin => extmon", "    direct => true",
                   "    cmd => [" + ", ".join(_quote(c) for c in command) + "]"]  # fmt: skip
@@ -218,7 +229,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def options_from(args: argparse.Namespace, geoip_db: Path | None) -> GeoDnsOptions:
+def options_from(
+    args: argparse.Namespace, geoip_db: Path | None, ca: Path | None = None
+) -> GeoDnsOptions:
     if geoip_db is None:
         raise ConfigError("geoip.db", "the GeoDNS server needs the GeoIP City database; set it")
     if args.interval < 2:
@@ -241,6 +254,7 @@ def options_from(args: argparse.Namespace, geoip_db: Path | None) -> GeoDnsOptio
         port=args.port,
         run_dir=args.run_dir,
         state_dir=args.state_dir,
+        ca=ca,
     )
 
 

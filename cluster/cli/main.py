@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
         elif args.command == "geodns":
             settings = _settings(args.config)
             configure_logging("INFO")
-            options = geodns.options_from(args, settings.geoip_db)
+            options = geodns.options_from(args, settings.geoip_db, settings.tls_ca)
             count = asyncio.run(geodns.write_from_registry(settings, options, args.out))
             logger.info("wrote a gdnsd configuration for %d nodes to %s", count, args.out)
         else:

@@ -14,15 +14,20 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
 import pytest
 
+from cluster.cli.geodns import GeoDnsOptions, gdnsd_files
+from cluster.errors import ConfigError
 from cluster.streams.whip_client import WhipClient
+from cluster.types import NodeGroup, Region
 from media.contrib.client import Publisher
 from media.contrib.synthetic import SyntheticAudioTrack, SyntheticVideoTrack, VideoSettings
 from tests.support import REPO
+from tests.support.factories import node_record
 from tests.support.gdnsd import Gdnsd, resolve
 from tests.support.nodes import NodeProcess, running
 from tests.support.peers import Peers, trickling
@@ -144,3 +149,21 @@ async def test_a_full_region_then_a_dead_one_fail_over_to_the_next_nearest(
     took = await asyncio.to_thread(resolves_to, gdnsd, LONDON, ANSWERS["us-1"])
     assert took <= 2 * INTERVAL_S + 2
     assert resolve(gdnsd.port(), NAME, CHANGCHUN) == [ANSWERS["ap-1"]]
+
+
+def test_nodes_serving_https_are_probed_by_extmon_against_the_clusters_ca(
+    tmp_path: Path,
+) -> None:
+    """gdnsd's http_status plugin has no TLS: https nodes are refused there, in words, and the
+    extmon probe verifies them against server.tlsCA."""
+    nodes = [
+        replace(node_record(name), internal_url=f"https://127.0.0.1:5443/{name}")
+        for name in ("eu-1", "us-1")
+    ]
+    regions = [Region(NodeGroup("eu"), 51.5, -0.1), Region(NodeGroup("us"), 40.7, -74.0)]
+    options = GeoDnsOptions("example.net", "live", tmp_path / "city.mmdb", monitor="http")
+    with pytest.raises(ConfigError, match="use --monitor extmon"):
+        gdnsd_files(nodes, regions, options)
+    ca = tmp_path / "pki dir" / "cluster-ca.crt"
+    config = gdnsd_files(nodes, regions, replace(options, monitor="extmon", ca=ca))["config"]
+    assert "--cacert '" + str(ca) + "'" in config

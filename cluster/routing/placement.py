@@ -12,7 +12,8 @@ The rules (DESIGN §1, §5), in order:
    gone (its lease outlives its heartbeat for a moment) means: wait for the
    lease to run out.
 5. A node already pulling keeps its upstream while it still works
-   (``keeps_upstream``), rather than follow every change of the tree.
+   (``keeps_upstream``), rather than follow every change of the tree; and
+   rather than claim a role its working upstream still serves (``holds_on``).
 
 Whatever the root chosen by 2 or 3, a node that already serves
 ``max_downstreams`` pulling nodes is full: the pull goes to the shallowest node
@@ -95,10 +96,10 @@ def plan(me: NodeId, group: NodeGroup, snapshot: Snapshot, max_downstreams: int)
     if stream.origin_group == group:
         return _with_room(stream.origin_node, me, group, snapshot, max_downstreams)
     holder = snapshot.secondary_origin
+    if holder is not None and holder.node_id == me:  # alive to itself, whatever the registry says
+        return Upstream(stream.origin_node, secondary_origin=True)
     if holder is None or holder.node_id not in snapshot.alive:
         return ClaimSecondary()
-    if holder.node_id == me:
-        return Upstream(stream.origin_node, secondary_origin=True)
     return _with_room(holder.node_id, me, group, snapshot, max_downstreams)
 
 
@@ -114,6 +115,25 @@ def plan_after_claim(
     if isinstance(decision, ClaimSecondary):
         return WaitForLease(holder.node_id)
     return decision
+
+
+def holds_on(current: NodeId | None, snapshot: Snapshot, group: NodeGroup) -> bool:
+    """Whether a node that ``plan`` tells to claim keeps pulling from ``current`` instead.
+
+    It does while it pulls from a node other than the main origin that has not
+    been reported lost (the caller forgets ``current`` the moment its pull goes
+    silent) and that the registry does not show moved or draining: the registry
+    lost sight of that node (its heartbeat or its lease lapsed while it, or we,
+    could not reach the registry), not of the stream. Claiming then takes the
+    role from a node that still serves it, and every node of the region moves;
+    left alone, the holder renews its term when it reaches the registry again.
+    A node the registry shows alive in another region, or draining, has handed
+    its role over: then claim.
+    """
+    if current is None or current == snapshot.stream.origin_node:
+        return False
+    record = snapshot.alive.get(current)
+    return record is None or (record.node_group == group and record.state == "serving")
 
 
 def keeps_upstream(

@@ -40,6 +40,7 @@ from cluster.routing.placement import (
     Snapshot,
     Upstream,
     WaitForLease,
+    holds_on,
     keeps_upstream,
     plan,
     plan_after_claim,
@@ -437,6 +438,9 @@ class Pulls:
         decision = plan(me, group, snapshot, settings.max_downstreams)
         if not isinstance(decision, ClaimSecondary):
             return decision
+        if holds_on(pull.upstream, snapshot, group):
+            assert pull.upstream is not None
+            return Upstream(pull.upstream)
         held = snapshot.secondary_origin
         unanswering = (
             held

@@ -8,6 +8,7 @@ the endpoint, as RFC 9725 asks.
 
 from __future__ import annotations
 
+import functools
 import ssl
 from collections.abc import Callable, Mapping
 from urllib.parse import urljoin
@@ -29,6 +30,20 @@ Token = str | Callable[[], str]
 """A bearer token, or what signs a fresh one for each request (short-lived cluster tokens)."""
 
 
+@functools.cache
+def default_tls() -> ssl.SSLContext:
+    """httpx's default certificate verification, built once per process.
+
+    httpx builds it for every client otherwise, loading the whole CA bundle:
+    about 0.1 s of CPU on the event loop, several times that on a busy machine.
+    A node makes a client for every pull attempt, and retries every 0.25 s while
+    its upstream is unreachable; those stalls of its event loop held up the
+    keepalives it owes its own downstreams, which took the silence for its death
+    and took its role over (the partition tests caught it).
+    """
+    return httpx.create_ssl_context()
+
+
 class WhipClient:
     """One WHIP or WHEP session against ``endpoint``.
 
@@ -36,7 +51,8 @@ class WhipClient:
     from each other pass short explicit ones, so an upstream that does not
     answer in time is a lost upstream, not a wait. ``verify``: httpx's, the
     context a node verifies the node it pulls from with (and presents its own
-    certificate through); the system's CAs by default.
+    certificate through); ``True`` means httpx's default, built once
+    (``default_tls()``).
     """
 
     def __init__(
@@ -55,7 +71,7 @@ class WhipClient:
             follow_redirects=True,
             max_redirects=3,
             headers=dict(headers or {}),
-            verify=verify,
+            verify=default_tls() if verify is True else verify,
         )
         self.location: str | None = None
         self.redirects: list[str] = []

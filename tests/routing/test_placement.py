@@ -13,6 +13,7 @@ from cluster.routing.placement import (
     Snapshot,
     Upstream,
     WaitForLease,
+    holds_on,
     keeps_upstream,
     plan,
     plan_after_claim,
@@ -102,6 +103,12 @@ ALL = ["eu-1", "eu-2", "eu-3", "us-1", "us-2", "us-3", "ap-1"]
             ClaimSecondary(),
             id="a dead secondary origin is claimed again",
         ),
+        pytest.param(
+            "us-1",
+            snapshot([n for n in ALL if n != "us-1"], secondary="us-1"),
+            Upstream(NodeId("eu-1"), True),
+            id="a secondary origin the registry lost sight of is alive to itself",
+        ),
     ],
 )
 def test_plan(me: str, snap: Snapshot, expected: object) -> None:
@@ -179,3 +186,30 @@ def test_a_claim_lost_to_a_holder_that_is_gone_waits_for_its_lease() -> None:
     holder = SecondaryOrigin(S, NodeGroup("us"), NodeId("us-1"), 1, NOW)
     after = plan_after_claim(NodeId("us-2"), NodeGroup("us"), snap, holder, 8)
     assert after == WaitForLease(NodeId("us-1"))
+
+
+@pytest.mark.parametrize(
+    ("current", "alive", "holds"),
+    [
+        pytest.param("us-1", [n for n in ALL if n != "us-1"], True,
+                     id="an upstream the registry lost sight of is kept"),
+        pytest.param("us-1", ALL, True, id="an upstream whose lease lapsed is kept"),
+        pytest.param(None, ALL, False, id="a node with no upstream claims"),
+        pytest.param("eu-1", ALL, False, id="a lapsed secondary origin claims again"),
+    ],
+)  # fmt: skip
+def test_a_working_upstream_is_not_claimed_from(
+    current: str | None, alive: list[str], holds: bool
+) -> None:
+    snap = snapshot(alive)
+    assert holds_on(NodeId(current) if current else None, snap, NodeGroup("us")) is holds
+
+
+def test_an_upstream_that_moved_region_or_drains_is_claimed_from() -> None:
+    moved = snapshot(ALL)
+    moved = replace(moved, alive={**moved.alive, NodeId("us-1"): node_record("us-1", "ap")})
+    assert not holds_on(NodeId("us-1"), moved, NodeGroup("us"))
+    draining = snapshot(ALL)
+    record = node_record("us-1", state="draining")
+    draining = replace(draining, alive={**draining.alive, NodeId("us-1"): record})
+    assert not holds_on(NodeId("us-1"), draining, NodeGroup("us"))

@@ -5,6 +5,11 @@ stopped by its PID: SIGTERM and a bounded wait, SIGKILL after that. Every wait
 here is bounded. A node given ``server.tlsCertificate`` serves HTTPS: its ``url``
 says so, and ``verify`` is what a test client checks it with (its
 ``server.tlsCA``).
+
+``on_host(host)`` (``tests.support.netns``) runs the node inside that host's
+network namespace instead, listening and advertising ICE candidates on the
+host's address; the test's own requests to it (``get``, ``post``, the health
+check) are then made from that host.
 """
 
 from __future__ import annotations
@@ -16,14 +21,17 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
 from tests.support import REPO
+from tests.support.netns import Host
 from tests.support.postgres import free_port
+
+T = TypeVar("T")
 
 ADMIN_TOKEN = "test-admin-token"
 CLUSTER_SECRET = "test-cluster-secret-0123456789abcdef"
@@ -34,6 +42,7 @@ class NodeProcess:
 
     def __init__(self, workdir: Path, name: str, group: str, registry_url: str, **extra: str):
         self.name = name
+        self.host: Host | None = None
         self.port = free_port()
         self.dir = workdir / name
         (self.dir / "conf").mkdir(parents=True, exist_ok=True)
@@ -62,10 +71,22 @@ class NodeProcess:
         self._scheme = "https" if lines.get("server.tlsCertificate") else "http"
         ca = lines.get("server.tlsCA")
         self.verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=ca) if ca else True
+        self._terminated = False
+
+    def on_host(self, host: Host) -> NodeProcess:
+        """Run inside ``host`` (before it starts): listen and advertise ICE candidates on the
+        host's address only, and make the test's requests to the node from that host."""
+        self.host = host
+        self.patch_config(**{"http.host": host.address, "webrtc.candidateAddresses": host.address})
+        return self
+
+    @property
+    def address(self) -> str:
+        return self.host.address if self.host is not None else "127.0.0.1"
 
     @property
     def url(self) -> str:
-        return f"{self._scheme}://127.0.0.1:{self.port}"
+        return f"{self._scheme}://{self.address}:{self.port}"
 
     def start(self, timeout_s: float = 20.0) -> NodeProcess:
         self.launch()
@@ -74,9 +95,11 @@ class NodeProcess:
     def launch(self) -> None:
         """Start the process without waiting for it (``start_all`` starts many at once)."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("TIERSTREAM_")}
+        argv = [sys.executable, "-m", "cluster", "node", "--config", str(self.config)]
+        self._terminated = False
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "cluster", "node", "--config", str(self.config)],
+                self.host.command(*argv) if self.host is not None else argv,
                 cwd=REPO,
                 env=env,
                 stdout=log,
@@ -90,8 +113,7 @@ class NodeProcess:
             if self.process.poll() is not None:
                 raise RuntimeError(f"node {self.name} exited at start:\n{self.log_text()}")
             try:
-                reply = httpx.get(f"{self.url}/healthz", timeout=1.0, verify=self.verify)
-                if reply.status_code == 200:
+                if self.get("/healthz", timeout_s=1.0).status_code == 200:
                     return self
             except httpx.TransportError:
                 pass
@@ -99,22 +121,24 @@ class NodeProcess:
         self.kill()
         raise TimeoutError(f"node {self.name} not healthy in {timeout_s} s:\n{self.log_text()}")
 
+    def terminate(self) -> None:
+        """SIGTERM by PID, without waiting; only once (a second signal skips the node's drain)."""
+        if self.process is not None and not self._terminated and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            self._terminated = True
+
     def stop(self, timeout_s: float = 10.0) -> int:
         """SIGTERM by PID, wait; SIGKILL if it has not exited in time. Returns the exit code."""
         if self.process is None:
             return 0
+        self.terminate()
         process, self.process = self.process, None
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                return process.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(5)
-                raise TimeoutError(
-                    f"node {self.name} ignored SIGTERM:\n{self.log_text()}"
-                ) from None
-        return process.returncode
+        try:
+            return process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+            raise TimeoutError(f"node {self.name} ignored SIGTERM:\n{self.log_text()}") from None
 
     def kill(self) -> None:
         """SIGKILL by PID: a crash, as far as the cluster can tell."""
@@ -156,13 +180,25 @@ class NodeProcess:
     def log_text(self) -> str:
         return self.log.read_text(encoding="utf-8", errors="replace") if self.log.exists() else ""
 
-    def get(self, path: str, headers: dict[str, str] | None = None) -> httpx.Response:
-        return httpx.get(self.url + path, headers=headers, timeout=5.0, verify=self.verify)
+    def _from_host(self, request: Callable[[], T]) -> T:
+        """Make ``request`` where the node can be reached: its host, or here on 127.0.0.1."""
+        return self.host.call(request) if self.host is not None else request()
+
+    def get(
+        self, path: str, headers: dict[str, str] | None = None, timeout_s: float = 5.0
+    ) -> httpx.Response:
+        return self._from_host(
+            lambda: httpx.get(
+                self.url + path, headers=headers, timeout=timeout_s, verify=self.verify
+            )
+        )
 
     def post(self, path: str, body: Any = None, token: str | None = ADMIN_TOKEN) -> httpx.Response:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return httpx.post(
-            self.url + path, json=body, headers=headers, timeout=5.0, verify=self.verify
+        return self._from_host(
+            lambda: httpx.post(
+                self.url + path, json=body, headers=headers, timeout=5.0, verify=self.verify
+            )
         )
 
 
@@ -182,4 +218,12 @@ def running(nodes: list[NodeProcess], timeout_s: float = 60.0) -> Iterator[list[
         yield nodes
     finally:
         for node in nodes:
-            node.stop()
+            node.terminate()  # their drains overlap
+        stuck: list[TimeoutError] = []
+        for node in nodes:
+            try:
+                node.stop()
+            except TimeoutError as error:
+                stuck.append(error)
+        if stuck:
+            raise stuck[0]

@@ -11,6 +11,13 @@ connections stay allowed, so one server serves both kinds of test.
 PostgreSQL refuses to run as root, so when we are root its programs run as the
 ``postgres`` user (``subprocess``'s ``user=``, which keeps the postmaster our
 direct child: we stop it by its PID and reap it, never by name).
+
+Given a ``host`` (``tests.support.netns``), the server runs inside that host's
+network namespace and listens on the host's address (``url()``, for nodes in
+other hosts); there ``ip netns exec`` needs root, so the switch to ``postgres``
+is made by ``setpriv``, which execs like ``ip netns exec`` does: the PID we hold
+is still the postmaster's. The test process itself reaches the server wherever
+it runs through its Unix socket (``socket_url()``), which no partition cuts.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from pathlib import Path
 import asyncpg
 
 from tests.support.certificates import Issued
+from tests.support.netns import NETWORK, Host
 
 _DATABASE_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
@@ -60,8 +68,12 @@ class PostgresServer:
 
     user = "postgres"
 
-    def __init__(self, *, max_connections: int = 300, tls: Issued | None = None) -> None:
+    def __init__(
+        self, *, max_connections: int = 300, tls: Issued | None = None, host: Host | None = None
+    ) -> None:
         self.port = 0
+        self._host = host
+        self.address = host.address if host is not None else "127.0.0.1"
         self._max_connections = max_connections
         self._tls = tls
         self._root: Path | None = None
@@ -112,39 +124,32 @@ class PostgresServer:
         )
         if initdb.returncode != 0:
             raise RuntimeError(f"initdb failed:\n{initdb.stderr.decode(errors='replace')}")
+        if self._host is not None:  # nodes on the other hosts connect over TCP
+            with (data / "pg_hba.conf").open("a", encoding="utf-8") as hba:
+                hba.write(f"host all all {NETWORK} trust\n")
         self.port = free_port()
         self._launch(binaries, timeout_s)
 
     def _launch(self, binaries: Path, timeout_s: float) -> None:
         assert self._root is not None
         data, sockets = self._root / "data", self._root / "sockets"
-        options = [
-            "-c",
-            "fsync=off",
-            "-c",
-            "synchronous_commit=off",
-            "-c",
-            "full_page_writes=off",
-            "-c",
-            f"max_connections={self._max_connections}",
+        argv = [
+            str(binaries / "postgres"),
+            *("-D", str(data), "-h", self.address, "-p", str(self.port), "-k", str(sockets)),
+            *("-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"),
+            *("-c", f"max_connections={self._max_connections}"),
             *self._tls_options(),
         ]
+        run_as = self._run_as
+        if self._host is not None:
+            if run_as is not None:
+                argv = ["setpriv", f"--reuid={run_as}", f"--regid={run_as}", "--init-groups", *argv]
+            argv, run_as = self._host.command(*argv), None
         log = (self._root / "postgres.log").open("ab")
         with log:
             self._process = subprocess.Popen(
-                [
-                    binaries / "postgres",
-                    "-D",
-                    data,
-                    "-h",
-                    "127.0.0.1",
-                    "-p",
-                    str(self.port),
-                    "-k",
-                    sockets,
-                    *options,
-                ],
-                user=self._run_as,
+                argv,
+                user=run_as,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=self._root,
@@ -174,7 +179,7 @@ class PostgresServer:
             if self._process.poll() is not None:
                 raise RuntimeError(f"postgres exited at start-up:\n{self.log_tail()}")
             probe = subprocess.run(
-                [binaries / "pg_isready", "-q", "-h", "127.0.0.1", "-p", str(self.port)],
+                [binaries / "pg_isready", "-q", "-h", str(self._sockets), "-p", str(self.port)],
                 check=False,
                 timeout=5,
             )
@@ -192,16 +197,25 @@ class PostgresServer:
             return "\n".join(text.splitlines()[-lines:])
         return ""
 
+    @property
+    def _sockets(self) -> Path:
+        assert self._root is not None, "start() first"
+        return self._root / "sockets"
+
     def url(self, database: str) -> str:
-        """The SQLAlchemy URL of ``database`` on this server."""
-        return f"postgresql+asyncpg://{self.user}@127.0.0.1:{self.port}/{database}"
+        """The SQLAlchemy URL of ``database`` on this server, over TCP (what nodes use)."""
+        return f"postgresql+asyncpg://{self.user}@{self.address}:{self.port}/{database}"
+
+    def socket_url(self, database: str) -> str:
+        """The SQLAlchemy URL of ``database`` over the server's Unix socket, from this machine."""
+        return f"postgresql+asyncpg://{self.user}@/{database}?host={self._sockets}&port={self.port}"
 
     async def create_database(self, name: str) -> str:
         """Create an empty database and return its SQLAlchemy URL."""
         if not _DATABASE_NAME.fullmatch(name):
             raise ValueError(f"not a plain database name: {name!r}")
         connection = await asyncpg.connect(
-            host="127.0.0.1", port=self.port, user=self.user, database="postgres", timeout=10
+            host=str(self._sockets), port=self.port, user=self.user, database="postgres", timeout=10
         )
         try:
             await connection.execute(f'CREATE DATABASE "{name}"')

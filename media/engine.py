@@ -308,6 +308,19 @@ class MediaEngine:
     def stream_codecs(self, stream_id: str) -> tuple[str, ...]:
         return _names(self._stream(stream_id).source.codecs)
 
+    def receiving(self, stream_id: str) -> bool:
+        """Whether media of the stream arrived here in the last two seconds.
+
+        A pull that hears only its upstream's keepalives (a held upstream) is
+        not receiving; the control plane asks before ending a stream the
+        registry calls orphaned, since a main origin cut off from the registry
+        may still be sending.
+        """
+        stream = self._streams.get(stream_id)
+        return stream is not None and any(
+            track.bitrate_bps() > 0 for track in stream.source.tracks.values()
+        )
+
     def players(self, stream_id: str) -> int:
         """Players of the stream here (0 if it is not here)."""
         stream = self._streams.get(stream_id)

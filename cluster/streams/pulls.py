@@ -105,6 +105,8 @@ class Pull:
     """A publisher took the stream over here: stopping the pull must leave its players."""
     idle_since: float | None = None
     orphaned_since: float | None = None
+    orphan_receiving: bool = False
+    """The stream is orphaned in the registry while its media still arrives here."""
     task: asyncio.Task[None] | None = None
 
 
@@ -288,9 +290,11 @@ class Pulls:
         if stream.state == "live" and stream.origin_node not in registered:
             await self._registry.orphan_stream(pull.stream_id, stream.origin_node)
             stream = replace(stream, state="orphaned")
-        if stream.state == "orphaned":
+        if stream.state == "orphaned" and not self._pulls_below_a_live_holder(
+            pull, cluster.secondary_origin(stream.id, settings.node_group), alive, settings
+        ):
             return self._hold_orphan(pull, settings)
-        pull.orphaned_since = None
+        pull.orphaned_since, pull.orphan_receiving = None, False
         await self._keep_secondary_role(pull, settings)
         if self._idle(pull, settings):
             return False
@@ -324,11 +328,44 @@ class Pulls:
         )
         return True
 
+    def _pulls_below_a_live_holder(
+        self,
+        pull: Pull,
+        holder: SecondaryOrigin | None,
+        alive: Mapping[NodeId, NodeRecord],
+        settings: Settings,
+    ) -> bool:
+        """Whether an orphaned stream's lost pull may be planned again, as usual.
+
+        Only below another node that holds our region's secondary origin and is
+        alive: it may still receive from a main origin cut off from the registry
+        alone. Planning then claims nothing (the holder is alive) and pulls from
+        it or a tree parent; if it receives nothing either, the grace runs out.
+        """
+        if pull.upstream is not None or self._engine.receiving(pull.stream_id):
+            return False
+        return holder is not None and holder.node_id != settings.node_id and holder.node_id in alive
+
     def _hold_orphan(self, pull: Pull, settings: Settings) -> bool:
-        """Hold the players of a stream whose main origin is lost, for the grace period."""
+        """Hold the players of a stream whose main origin is lost, for the grace period.
+
+        The registry's word is not enough to end a stream: a main origin cut off
+        from the registry alone still sends, and while its media arrives here the
+        grace period does not start.
+        """
         if not pull.ready.is_set():
             pull.failure = NotFound(f"stream {pull.stream_id} lost its main origin")
             return False
+        if self._engine.receiving(pull.stream_id):
+            if not pull.orphan_receiving:
+                logger.warning(
+                    "main origin of %s is gone from the registry but its media still"
+                    " arrives; serving its players",
+                    pull.stream_id,
+                )
+            pull.orphaned_since, pull.orphan_receiving = None, True
+            return True
+        pull.orphan_receiving = False
         now = time.monotonic()
         if pull.orphaned_since is None:
             pull.orphaned_since = now

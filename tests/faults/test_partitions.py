@@ -13,6 +13,9 @@ every packet at both of its ends for ``CUT_S`` seconds:
   link is back; nothing in us takes the role over, which it could not serve.
 - us <-> registry (eu <-> us still up): the us nodes keep serving what they carry,
   claim nothing, and are back in the registry with the same tree once it returns.
+- eu <-> registry: the registry calls the stream orphaned (its main origin stopped
+  renewing it), but its media still reaches us: no node ends it, and it is live
+  again once eu-1 renews it.
 
 Then the registry's history of secondary-origin terms is replayed: no split brain
 over the module's whole run, and the us slot of the test's stream had exactly one
@@ -238,4 +241,39 @@ async def test_a_region_cut_off_from_the_registry_keeps_serving_and_claims_nothi
         assert longest < usual + 1.0, (
             f"{name}'s player paused {longest:.1f} s (eu-1's {usual:.1f} s)"
         )
+    await assert_one_us_term(watched)
+
+
+async def test_a_main_origin_cut_off_from_the_registry_keeps_its_players_everywhere(
+    watched: Watched,
+) -> None:
+    """eu <-> registry cut for longer than ``cluster.originGraceMs``: the registry
+    calls the stream orphaned, but its media still reaches us, so no node ends it."""
+
+    async def orphaned() -> bool:
+        stream = await watched.registry.stream(watched.stream)
+        return stream is not None and stream.state == "orphaned"
+
+    async def live_again() -> bool:
+        stream = await watched.registry.stream(watched.stream)
+        return stream is not None and stream.state == "live"
+
+    async with watched.pauses() as pauses:
+        counted = {name: playing.received for name, playing in watched.everyone().items()}
+        async with watched.cut("eu", "registry") as cut:
+            await eventually(orphaned, "the stream orphaned in the registry")
+            await asyncio.sleep(max(0.0, cut.at + CUT_S - time.monotonic()))
+            during = {name: p.received - counted[name] for name, p in watched.everyone().items()}
+        await eventually(live_again, "the stream live again once its main origin renews it")
+        await watched.resumed()
+    seen, usual = during["eu-1"], pauses["eu-1"].longest(cut.at)
+    for name, playing in watched.players.items():
+        assert playing.player.pc.connectionState == "connected", f"{name}'s player was ended"
+        longest = pauses[name].longest(cut.at)
+        logger.info(
+            "%s's player: %d frames in the cut (eu-1's: %d), longest pause %.2f s (eu-1's: %.2f s)",
+            *(name, during[name], seen, longest, usual),
+        )
+        assert during[name] >= 0.8 * seen - 2, f"{name}'s player lost frames in the cut"
+    assert await watched.edges() == watched.tree()
     await assert_one_us_term(watched)

@@ -150,6 +150,16 @@ def _reason(error: ssl.SSLError) -> str:
     return str(text).split(" (_ssl.c")[0].lower().replace("_", " ")
 
 
+def tls_failure(error: BaseException) -> ssl.SSLError | None:
+    """The TLS failure under an HTTP error (httpx wraps httpcore's, which wraps ssl's)."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def refusal(error: ssl.SSLError) -> str:
     """Why a TLS handshake failed, in a short phrase for a log line."""
     if isinstance(error, ssl.SSLCertVerificationError):

@@ -9,6 +9,7 @@ from the frames' embedded send times.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import statistics
 import time
 from dataclasses import replace
@@ -27,12 +28,13 @@ async def publish(
     token: str | None,
     candidates: tuple[str, ...],
     keyframe_interval_s: float,
+    verify: ssl.SSLContext | bool = True,
 ) -> None:
     video = SyntheticVideoTrack(
         VideoSettings(mime_type=CODECS[codec], keyframe_interval_s=keyframe_interval_s)
     )
     publisher = Publisher([video, SyntheticAudioTrack()], candidate_addresses=candidates)
-    client = WhipClient(url, token)
+    client = WhipClient(url, token, verify=verify)
     try:
         await publisher.start(client.exchange)
         print(f"publishing {codec} 640x360 30 fps to {client.location}", flush=True)
@@ -49,10 +51,14 @@ async def publish(
 
 
 async def play(
-    url: str, seconds: float | None, token: str | None, candidates: tuple[str, ...]
+    url: str,
+    seconds: float | None,
+    token: str | None,
+    candidates: tuple[str, ...],
+    verify: ssl.SSLContext | bool = True,
 ) -> None:
     player = Player(candidate_addresses=candidates)
-    client = WhipClient(url, token)
+    client = WhipClient(url, token, verify=verify)
     try:
         await player.play(client.exchange)
         print(f"playing {client.location}", flush=True)

@@ -11,9 +11,11 @@ import argparse
 import asyncio
 import logging
 import os
+import ssl
 import sys
 from pathlib import Path
 
+import httpx
 from rich.console import Console
 
 from cluster.cli import client_commands, demo, geodns
@@ -23,7 +25,7 @@ from cluster.properties import apply_rendered, read_secrets
 from cluster.registry.migrate import migrate
 from cluster.server import run_node
 from cluster.settings import Settings, load_settings
-from cluster.tls import registry_ssl
+from cluster.tls import refusal, registry_ssl, tls_failure
 
 logger = logging.getLogger("tierstream")
 
@@ -68,7 +70,24 @@ def _parser() -> argparse.ArgumentParser:
             default=None,
             help="IP address to offer as ICE candidate (repeatable; default 127.0.0.1)",
         )
+        command.add_argument(
+            "--ca",
+            type=Path,
+            help="PEM CA certificate to verify an https node with (a cluster's private CA, "
+            "its server.tlsCA); default: the system's CAs",
+        )
     return parser
+
+
+def _verify(ca: Path | None) -> ssl.SSLContext | bool:
+    """What ``publish``/``play`` verify the node with; a CA file that does not load exits 2."""
+    if ca is None:
+        return True
+    try:
+        return ssl.create_default_context(cafile=ca)
+    except (OSError, ssl.SSLError) as error:
+        print(f"tierstream: --ca {ca}: {error.strerror or error}", file=sys.stderr)
+        sys.exit(2)
 
 
 def _settings(config: Path) -> Settings:
@@ -131,6 +150,7 @@ def main(argv: list[str] | None = None) -> None:
         else:
             configure_logging("WARN")
             candidates = tuple(args.candidate or ("127.0.0.1",))
+            verify = _verify(args.ca)
             if args.command == "publish":
                 asyncio.run(
                     client_commands.publish(
@@ -140,12 +160,22 @@ def main(argv: list[str] | None = None) -> None:
                         args.token,
                         candidates,
                         args.keyframe_interval,
+                        verify,
                     )
                 )
             else:
-                asyncio.run(client_commands.play(args.whep, args.seconds, args.token, candidates))
+                asyncio.run(
+                    client_commands.play(args.whep, args.seconds, args.token, candidates, verify)
+                )
     except ClusterError as error:
         logger.error("%s", error)
+        sys.exit(2)
+    except httpx.HTTPError as error:
+        failure = tls_failure(error)
+        reason = refusal(failure) if failure is not None else str(error) or type(error).__name__
+        logger.error(
+            "cannot reach %s: %s", args.whip if args.command == "publish" else args.whep, reason
+        )
         sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)

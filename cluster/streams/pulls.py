@@ -47,7 +47,7 @@ from cluster.routing.placement import (
 )
 from cluster.settings import Settings
 from cluster.streams.whip_client import WhipClient
-from cluster.tls import refusal
+from cluster.tls import refusal, tls_failure
 from cluster.tokens import sign_pull_token
 from cluster.types import NodeId, NodeRecord, SecondaryOrigin, StreamId
 from media.engine import MediaEngine
@@ -528,7 +528,7 @@ class Pulls:
             pull.failed_attempts += 1
             if isinstance(error, httpx.TransportError | TimeoutError):
                 self._unanswering(upstream.id)
-            if _tls_error(error) is not None:
+            if tls_failure(error) is not None:
                 self._refused[upstream.id] = time.monotonic() + REFUSED_FOR_S
             reason = _failure_reason(error, upstream.internal_url)
             logger.warning("could not pull %s from %s: %s", pull.stream_id, upstream.id, reason)
@@ -587,7 +587,7 @@ def _failure_reason(error: BaseException, url: str) -> str:
     cannot say so over TLS 1.3: asyncio closes the connection without sending
     the alert, so we see only a closed connection, and its own log says why.
     """
-    tls_error = _tls_error(error)
+    tls_error = tls_failure(error)
     if tls_error is not None:
         return f"{url} refused: {refusal(tls_error)}"
     text = str(error) or type(error).__name__
@@ -599,16 +599,6 @@ def _failure_reason(error: BaseException, url: str) -> str:
             "certificate does that, and its log says why"
         )
     return text
-
-
-def _tls_error(error: BaseException) -> ssl.SSLError | None:
-    """The TLS failure under an HTTP error (httpx wraps httpcore's, which wraps ssl's)."""
-    seen: BaseException | None = error
-    while seen is not None:
-        if isinstance(seen, ssl.SSLError):
-            return seen
-        seen = seen.__cause__ or seen.__context__
-    return None
 
 
 async def _finish(tasks: list[asyncio.Task[None]]) -> None:

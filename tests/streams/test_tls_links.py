@@ -8,6 +8,8 @@ speaking WHIP/WHEP over HTTPS.
 
 from __future__ import annotations
 
+import asyncio
+import sys
 from pathlib import Path
 
 import httpx
@@ -16,6 +18,7 @@ import pytest
 from cluster.streams.pulls import internal_pull_path
 from cluster.tokens import sign_pull_token
 from cluster.types import NodeId
+from tests.support import REPO
 from tests.support.certificates import CertificateAuthority, Issued
 from tests.support.cluster import S1, whep, whip
 from tests.support.nodes import CLUSTER_SECRET, NodeProcess, running
@@ -75,6 +78,21 @@ async def test_a_cross_region_pull_carries_frames_over_mutual_tls(
             )
         assert reply.status_code == 403
         assert "client certificate from the cluster's CA" in reply.json()["message"]
+
+        # The CLI's player verifies a node with a private CA given --ca, and says in one line
+        # when it cannot.
+        for ca_args, said in (
+            (["--ca", str(ca.certificate)], "404: stream none is not live in LiveApp"),
+            ([], f"cannot reach {whep(us, 'none')}: certificate does not verify"),
+        ):
+            cli = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "cluster", "play", "--whep", whep(us, "none"),
+                "--seconds", "1", *ca_args, cwd=REPO,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            )  # fmt: skip
+            async with asyncio.timeout(WAIT * 3):
+                output = (await cli.communicate())[0].decode()
+            assert cli.returncode == 2 and said in output and "Traceback" not in output, output
     no_tracebacks(eu, us)
 
 

@@ -90,8 +90,14 @@ async def test_a_cross_region_pull_carries_frames_over_mutual_tls(
                 "--seconds", "1", *ca_args, cwd=REPO,
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
             )  # fmt: skip
-            async with asyncio.timeout(WAIT * 3):
-                output = (await cli.communicate())[0].decode()
+            try:
+                # A fresh interpreter loading aiortc and PyAV: as slow as a node's start-up.
+                async with asyncio.timeout(6 * WAIT):
+                    output = (await cli.communicate())[0].decode()
+            finally:
+                if cli.returncode is None:
+                    cli.kill()
+                    await cli.wait()
             assert cli.returncode == 2 and said in output and "Traceback" not in output, output
     no_tracebacks(eu, us)
 

@@ -32,6 +32,9 @@ from tests.support.waits import eventually
 
 NODE_CONFIG = {
     "cluster.maxDownstreams": "1",
+    # The default, not the tests' 2 s: at a load average of 15 and more, a beat 2 s late made
+    # a main origin count as dead while the stream was being set up.
+    "cluster.nodeDeadTimeoutMs": "3000",
     # Long enough for a killed main origin to be started again and published on.
     "cluster.originGraceMs": "60000",
 }

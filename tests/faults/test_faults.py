@@ -28,7 +28,7 @@ from tests.support.postgres import PostgresServer
 pytestmark = pytest.mark.slow
 
 FROZEN_S = 6.0
-"""Long enough for the cluster to count a frozen node dead (cluster.nodeDeadTimeoutMs=2000)."""
+"""Long enough for the cluster to count a frozen node dead (cluster.nodeDeadTimeoutMs=3000)."""
 RESTARTS = 5
 
 

@@ -128,11 +128,10 @@ class Pulls:
         self._verify: ssl.SSLContext | bool = tls if tls is not None else True
         self._pulls: dict[str, Pull] = {}
         self._closed = False
-        self._alive: Mapping[NodeId, NodeRecord] = {}
-        """The live nodes as the last step read them."""
-        self._unanswered: dict[NodeId, datetime] = {}
+        self._unanswered: dict[NodeId, datetime | None] = {}
         """Nodes that did not answer us (a pull went silent or timed out), with the
-        heartbeat they had then: not pulled from until the registry shows a newer one."""
+        heartbeat the next registry read showed (None until then): not pulled from
+        until the registry shows a newer one."""
         self._refused: dict[NodeId, float] = {}
         """Nodes whose TLS certificate did not verify, with when (monotonic) to try again."""
         self._closing: set[asyncio.Task[None]] = set()
@@ -209,10 +208,15 @@ class Pulls:
             pull.wake.set()
 
     def _unanswering(self, node_id: NodeId) -> None:
-        """``node_id`` did not answer: every pull plans around it until it heartbeats again."""
-        record = self._alive.get(node_id)
-        if record is not None and node_id not in self._unanswered:
-            self._unanswered[node_id] = record.heartbeat_at
+        """``node_id`` did not answer: every pull plans around it until it heartbeats again.
+
+        "Again" counts from the next registry read, not the last one: a node that died
+        just after a heartbeat shows that beat in the next read, and it must not pass
+        for a sign of life (its downstreams would pull from it once more, and wait out
+        a refused connection before claiming its role).
+        """
+        if node_id not in self._unanswered:
+            self._unanswered[node_id] = None
             for pull in self._pulls.values():
                 if pull.upstream == node_id:
                     pull.wake.set()
@@ -223,10 +227,12 @@ class Pulls:
         The registry's view lags a frozen or killed node by up to
         ``cluster.nodeDeadTimeoutMs``; our own pulls see it first.
         """
-        self._alive = alive
         for node_id, heard_at in list(self._unanswered.items()):
             record = alive.get(node_id)
-            if record is None or record.heartbeat_at > heard_at:
+            if heard_at is None:
+                if record is not None:
+                    self._unanswered[node_id] = record.heartbeat_at
+            elif record is None or record.heartbeat_at > heard_at:
                 del self._unanswered[node_id]
         now = time.monotonic()
         self._refused = {n: until for n, until in self._refused.items() if until > now}

@@ -1,9 +1,10 @@
-"""A secondary origin's claim stays leased however long its pull takes to negotiate.
+"""How a node plans around an upstream that failed: claims stay leased however long a pull
+takes to negotiate, and a node that stopped answering stays avoided until it beats again.
 
-Real parts: the embedded registry, the media engine, the node's ``Pulls``; the
-main origin is a socket that accepts connections and never answers (a frozen
-node, as its kernel keeps accepting), so the pull's HTTP exchange waits out its
-read deadline, which is longer than the claim's lease.
+Real parts: the embedded registry, the media engine, the node's ``Pulls``. A
+frozen main origin is a socket that accepts connections and never answers (its
+kernel keeps accepting), so a pull's HTTP exchange waits out its read deadline,
+which is longer than the claim's lease.
 """
 
 from __future__ import annotations
@@ -93,3 +94,36 @@ async def test_a_new_secondary_origin_keeps_its_claim_while_its_pull_outlasts_th
             await pulls.close()
             await engine.close()
             await registry.close()
+
+
+async def test_a_node_that_stopped_answering_stays_planned_around_despite_its_last_beat(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "red5.properties"
+    config.write_text("server.name=us-2\nnodeGroup=us\nserver.dataDir=var\n", encoding="utf-8")
+    settings = load_settings(config, {})
+    settings.data_dir.mkdir()
+    await migrate(settings.registry_url)
+    registry = await Registry.connect(settings.registry_url)
+    engine = MediaEngine(MediaConfig(candidate_addresses=("127.0.0.1",)), StreamEvents())
+    pulls = Pulls(registry, lambda: settings, engine)
+    secondary = node_info("us-1", "us")
+    try:
+        await registry.register(secondary)
+
+        async def reachable() -> set[str]:
+            return set(pulls._reachable((await registry.snapshot()).alive))
+
+        assert "us-1" in await reachable()  # the pulls' last read of the registry
+        await asyncio.sleep(0.05)
+        await registry.heartbeat(secondary.id, secondary.node_group, NodeLoad())  # its last beat
+        pulls._unanswering(secondary.id)  # then it died: a pull from it was lost
+        assert "us-1" not in await reachable(), "the beat it sent before dying is no sign of life"
+        assert "us-1" not in await reachable()
+        await asyncio.sleep(0.05)
+        await registry.heartbeat(secondary.id, secondary.node_group, NodeLoad())  # it lives
+        assert "us-1" in await reachable()
+    finally:
+        await pulls.close()
+        await engine.close()
+        await registry.close()

@@ -142,20 +142,46 @@ class LocalStreams:
         self._publishers[stream_id] = answer.session_id
         return answer
 
-    async def play(self, app: str, stream_id: str, offer_sdp: str) -> SessionDescription:
-        """Add a player (WHEP), pulling the stream from the cluster first if this node lacks it."""
-        if not self._engine.has_stream(stream_id):
-            await self._pulls.ensure(app, stream_id)
+    async def play(
+        self,
+        app: str,
+        stream_id: str,
+        offer_sdp: str,
+        counted: Callable[[], None] | None = None,
+    ) -> SessionDescription:
+        """Add a player (WHEP), pulling the stream from the cluster first if this node lacks it.
+
+        ``counted`` is called at the moment the player starts to count in the node's
+        load (a routed client's reservation is settled then, not before).
+        """
+        await self._carry(app, stream_id)
         self._check_playable(app, stream_id)
-        return await self._engine.play(stream_id, offer_sdp)
+        return await self._engine.play(stream_id, offer_sdp, counted=counted)
 
     async def offer_play(self, app: str, stream_id: str) -> SessionDescription:
         """Add a player that expects our offer (Ant Media WebSocket play), pulling first
         like ``play``; its answer comes through ``accept_answer``."""
-        if not self._engine.has_stream(stream_id):
-            await self._pulls.ensure(app, stream_id)
+        await self._carry(app, stream_id)
         self._check_playable(app, stream_id)
         return await self._engine.offer_play(stream_id)
+
+    async def _carry(self, app: str, stream_id: str) -> None:
+        """Return once players can join the stream here: pull it if this node lacks it, or
+        wait for the pull that is starting (the engine holds the id from the pull's first
+        step, before the upstream's answer names the codecs players need)."""
+        if stream_id in self._apps:
+            return  # published here: ``_check_playable`` says whether it flows yet
+        if not self._engine.has_stream(stream_id):
+            await self._pulls.ensure(app, stream_id)
+        else:
+            await self._pull_started(app, stream_id)
+
+    async def _pull_started(self, app: str, stream_id: str) -> None:
+        """Wait for this node's pull of the stream if it is under way: the engine holds the
+        id from the pull's first step, before the upstream's answer names the codecs."""
+        starting = self._pulls.app_of(stream_id) is not None
+        if starting and not self._engine.stream_codecs(stream_id):
+            await self._pulls.ensure(app, stream_id)
 
     async def accept_answer(self, session_id: str, answer_sdp: str) -> None:
         await self._engine.accept_answer(session_id, answer_sdp)
@@ -198,6 +224,7 @@ class LocalStreams:
         published_in = self._apps.get(stream_id)
         if not self._engine.has_stream(stream_id) or published_in not in (None, app):
             raise NotFound(f"stream {stream_id} is not on this node")
+        await self._pull_started(app, stream_id)  # a burst reaches a tree before its pulls do
         answer = await self._engine.play(stream_id, offer_sdp, downstream=True)
         logger.info("node %s pulls %s from here", downstream, stream_id)
         return answer

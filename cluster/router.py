@@ -15,8 +15,9 @@ the client itself, under its own limits.
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -159,12 +160,37 @@ class Router:
             excluded.add(target.id)
         return Decision("nowhere", "no node in any region has room", location=location)
 
-    def arrived(self) -> None:
-        """A client this cluster reserved room for showed up here (ticket or local decision)."""
-        self._arrived += 1
+    @contextlib.contextmanager
+    def arriving(self, reserved: bool) -> Iterator[Callable[[], None]]:
+        """A client is being served here; ``reserved``: the cluster kept room here for it
+        (its ticket says so, or this node decided to keep it).
+
+        Its reservation must give way to it exactly when it starts to count as a
+        player: the heartbeat subtracts the settled arrivals from the reservations in
+        the same write that records the players it sampled at the same instant, so a
+        client is never counted twice (reserved and playing) nor not at all (its
+        reservation gone while its pull or negotiation is still under way, which would
+        let other routers fill its place). Call the yielded ``settle`` at that moment;
+        if the client fails first, leaving the block settles it (its room goes back).
+        """
+        settled = not reserved
+
+        def settle() -> None:
+            nonlocal settled
+            if not settled:
+                settled = True
+                self._arrived += 1
+
+        try:
+            yield settle
+        finally:
+            settle()
 
     def take_arrivals(self) -> int:
-        """Arrivals since the last call: the heartbeat settles them with the registry."""
+        """Arrivals settled since the last call: the heartbeat settles them with the registry.
+
+        It samples the node's load right after, with no wait between: both describe
+        the same instant."""
         arrived, self._arrived = self._arrived, 0
         return arrived
 

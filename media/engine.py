@@ -36,7 +36,7 @@ import asyncio
 import logging
 import math
 import uuid
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -208,12 +208,18 @@ class MediaEngine:
         return session.id
 
     async def play(
-        self, stream_id: str, offer_sdp: str, *, downstream: bool = False
+        self,
+        stream_id: str,
+        offer_sdp: str,
+        *,
+        downstream: bool = False,
+        counted: Callable[[], None] | None = None,
     ) -> SessionDescription:
         """Add a player that sent an offer (WHEP); our answer out.
 
         ``downstream``: the session is a downstream node pulling the stream, served the
-        same way but counted in ``downstreams``, not ``players``.
+        same way but counted in ``downstreams``, not ``players``. ``counted`` is called
+        at the moment the session starts to count in ``stats()`` (before negotiating).
         """
         lines = sdp.parse(offer_sdp)
         sdp.playable(lines, self._playable(stream_id).source.codecs)  # fail fast, before a turn
@@ -221,9 +227,8 @@ class MediaEngine:
         turn = await self._turn(stream_id, role)
         try:
             stream = self._playable(stream_id)  # it may have ended while we waited
-            session = self._player(
-                stream_id, stream, role, sdp.playable(lines, stream.source.codecs), turn
-            )
+            tracks = sdp.playable(lines, stream.source.codecs)
+            session = self._player(stream_id, stream, role, tracks, turn, counted)
         except BaseException:
             turn.done()
             raise
@@ -232,13 +237,16 @@ class MediaEngine:
         )
         return SessionDescription(session.id, answer)
 
-    async def offer_play(self, stream_id: str) -> SessionDescription:
-        """Add a player that expects our offer (Ant Media WebSocket play)."""
+    async def offer_play(
+        self, stream_id: str, counted: Callable[[], None] | None = None
+    ) -> SessionDescription:
+        """Add a player that expects our offer (Ant Media WebSocket play); ``counted`` as
+        in ``play``."""
         self._playable(stream_id)
         turn = await self._turn(stream_id, "player")
         try:
             stream = self._playable(stream_id)
-            session = self._player(stream_id, stream, "player", stream.source.codecs, turn)
+            session = self._player(stream_id, stream, "player", stream.source.codecs, turn, counted)
         except BaseException:
             turn.done()
             raise
@@ -399,6 +407,7 @@ class MediaEngine:
         role: PlayRole,
         tracks: tuple[codecs.TrackCodec, ...],
         turn: Turn,
+        counted: Callable[[], None] | None,
     ) -> PlaySession:
         session = PlaySession(
             _new_id(), stream_id, role, self._config, self._ended, stream.source, turn.done
@@ -406,6 +415,8 @@ class MediaEngine:
         session.send(tracks)
         stream.players[session.id] = session
         self._sessions[session.id] = session
+        if counted is not None:
+            counted()
         count = stream.count(role)
         logger.info(
             "%s %s joined %s (%s), %d %ss here",

@@ -76,11 +76,8 @@ def ticketed(request: Request, app: str, stream_id: str, kind: SessionKind) -> T
     if token is None:
         return None
     node = _node(request)
-    ticket = verify_ticket(node.settings.cluster_secret, token, node.settings.node_id, app,
-                           stream_id, kind)  # fmt: skip
-    if ticket.reserved:
-        node.router.arrived()
-    return ticket
+    return verify_ticket(node.settings.cluster_secret, token, node.settings.node_id, app,
+                         stream_id, kind)  # fmt: skip
 
 
 def _target_url(request: Request, target: NodeRecord, app: str, stream_id: str,
@@ -104,18 +101,17 @@ def _target_url(request: Request, target: NodeRecord, app: str, stream_id: str,
 
 async def route_post(
     request: Request, app: str, stream_id: str, kind: SessionKind
-) -> Response | None:
-    """A 307 to the node that should serve this (unticketed) POST, or None to serve it here."""
+) -> Response | bool:
+    """A 307 to the node that should serve this (unticketed) POST; else it is served here,
+    and the answer says whether room was reserved here for it."""
     node = _node(request)
     if not routing_on(node):
-        return None
+        return False
     decision = await node.router.decide(kind, StreamId(stream_id), client_of(request))
     if decision.outcome == "nowhere":
         raise NoRoom(f"no node has room for another {kind}; try again", _retry_after(node))
     if decision.outcome == "here":
-        if decision.reserved:
-            node.router.arrived()
-        return None
+        return decision.reserved
     assert decision.node is not None
     location = _target_url(request, decision.node, app, stream_id, kind, decision, True)
     return Response(

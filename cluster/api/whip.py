@@ -150,14 +150,19 @@ class StreamResource(HTTPEndpoint):
             client = request.client.host if request.client else ""
             await streams.authorize(app, stream_id, kind, _stream_token(request), client)
         if ticket is None:  # a ticketed request was decided already: never redirected again
-            redirect = await route_post(request, app, stream_id, kind)
-            if redirect is not None:
-                return redirect
-        offer = await _offer(request)
-        if direction == "whip":
-            answer = await streams.publish(app, stream_id, offer)
+            routed = await route_post(request, app, stream_id, kind)
+            if isinstance(routed, Response):
+                return routed
+            reserved = routed
         else:
-            answer = await streams.play(app, stream_id, offer)
+            reserved = ticket.reserved
+        node: Node = request.app.state.node
+        with node.router.arriving(reserved) as counted:
+            offer = await _offer(request)
+            if direction == "whip":
+                answer = await streams.publish(app, stream_id, offer)
+            else:
+                answer = await streams.play(app, stream_id, offer, counted)
         return _created(request, answer, f"/{app}/{direction}/{stream_id}")
 
     async def options(self, request: Request) -> Response:

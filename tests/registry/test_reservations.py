@@ -5,7 +5,11 @@ from __future__ import annotations
 import asyncio
 from dataclasses import replace
 
+from sqlalchemy import update
+
 from cluster.registry import Registry
+from cluster.registry.database import open_engine, transactional
+from cluster.registry.schema import node, reservation
 from cluster.types import NodeCapacity, NodeId, NodeLoad
 from tests.support.factories import node_info
 
@@ -71,3 +75,34 @@ async def test_a_burst_from_many_nodes_never_overfills(registry_url: str) -> Non
     finally:
         for client in clients:
             await client.close()
+
+
+async def test_reservations_waiting_on_a_heartbeat_see_the_players_it_recorded(
+    postgres_url: str,
+) -> None:
+    """A heartbeat moving four arrivals from reservations to players is still open while
+    routers reserve: once it commits they must count its players and its reservations
+    both, so one place is left, not five (PostgreSQL re-checks a waiting upsert against
+    the new reservation row, but would read the node's players from its old snapshot)."""
+    registry = await Registry.connect(postgres_url, pool_size=8)
+    engine = open_engine(postgres_url)
+    try:
+        info = replace(node_info("eu-1"), capacity=SMALL)
+        await registry.register(info)
+        for _ in range(4):
+            assert await registry.reserve(info.id, 60.0)
+        async with transactional(engine).begin() as beat:  # Registry.heartbeat, 4 arrivals
+            await beat.execute(update(node).where(node.c.id == info.id).values(players=4))
+            await beat.execute(
+                update(reservation).where(reservation.c.node_id == info.id).values(pending=0)
+            )
+            racing = [asyncio.create_task(registry.reserve(info.id, 60.0)) for _ in range(4)]
+            await asyncio.sleep(0.5)  # every router is waiting on the heartbeat's rows now
+        taken = await asyncio.gather(*racing)
+        assert sum(taken) == 1, taken
+        record = await registry.node(info.id)
+        assert record is not None
+        assert (record.load.players, record.reserved) == (4, 1)
+    finally:
+        await engine.dispose()
+        await registry.close()

@@ -23,21 +23,19 @@ CODECS = {"vp8": "video/VP8", "h264": "video/H264"}
 
 async def publish(
     url: str,
-    codec: str,
+    settings: VideoSettings,
     seconds: float | None,
     token: str | None,
     candidates: tuple[str, ...],
-    keyframe_interval_s: float,
     verify: ssl.SSLContext | bool = True,
 ) -> None:
-    video = SyntheticVideoTrack(
-        VideoSettings(mime_type=CODECS[codec], keyframe_interval_s=keyframe_interval_s)
-    )
+    video = SyntheticVideoTrack(settings)
     publisher = Publisher([video, SyntheticAudioTrack()], candidate_addresses=candidates)
     client = WhipClient(url, token, verify=verify)
     try:
         await publisher.start(client.exchange)
-        print(f"publishing {codec} 640x360 30 fps to {client.location}", flush=True)
+        picture = f"{settings.width}x{settings.height} {settings.fps} fps"
+        print(f"publishing {settings.mime_type} {picture} to {client.location}", flush=True)
         started = time.monotonic()
         while seconds is None or time.monotonic() - started < seconds:
             await asyncio.sleep(1.0)

@@ -26,10 +26,23 @@ from cluster.registry.migrate import migrate
 from cluster.server import run_node
 from cluster.settings import Settings, load_settings
 from cluster.tls import refusal, registry_ssl, tls_failure
+from media.contrib.synthetic import VideoSettings
 
 logger = logging.getLogger("tierstream")
 
 DEFAULT_CONFIG = Path("conf/red5.properties")
+
+
+def _picture_size(text: str) -> tuple[int, int]:
+    """``WIDTHxHEIGHT``, even numbers from 16 to 1920 (what the encoders take)."""
+    width, _, height = text.lower().partition("x")
+    try:
+        size = (int(width), int(height))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not WIDTHxHEIGHT, e.g. 320x180") from None
+    if not all(16 <= side <= 1920 and side % 2 == 0 for side in size):
+        raise argparse.ArgumentTypeError(f"{text!r}: each side an even number from 16 to 1920")
+    return size
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -59,6 +72,8 @@ def _parser() -> argparse.ArgumentParser:
     publish.add_argument("--whip", required=True, help="e.g. http://127.0.0.1:5080/LiveApp/whip/s1")
     publish.add_argument("--codec", choices=sorted(client_commands.CODECS), default="vp8")
     publish.add_argument("--keyframe-interval", type=float, default=2.0, help="seconds")
+    publish.add_argument("--size", type=_picture_size, default=(640, 360), help="WIDTHxHEIGHT")
+    publish.add_argument("--fps", type=int, choices=range(1, 61), default=30, metavar="1-60")
     play = commands.add_parser("play", help="play a stream over WHEP and print what arrives")
     play.add_argument("--whep", required=True, help="e.g. http://127.0.0.1:5080/LiveApp/whep/s1")
     for command in (publish, play):
@@ -152,15 +167,14 @@ def main(argv: list[str] | None = None) -> None:
             candidates = tuple(args.candidate or ("127.0.0.1",))
             verify = _verify(args.ca)
             if args.command == "publish":
+                width, height = args.size
+                video = VideoSettings(
+                    mime_type=client_commands.CODECS[args.codec],
+                    keyframe_interval_s=args.keyframe_interval,
+                ).scaled(width, height, args.fps)
                 asyncio.run(
                     client_commands.publish(
-                        args.whip,
-                        args.codec,
-                        args.seconds,
-                        args.token,
-                        candidates,
-                        args.keyframe_interval,
-                        verify,
+                        args.whip, video, args.seconds, args.token, candidates, verify
                     )
                 )
             else:

@@ -16,7 +16,7 @@ import math
 import struct
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, cast
 
 import av
@@ -40,6 +40,14 @@ class VideoSettings:
     fps: int = 30
     bitrate: int = 1_000_000
     keyframe_interval_s: float = 2.0
+
+    def scaled(self, width: int, height: int, fps: int) -> VideoSettings:
+        """Another picture size and rate, the bitrate scaled with the pixels per second
+        (a small picture lets one process receive a stream many times over)."""
+        share = width * height * fps / (self.width * self.height * self.fps)
+        return replace(
+            self, width=width, height=height, fps=fps, bitrate=round(self.bitrate * share)
+        )
 
 
 class SyntheticVideoTrack(MediaStreamTrack):

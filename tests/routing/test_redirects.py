@@ -8,7 +8,6 @@ redirects. The client's city is chosen with a trusted ``X-Forwarded-For``.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -18,7 +17,15 @@ import pytest
 
 from tests.support.nodes import NodeProcess, running
 from tests.support.peers import Peers
-from tests.support.regions import CHANGCHUN, LONDON, MILTON, forwarded, region_node
+from tests.support.regions import (
+    CHANGCHUN,
+    LONDON,
+    MILTON,
+    forwarded,
+    region_node,
+    wait_for_stream,
+    wait_for_view,
+)
 
 OFFER_HEADERS = {"Content-Type": "application/sdp", "Origin": "http://127.0.0.1:1"}
 """A browser's POST: the Origin makes the answer carry CORS headers."""
@@ -43,17 +50,6 @@ def nodes(
         for node in started.values():
             wait_for_view(node, len(started))
         yield started
-
-
-def wait_for_view(node: NodeProcess, count: int, timeout_s: float = 15.0) -> None:
-    """Until the node's cluster view lists ``count`` serving nodes."""
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        regions = node.get("/rest/v2/cluster/regions").json()
-        if sum(r["serving"] for r in regions) >= count:
-            return
-        time.sleep(0.2)
-    raise TimeoutError(f"{node.name} does not see {count} nodes: {regions}")
 
 
 def post(node: NodeProcess, path: str, client: str | None = None, **headers: str) -> httpx.Response:
@@ -167,17 +163,6 @@ async def test_publish_and_play_follow_the_redirects_and_play(
     assert playing.client.location.startswith(nodes["us-1"].url + "/LiveApp/whep/travels/")
     report = await playing.frames(20)
     assert report.keyframes >= 1
-
-
-def wait_for_stream(node: NodeProcess, stream: str, timeout_s: float = 10.0) -> None:
-    """Until the registry has the stream, and a heartbeat more so every node's view has it."""
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        if node.get(f"/LiveApp/rest/v2/broadcasts/{stream}").status_code == 200:
-            time.sleep(1.0)
-            return
-        time.sleep(0.2)
-    raise TimeoutError(f"{stream} is not known to {node.name}")
 
 
 def test_regions_report_capacity_and_use(nodes: dict[str, NodeProcess]) -> None:

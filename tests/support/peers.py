@@ -16,7 +16,7 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,12 +63,14 @@ class Peers:
         keyframe_interval_s: float = 1.0,
         headers: dict[str, str] | None = None,
         verify: ssl.SSLContext | bool = True,
+        size: tuple[int, int, int] | None = None,
     ) -> Published:
+        """``size``: (width, height, fps) instead of 640x360 at 30 fps (``scaled``)."""
         sent: list[bytes] = []
-        video = SyntheticVideoTrack(
-            VideoSettings(mime_type=mime_type, keyframe_interval_s=keyframe_interval_s),
-            on_frame=sent.append,
-        )
+        settings = VideoSettings(mime_type=mime_type, keyframe_interval_s=keyframe_interval_s)
+        if size is not None:
+            settings = settings.scaled(*size)
+        video = SyntheticVideoTrack(settings, on_frame=sent.append)
         publisher = Publisher([video, SyntheticAudioTrack()])
         client = WhipClient(url, headers=headers, verify=verify)
         self._opened += [publisher, client]
@@ -81,9 +83,13 @@ class Peers:
         keep_frames: bool = False,
         headers: dict[str, str] | None = None,
         verify: ssl.SSLContext | bool = True,
+        kinds: Sequence[str] = ("video", "audio"),
+        timeout_s: float = 10.0,
     ) -> Playing:
-        player = Player(keep_frames=keep_frames)
-        client = WhipClient(url, headers=headers, verify=verify)
+        """``timeout_s``: per HTTP phase; the answer to a cold node's first play waits for
+        its pull, up to the node's own 10 s bound."""
+        player = Player(kinds, keep_frames=keep_frames)
+        client = WhipClient(url, headers=headers, timeout=timeout_s, verify=verify)
         self._opened += [player, client]
         await player.play(client.exchange)
         return Playing(player, client)
@@ -100,9 +106,11 @@ class PublisherProcess:
     fails or closes, so ``connected`` is whether it still runs.
     """
 
-    def __init__(self, whip_url: str, output: Path) -> None:
+    def __init__(self, whip_url: str, output: Path, arguments: Sequence[str] = ()) -> None:
+        """``arguments``: more of ``tierstream publish``'s, e.g. ``--size 160x96 --fps 15``."""
         self.whip_url = whip_url
         self.output = output
+        self._arguments = tuple(arguments)
         self.process: subprocess.Popen[bytes] | None = None
         self.location = ""
 
@@ -111,7 +119,15 @@ class PublisherProcess:
         machine takes seconds to import aiortc, as for a node (``NodeProcess.start``)."""
         with self.output.open("wb") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "cluster", "publish", "--whip", self.whip_url],
+                [
+                    sys.executable,
+                    "-m",
+                    "cluster",
+                    "publish",
+                    "--whip",
+                    self.whip_url,
+                    *self._arguments,
+                ],
                 cwd=REPO,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -144,6 +160,13 @@ class PublisherProcess:
         try:
             process.wait(timeout_s)
         except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+
+    def kill(self) -> None:
+        """SIGKILL by PID: the publisher vanishes without a word."""
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
             process.kill()
             process.wait(5)
 

@@ -7,6 +7,7 @@ test picks the client's city by the header: London, Milton (US) or Changchun.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from tests.support import REPO
@@ -45,3 +46,25 @@ def region_node(
 
 def forwarded(client: str) -> dict[str, str]:
     return {"X-Forwarded-For": client}
+
+
+def wait_for_view(node: NodeProcess, count: int, timeout_s: float = 15.0) -> None:
+    """Until the node's cluster view lists ``count`` serving nodes."""
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        regions = node.get("/rest/v2/cluster/regions").json()
+        if sum(r["serving"] for r in regions) >= count:
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"{node.name} does not see {count} nodes: {regions}")
+
+
+def wait_for_stream(node: NodeProcess, stream: str, timeout_s: float = 10.0) -> None:
+    """Until the registry has the stream, and a heartbeat more so every node's view has it."""
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        if node.get(f"/LiveApp/rest/v2/broadcasts/{stream}").status_code == 200:
+            time.sleep(1.0)
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"{stream} is not known to {node.name}")

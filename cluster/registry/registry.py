@@ -246,51 +246,43 @@ class Registry:
         )
         doing = f"record a heartbeat of {node_id}"
         async with self._connection(doing, self._transactions) as connection:
-            known = (await connection.execute(statement)).rowcount == 1
-            await connection.execute(settle)
-        return known
+            await connection.execute(settle)  # the reservation row first, as ``reserve`` locks
+            return (await connection.execute(statement)).rowcount == 1
 
     async def reserve(self, node_id: NodeId, lease_s: float) -> bool:
         """Keep room on the node for one routed client, if it has room counting reservations.
 
-        One statement: it reads the node's players under a share lock on its row,
-        then takes a place in the node's reservation row if players + reservations
-        leave one. The lock is what makes it exact. A heartbeat moves arrivals from
-        reservations to players in one transaction, and PostgreSQL re-checks an
-        ``ON CONFLICT DO UPDATE ... WHERE`` that waited for that transaction on the
-        reservation row's new version, but reads other rows (the node's players)
-        from the statement's older snapshot: the arrivals would be counted nowhere
-        and a burst would overfill the node. A locking read instead waits for the
-        heartbeat to commit and returns the node row as committed. Heartbeats lock
-        the node row before the reservation row, as this does, so the two never
-        deadlock; each lock lasts one statement. Concurrent routers queue on the
-        reservation row, so they cannot both take the last place; SQLite runs
-        writers one at a time. Reservations lapse together ``lease_s`` after the latest.
+        One statement, so concurrent routers on different nodes cannot both take the
+        last place: a node's reservations are one row, and PostgreSQL re-checks the
+        ``WHERE`` of ``ON CONFLICT DO UPDATE`` against the row it locked (SQLite runs
+        writers one at a time). That re-check reads the node's players with a share
+        lock, not from the statement's snapshot: a heartbeat moves arrivals from the
+        reservation row to the node row in one transaction, and a router that waited
+        for it would otherwise see the new reservations with the old players, count
+        the arrivals nowhere and overfill the node in a burst. Both take the
+        reservation row first and the node row second, so they never deadlock, and
+        a heartbeat waits for no router that is still queueing. Reservations lapse
+        together ``lease_s`` after the latest.
         """
-        locked = (
-            select(node.c.id, node.c.players, node.c.max_players)
+        players = (
+            select(node.c.players)
             .where(node.c.id == node_id)
             .with_for_update(read=True)
-            .cte("locked")
+            .scalar_subquery()
         )
-        players = select(locked.c.players).scalar_subquery()
-        limit = select(locked.c.max_players).scalar_subquery()
-        first = select(locked.c.id, literal(1), db_now(lease_s)).where(
-            locked.c.players + 1 <= locked.c.max_players
+        limit = select(node.c.max_players).where(node.c.id == node_id).scalar_subquery()
+        first = select(node.c.id, literal(1), db_now(lease_s)).where(
+            node.c.id == node_id, node.c.players + 1 <= node.c.max_players
         )
         inserting = self._insert(reservation).from_select(
             ["node_id", "pending", "expires_at"], first
         )
         pending = self._pending()
-        statement = (
-            inserting.on_conflict_do_update(
-                index_elements=[reservation.c.node_id],
-                set_={"pending": pending + 1, "expires_at": inserting.excluded.expires_at},
-                where=players + pending + 1 <= limit,
-            )
-            .returning(reservation.c.pending)
-            .add_cte(locked)
-        )
+        statement = inserting.on_conflict_do_update(
+            index_elements=[reservation.c.node_id],
+            set_={"pending": pending + 1, "expires_at": inserting.excluded.expires_at},
+            where=players + pending + 1 <= limit,
+        ).returning(reservation.c.pending)
         return bool(await self._rows(f"reserve room on {node_id}", statement))
 
     @staticmethod

@@ -92,10 +92,10 @@ async def test_reservations_waiting_on_a_heartbeat_see_the_players_it_recorded(
         for _ in range(4):
             assert await registry.reserve(info.id, 60.0)
         async with transactional(engine).begin() as beat:  # Registry.heartbeat, 4 arrivals
-            await beat.execute(update(node).where(node.c.id == info.id).values(players=4))
             await beat.execute(
                 update(reservation).where(reservation.c.node_id == info.id).values(pending=0)
             )
+            await beat.execute(update(node).where(node.c.id == info.id).values(players=4))
             racing = [asyncio.create_task(registry.reserve(info.id, 60.0)) for _ in range(4)]
             await asyncio.sleep(0.5)  # every router is waiting on the heartbeat's rows now
         taken = await asyncio.gather(*racing)

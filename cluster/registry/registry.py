@@ -30,7 +30,6 @@ from sqlalchemy import (
     delete,
     false,
     func,
-    literal,
     or_,
     select,
     update,
@@ -53,7 +52,6 @@ from cluster.registry.schema import (
     db_now,
     node,
     pull,
-    reservation,
     secondary_origin,
     secondary_origin_history,
     stream,
@@ -228,73 +226,43 @@ class Registry:
         """Record that the node is alive, its load and its group (a region change shows here).
 
         ``arrived``: clients that came with a reservation since the last beat; ``load``
-        counts them now, so the same transaction takes them off the node's reservations.
+        counts them now, so the same statement takes them off the node's reservations.
         False when the node's row is gone (deregistered): the caller registers again.
         """
-        statement = (
-            update(node)
-            .where(node.c.id == node_id)
-            .values(node_group=node_group, heartbeat_at=db_now(), **load_values(load))
-        )
-        if not arrived:
-            return await self._changed(f"record a heartbeat of {node_id}", statement)
-        held = reservation.c.pending
-        settle = (
-            update(reservation)
-            .where(reservation.c.node_id == node_id)
-            .values(pending=case((held > arrived, held - arrived), else_=0))
-        )
-        doing = f"record a heartbeat of {node_id}"
-        async with self._connection(doing, self._transactions) as connection:
-            await connection.execute(settle)  # the reservation row first, as ``reserve`` locks
-            return (await connection.execute(statement)).rowcount == 1
+        values: dict[str, Any] = {"node_group": node_group, "heartbeat_at": db_now()}
+        if arrived:
+            held = self._pending()
+            values["pending"] = case((held > arrived, held - arrived), else_=0)
+        statement = update(node).where(node.c.id == node_id).values(**values, **load_values(load))
+        return await self._changed(f"record a heartbeat of {node_id}", statement)
 
     async def reserve(self, node_id: NodeId, lease_s: float) -> bool:
         """Keep room on the node for one routed client, if it has room counting reservations.
 
-        One statement, so concurrent routers on different nodes cannot both take the
-        last place: a node's reservations are one row, and PostgreSQL re-checks the
-        ``WHERE`` of ``ON CONFLICT DO UPDATE`` against the row it locked (SQLite runs
-        writers one at a time). That re-check reads the node's players with a share
-        lock, not from the statement's snapshot: a heartbeat moves arrivals from the
-        reservation row to the node row in one transaction, and a router that waited
-        for it would otherwise see the new reservations with the old players, count
-        the arrivals nowhere and overfill the node in a burst. Both take the
-        reservation row first and the node row second, so they never deadlock, and
-        a heartbeat waits for no router that is still queueing. Reservations lapse
+        One statement on the node's row, where its players and its reservations both
+        are: concurrent routers on different nodes cannot both take the last place,
+        because PostgreSQL re-checks the ``WHERE`` of an ``UPDATE`` that waited on the
+        row against the row's new version (SQLite runs writers one at a time). So a
+        router that waited for a heartbeat moving arrivals from reservations to
+        players sees both moved, never one without the other. Reservations lapse
         together ``lease_s`` after the latest.
         """
-        players = (
-            select(node.c.players)
-            .where(node.c.id == node_id)
-            .with_for_update(read=True)
-            .scalar_subquery()
+        held = self._pending()
+        statement = (
+            update(node)
+            .where(node.c.id == node_id, node.c.players + held + 1 <= node.c.max_players)
+            .values(pending=held + 1, pending_until=db_now(lease_s))
         )
-        limit = select(node.c.max_players).where(node.c.id == node_id).scalar_subquery()
-        first = select(node.c.id, literal(1), db_now(lease_s)).where(
-            node.c.id == node_id, node.c.players + 1 <= node.c.max_players
-        )
-        inserting = self._insert(reservation).from_select(
-            ["node_id", "pending", "expires_at"], first
-        )
-        pending = self._pending()
-        statement = inserting.on_conflict_do_update(
-            index_elements=[reservation.c.node_id],
-            set_={"pending": pending + 1, "expires_at": inserting.excluded.expires_at},
-            where=players + pending + 1 <= limit,
-        ).returning(reservation.c.pending)
-        return bool(await self._rows(f"reserve room on {node_id}", statement))
+        return await self._changed(f"reserve room on {node_id}", statement)
 
     @staticmethod
     def _pending() -> ColumnElement[int]:
         """A node's reservations that have not lapsed."""
-        return case((reservation.c.expires_at > db_now(), reservation.c.pending), else_=0)
+        return case((node.c.pending_until > db_now(), node.c.pending), else_=0)
 
     def _nodes(self) -> Select[Any]:
         """Node rows with their unexpired reservations as ``reserved``."""
-        return select(node, self._pending().label("reserved")).outerjoin(
-            reservation, reservation.c.node_id == node.c.id
-        )
+        return select(node, self._pending().label("reserved"))
 
     async def drain(self, node_id: NodeId) -> None:
         """Mark the node draining: it keeps its work but takes no new work."""
@@ -306,7 +274,7 @@ class Registry:
         await self._changed(f"deregister node {node_id}", delete(node).where(node.c.id == node_id))
 
     async def forget_dead_nodes(self, dead_for_s: float) -> list[NodeId]:
-        """Delete nodes silent for over ``dead_for_s``, with their pull edges and reservations.
+        """Delete nodes silent for over ``dead_for_s``, with their pull edges (and reservations).
 
         A killed node that is never started again would otherwise leave its pull rows
         (and the players they report) in every relay tree it was part of, for as long as
@@ -325,7 +293,6 @@ class Registry:
             ]
             if gone:
                 await connection.execute(delete(pull).where(pull.c.downstream.in_(gone)))
-                await connection.execute(delete(reservation).where(reservation.c.node_id.in_(gone)))
         if gone:
             logger.info(
                 "forgot %s: no heartbeat for over %.1f s", ", ".join(sorted(gone)), dead_for_s

@@ -127,9 +127,16 @@ node = Table(
     Column("heartbeat_at", RegistryTime, nullable=False),
     Column("registered_at", RegistryTime, nullable=False),
     Column("cpu_limit", Integer, nullable=False, server_default="100"),
+    Column("pending", Integer, nullable=False, server_default="0"),
+    Column("pending_until", RegistryTime, nullable=True),
     CheckConstraint("state IN ('serving', 'draining')", name="node_state"),
     Index("node_heartbeat_at", "heartbeat_at"),
 )
+"""``pending``: clients routed to the node that its heartbeat does not count yet; they
+lapse together at ``pending_until`` (a new reservation pushes it out), and the node's
+heartbeat subtracts those that arrived. On the node's row, next to ``players``, so a
+router's check of players + reservations and a heartbeat moving arrivals from one to
+the other are each one statement on one row."""
 
 stream = Table(
     "stream",
@@ -204,13 +211,3 @@ stream_token = Table(
     CheckConstraint("type IN ('publish', 'play')", name="stream_token_type"),
     Index("stream_token_expires_at", "expires_at"),
 )
-reservation = Table(
-    "reservation",
-    metadata,
-    Column("node_id", Text, primary_key=True),
-    Column("pending", Integer, nullable=False),
-    Column("expires_at", RegistryTime, nullable=False),
-)
-"""Clients routed to a node that its heartbeat does not count yet; they lapse together at
-``expires_at`` (a new reservation pushes it out), and the node's heartbeat subtracts those
-that arrived."""

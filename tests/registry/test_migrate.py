@@ -31,12 +31,11 @@ TABLES = {
     "node",
     "pull",
     "regional_origin",
-    "reservation",
     "secondary_origin_history",
     "stream",
     "stream_token",
 }
-HEAD = "0006"
+HEAD = "0007"
 
 
 def _same_time_type(

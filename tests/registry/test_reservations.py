@@ -9,7 +9,7 @@ from sqlalchemy import update
 
 from cluster.registry import Registry
 from cluster.registry.database import open_engine, transactional
-from cluster.registry.schema import node, reservation
+from cluster.registry.schema import node
 from cluster.types import NodeCapacity, NodeId, NodeLoad
 from tests.support.factories import node_info
 
@@ -82,8 +82,8 @@ async def test_reservations_waiting_on_a_heartbeat_see_the_players_it_recorded(
 ) -> None:
     """A heartbeat moving four arrivals from reservations to players is still open while
     routers reserve: once it commits they must count its players and its reservations
-    both, so one place is left, not five (PostgreSQL re-checks a waiting upsert against
-    the new reservation row, but would read the node's players from its old snapshot)."""
+    both, so one place is left, not five (with the two in different rows, PostgreSQL's
+    re-check of a waiting router saw the new reservations but its snapshot's players)."""
     registry = await Registry.connect(postgres_url, pool_size=8)
     engine = open_engine(postgres_url)
     try:
@@ -93,11 +93,11 @@ async def test_reservations_waiting_on_a_heartbeat_see_the_players_it_recorded(
             assert await registry.reserve(info.id, 60.0)
         async with transactional(engine).begin() as beat:  # Registry.heartbeat, 4 arrivals
             await beat.execute(
-                update(reservation).where(reservation.c.node_id == info.id).values(pending=0)
+                update(node).where(node.c.id == info.id).values(players=4, pending=0)
             )
-            await beat.execute(update(node).where(node.c.id == info.id).values(players=4))
             racing = [asyncio.create_task(registry.reserve(info.id, 60.0)) for _ in range(4)]
-            await asyncio.sleep(0.5)  # every router is waiting on the heartbeat's rows now
+            await asyncio.sleep(0.5)  # every router is waiting on the heartbeat's row now
+            assert not any(task.done() for task in racing)
         taken = await asyncio.gather(*racing)
         assert sum(taken) == 1, taken
         record = await registry.node(info.id)

@@ -38,17 +38,14 @@ from pathlib import Path
 # Run as a script: the repository root goes on sys.path before our own imports.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.processes import START_TIMEOUT_S, private_cluster
 from cluster.registry import Registry
-from cluster.registry.migrate import migrate
 from cluster.streams.whip_client import SignallingFailed
 from cluster.types import StreamId
-from tests.support.nodes import NodeProcess, start_all
+from tests.support.nodes import NodeProcess
 from tests.support.peers import Peers, Playing
-from tests.support.postgres import PostgresServer
 
 TIME_LIMIT_S = 600.0
-START_TIMEOUT_S = 120.0
-"""Node start-ups get this long: on a machine loaded by other work, imports alone take seconds."""
 SETTLE_TIMEOUT_S = 60.0
 """How long a player may take to get its first frames before a measurement (a loaded machine's
 publisher can fall to a few frames per second)."""
@@ -106,17 +103,8 @@ async def _cold_again(registry: Registry, node: str) -> None:
 
 
 async def _run(rounds: int, seconds: float, workdir: Path) -> str:
-    server = PostgresServer()
-    server.start()
-    nodes: dict[str, NodeProcess] = {}
-    try:
-        url = await server.create_database("bench_cluster")
-        await migrate(url)
-        nodes = {
-            name: NodeProcess(workdir, name, name.split("-")[0], url, **IDLE_FAST)
-            for name in ("eu-1", "us-1", "us-2", "ap-1")
-        }
-        start_all(list(nodes.values()), START_TIMEOUT_S)
+    names = ("eu-1", "us-1", "us-2", "ap-1")
+    async with private_cluster(workdir, "bench_cluster", names, **IDLE_FAST) as (url, nodes):
         registry = await Registry.connect(url)
         peers = Peers()
         try:
@@ -124,10 +112,6 @@ async def _run(rounds: int, seconds: float, workdir: Path) -> str:
         finally:
             await peers.close()
             await registry.close()
-    finally:
-        for node in nodes.values():
-            node.kill()
-        server.stop()
 
 
 async def _measure(

@@ -27,6 +27,7 @@ from cluster.routing.geoip import GeoIp, IpAddress
 from cluster.routing.selector import Ask, RegionAwareSelector, RoutingTable
 from cluster.routing.view import ClusterView
 from cluster.settings import Settings
+from cluster.tokens import SpentTickets
 from cluster.types import (
     ClusterSnapshot,
     Location,
@@ -90,6 +91,8 @@ class Router:
         self._pending: collections.Counter[NodeId] = collections.Counter()
         """Clients this node reserved room for since the view it decides from was read."""
         self._arrived = 0
+        self.tickets = SpentTickets()
+        """The redirect tickets this node honoured: each opens one session."""
 
     @classmethod
     def open(

@@ -11,13 +11,15 @@ is refused, whoever signed it, and so is one whose issuer is not a node name.
 A redirect ticket (``aud: tierstream-ticket``) rides in the ``Location`` of a
 307: it names the node it sends the client to, the app, stream and kind, and
 whether the access checks and a reservation were done, so the target serves the
-request as decided and never redirects it again. Each kind of token opens only
-its own door: the audiences differ, and a stream token has none.
+request as decided and never redirects it again. A ticket opens one session:
+its target remembers it (``SpentTickets``) until it expires. Each kind of token
+opens only its own door: the audiences differ, and a stream token has none.
 """
 
 from __future__ import annotations
 
 import re
+import secrets
 import time
 from dataclasses import dataclass
 
@@ -147,21 +149,55 @@ def sign_ticket(secret: str, ticket: Ticket) -> str:
         "iss": ticket.decided_by, "aud": TICKET_AUDIENCE, "node": ticket.target,
         "app": ticket.app, "sub": ticket.stream_id, "typ": ticket.kind,
         "acc": ticket.access_checked, "res": ticket.reserved,
-        "iat": now, "exp": now + TICKET_LIFETIME_S,
+        "iat": now, "exp": now + TICKET_LIFETIME_S, "jti": secrets.token_urlsafe(12),
     }  # fmt: skip
     return jwt.encode(claims, secret, algorithm="HS256")
 
 
+class SpentTickets:
+    """The redirect tickets this node honoured, each until it expires.
+
+    A ticket used twice would open a second session past the access checks its
+    deciding node ran once (a one-time token's second use), and its second
+    arrival would settle a reservation another client holds. Tickets name their
+    target, so the target's own memory is the whole record: one entry per
+    ticket, kept no longer than its lifetime (and the clock leeway).
+    """
+
+    def __init__(self) -> None:
+        self._until: dict[str, float] = {}
+        """Ticket id -> when it can be forgotten; in signing order, so the oldest come first."""
+
+    def spend(self, ticket_id: str, expires_at: float) -> None:
+        """Record a ticket's use; ``Forbidden`` if it was used already."""
+        now = time.time()
+        while self._until and next(iter(self._until.values())) < now:
+            del self._until[next(iter(self._until))]
+        if ticket_id in self._until:
+            raise Forbidden("the redirect ticket was used already; start again at any node")
+        self._until[ticket_id] = expires_at + LEEWAY_S
+
+    def __len__(self) -> int:
+        return len(self._until)
+
+
 def verify_ticket(
-    secret: str, token: str, me: NodeId, app: str, stream_id: str, kind: SessionKind
+    secret: str,
+    token: str,
+    me: NodeId,
+    app: str,
+    stream_id: str,
+    kind: SessionKind,
+    spent: SpentTickets,
 ) -> Ticket:
-    """The ticket, if it is genuine, unexpired, for this node and for exactly this request."""
+    """The ticket, if it is genuine, unexpired, for this node and for exactly this request,
+    and not used before (it is ``spent`` from now on)."""
     if not secret:
         raise Forbidden("cluster.secret is not set: this node honours no redirect tickets")
     try:
         claims = jwt.decode(
             token, secret, algorithms=["HS256"], audience=TICKET_AUDIENCE, leeway=LEEWAY_S,
-            options={"require": ["exp", "iss", "sub", "aud", "node", "typ", "app"]},
+            options={"require": ["exp", "iss", "sub", "aud", "node", "typ", "app", "jti"]},
         )  # fmt: skip
     except jwt.ExpiredSignatureError:
         raise Unauthorized("the redirect ticket has expired; start again at any node") from None
@@ -173,6 +209,7 @@ def verify_ticket(
         raise Forbidden(
             f"the redirect ticket is for {claims['typ']} of {claims['app']}/{claims['sub']}"
         )
+    spent.spend(str(claims["jti"]), float(claims["exp"]))
     return Ticket(
         decided_by=NodeId(str(claims["iss"])),
         target=me,

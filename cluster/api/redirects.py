@@ -77,7 +77,7 @@ def ticketed(request: Request, app: str, stream_id: str, kind: SessionKind) -> T
         return None
     node = _node(request)
     return verify_ticket(node.settings.cluster_secret, token, node.settings.node_id, app,
-                         stream_id, kind)  # fmt: skip
+                         stream_id, kind, node.router.tickets)  # fmt: skip
 
 
 def _target_url(request: Request, target: NodeRecord, app: str, stream_id: str,

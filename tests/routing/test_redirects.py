@@ -93,6 +93,9 @@ def test_a_ticketed_request_is_never_redirected_again(nodes: dict[str, NodeProce
     elsewhere = post(nodes["us-1"], f"/LiveApp/whip/no-loop?ticket={ticket}", LONDON)
     assert elsewhere.status_code == 403
     assert "for node eu-1" in elsewhere.json()["message"]
+    reused = post(nodes["eu-1"], f"/LiveApp/whip/no-loop?ticket={ticket}", LONDON)
+    assert reused.status_code == 403  # a ticket opens one session: no second pass of its checks
+    assert "used already" in reused.json()["message"]
 
 
 def test_a_forged_ticket_is_refused(nodes: dict[str, NodeProcess]) -> None:

@@ -70,12 +70,13 @@ def _retry_after(node: Node) -> int:
     return max(1, math.ceil(2 * node.settings.heartbeat_interval_s))
 
 
-def ticketed(request: Request, app: str, stream_id: str, kind: SessionKind) -> Ticket | None:
-    """The request's ticket, verified (401/403 for a forged, expired or misdirected one)."""
-    token = request.query_params.get("ticket")
+def ticketed(
+    node: Node, token: str | None, app: str, stream_id: str, kind: SessionKind
+) -> Ticket | None:
+    """A request's ``ticket``, verified and spent (401/403 for a forged, expired, misdirected
+    or used one); None without one."""
     if token is None:
         return None
-    node = _node(request)
     return verify_ticket(node.settings.cluster_secret, token, node.settings.node_id, app,
                          stream_id, kind, node.router.tickets)  # fmt: skip
 
@@ -83,7 +84,15 @@ def ticketed(request: Request, app: str, stream_id: str, kind: SessionKind) -> T
 def _target_url(request: Request, target: NodeRecord, app: str, stream_id: str,
                 kind: SessionKind, decision: Decision, keep_query: bool) -> str:  # fmt: skip
     """The target's endpoint with a ticket; ``keep_query`` carries the client's own query on."""
-    node = _node(request)
+    kept = request.query_params.multi_items() if keep_query else []
+    query = [(k, v) for k, v in kept if k != "ticket"]
+    query.append(("ticket", _ticket(_node(request), target, app, stream_id, kind, decision)))
+    return f"{target.public_url}/{app}/{PATHS[kind]}/{stream_id}?{urlencode(query)}"
+
+
+def _ticket(node: Node, target: NodeRecord, app: str, stream_id: str, kind: SessionKind,
+            decision: Decision) -> str:  # fmt: skip
+    """A signed ticket for what this node decided: ``target`` serves ``kind`` of the stream."""
     ticket = Ticket(
         decided_by=node.settings.node_id,
         target=target.id,
@@ -93,10 +102,7 @@ def _target_url(request: Request, target: NodeRecord, app: str, stream_id: str,
         access_checked=True,
         reserved=decision.reserved,
     )
-    kept = request.query_params.multi_items() if keep_query else []
-    query = [(k, v) for k, v in kept if k != "ticket"]
-    query.append(("ticket", sign_ticket(node.settings.cluster_secret, ticket)))
-    return f"{target.public_url}/{app}/{PATHS[kind]}/{stream_id}?{urlencode(query)}"
+    return sign_ticket(node.settings.cluster_secret, ticket)
 
 
 async def route_post(
@@ -164,10 +170,12 @@ async def route(request: Request) -> JSONResponse:
     target = decision.node
     public_url = target.public_url if target is not None else node.settings.public_url
     endpoint = f"{public_url}/{app}/{PATHS[kind]}/{stream_id}"
-    if target is not None and decision.reserved:
-        endpoint = _target_url(request, target, app, stream_id, kind, decision, False)
     parts = urlsplit(public_url)
     websocket = ("wss" if parts.scheme == "https" else "ws") + f"://{parts.netloc}/{app}/websocket"
+    if target is not None and decision.reserved:
+        endpoint = _target_url(request, target, app, stream_id, kind, decision, False)
+        ticket = _ticket(node, target, app, stream_id, kind, decision)
+        websocket += "?" + urlencode({"ticket": ticket})  # its first publish or play spends it
     return JSONResponse(
         {
             "fqdn": parts.hostname,

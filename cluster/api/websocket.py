@@ -39,6 +39,7 @@ from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from cluster.api import antmedia_messages as msg
+from cluster.api.redirects import ticketed
 from cluster.api.rest import broadcast_json
 from cluster.errors import (
     BadRequest,
@@ -53,7 +54,7 @@ from cluster.errors import (
     UpstreamTimeout,
 )
 from cluster.node import Node
-from cluster.types import StreamId, parse_app_name, parse_stream_id
+from cluster.types import SessionKind, StreamId, parse_app_name, parse_stream_id
 from media.errors import (
     BadSdp,
     CodecMismatch,
@@ -87,6 +88,8 @@ class _Entry:
     role: Role
     session_id: str | None = None
     started: bool = False
+    reserved: bool = False
+    """A router reserved room here for this publish or play (the socket's ticket says so)."""
 
 
 class _Throttle:
@@ -128,6 +131,8 @@ class Connection:
         self._outgoing: asyncio.Queue[str | None] = asyncio.Queue(SEND_QUEUE)
         self._throttle = _Throttle()
         self._client = websocket.client.host if websocket.client else ""
+        self._ticket = websocket.query_params.get("ticket")
+        """From a ``/route`` answer's ``websocket_url``: spent by the first publish or play."""
         self._closing: tuple[int, str] | None = None
         self._waits: set[asyncio.Task[None]] = set()
         """Plays waiting for their connection before ``play_started``."""
@@ -228,19 +233,29 @@ class Connection:
 
     # publish and play
 
-    def _claim(self, stream_id: str, role: Role) -> None:
+    def _claim(self, stream_id: str, role: Role) -> _Entry:
         entry = self._entries.get(stream_id)
         if entry is not None:
             raise _AlreadyDoing(entry.role)
         if len(self._entries) >= MAX_STREAMS:
             raise _TooManyStreams(f"one connection publishes and plays at most {MAX_STREAMS}")
-        self._entries[stream_id] = _Entry(role)
+        entry = self._entries[stream_id] = _Entry(role)
+        return entry
+
+    async def _admit(self, stream_id: str, kind: SessionKind, token: str) -> bool:
+        """Run the stream's access checks unless the socket's ticket says they were run;
+        True when the ticket reserved room here."""
+        ticket_token, self._ticket = self._ticket, None
+        ticket = ticketed(self._node, ticket_token, self._app, stream_id, kind)
+        if ticket is None or not ticket.access_checked:
+            await self._streams.authorize(self._app, stream_id, kind, token, self._client)
+        return ticket is not None and ticket.reserved
 
     async def _publish(self, stream_id: str, message: dict[str, Any]) -> None:
         token = msg.text_field(message, "token")
-        self._claim(stream_id, "publish")
+        entry = self._claim(stream_id, "publish")
         try:
-            await self._streams.authorize(self._app, stream_id, "publish", token, self._client)
+            entry.reserved = await self._admit(stream_id, "publish", token)
             await self._streams.check_publishable(self._app, stream_id)
         except BaseException:
             del self._entries[stream_id]
@@ -249,15 +264,15 @@ class Connection:
 
     async def _play(self, stream_id: str, message: dict[str, Any]) -> None:
         token = msg.text_field(message, "token")
-        self._claim(stream_id, "play")
+        entry = self._claim(stream_id, "play")
         try:
-            await self._streams.authorize(self._app, stream_id, "play", token, self._client)
-            offer = await self._streams.offer_play(self._app, stream_id)
+            reserved = await self._admit(stream_id, "play", token)
+            with self._node.router.arriving(reserved) as counted:
+                offer = await self._streams.offer_play(self._app, stream_id, counted)
         except BaseException:
             del self._entries[stream_id]
             raise
-        entry = self._entries[stream_id]  # commands run one at a time: nothing stopped it
-        entry.session_id = offer.session_id
+        entry.session_id = offer.session_id  # commands run one at a time: nothing stopped it
         self._send(
             {
                 "command": "takeConfiguration",
@@ -292,7 +307,8 @@ class Connection:
     async def _negotiate_publish(self, stream_id: str, entry: _Entry, offer_sdp: str) -> None:
         self._streams.watch_live(stream_id, lambda: self._live(stream_id))
         try:
-            answer = await self._streams.publish(self._app, stream_id, offer_sdp)
+            with self._node.router.arriving(entry.reserved):
+                answer = await self._streams.publish(self._app, stream_id, offer_sdp)
         except BaseException:
             self._streams.unwatch(None, stream_id)
             self._entries.pop(stream_id, None)

@@ -145,7 +145,8 @@ class StreamResource(HTTPEndpoint):
             raise UnsupportedMediaType("the offer must be sent as application/sdp")
         streams = _streams(request)
         kind: SessionKind = "publish" if direction == "whip" else "play"
-        ticket = ticketed(request, app, stream_id, kind)
+        node: Node = request.app.state.node
+        ticket = ticketed(node, request.query_params.get("ticket"), app, stream_id, kind)
         if ticket is None or not ticket.access_checked:
             client = request.client.host if request.client else ""
             await streams.authorize(app, stream_id, kind, _stream_token(request), client)
@@ -156,7 +157,6 @@ class StreamResource(HTTPEndpoint):
             reserved = routed
         else:
             reserved = ticket.reserved
-        node: Node = request.app.state.node
         with node.router.arriving(reserved) as counted:
             offer = await _offer(request)
             if direction == "whip":

@@ -158,12 +158,14 @@ class LocalStreams:
         self._check_playable(app, stream_id)
         return await self._engine.play(stream_id, offer_sdp, counted=counted)
 
-    async def offer_play(self, app: str, stream_id: str) -> SessionDescription:
+    async def offer_play(
+        self, app: str, stream_id: str, counted: Callable[[], None] | None = None
+    ) -> SessionDescription:
         """Add a player that expects our offer (Ant Media WebSocket play), pulling first
-        like ``play``; its answer comes through ``accept_answer``."""
+        and ``counted`` like ``play``; its answer comes through ``accept_answer``."""
         await self._carry(app, stream_id)
         self._check_playable(app, stream_id)
-        return await self._engine.offer_play(stream_id)
+        return await self._engine.offer_play(stream_id, counted)
 
     async def _carry(self, app: str, stream_id: str) -> None:
         """Return once players can join the stream here: pull it if this node lacks it, or

@@ -15,6 +15,8 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
+from cluster.registry import Registry
+from tests.support.antmedia import Signalling
 from tests.support.nodes import NodeProcess, running
 from tests.support.peers import Peers
 from tests.support.regions import (
@@ -26,6 +28,7 @@ from tests.support.regions import (
     wait_for_stream,
     wait_for_view,
 )
+from tests.support.waits import eventually
 
 OFFER_HEADERS = {"Content-Type": "application/sdp", "Origin": "http://127.0.0.1:1"}
 """A browser's POST: the Origin makes the answer carry CORS headers."""
@@ -185,9 +188,45 @@ def test_route_names_the_node_in_ant_medias_shape(nodes: dict[str, NodeProcess])
     us = nodes["us-1"]
     assert (body["node"], body["region"], body["fqdn"]) == ("us-1", "us", "127.0.0.1")
     assert body["http_url"] == f"{us.url}/LiveApp/"
-    assert body["websocket_url"] == f"ws://127.0.0.1:{us.port}/LiveApp/websocket"
+    assert body["websocket_url"].startswith(f"ws://127.0.0.1:{us.port}/LiveApp/websocket?ticket=")
     assert body["whip_url"].startswith(f"{us.url}/LiveApp/whip/shape?ticket=")
     assert httpx.head(body["http_url"]).status_code == 200
+
+
+async def test_a_websocket_client_routed_to_a_node_spends_its_reservation_there(
+    nodes: dict[str, NodeProcess], module_postgres_url: str
+) -> None:
+    """A WebSocket cannot follow a redirect: ``/route``'s ``websocket_url`` carries the
+    ticket instead, and the publish on that socket replaces the reservation at once
+    (not ``cluster.reservationMs`` later); a second socket with the same URL is refused."""
+    registry = await Registry.connect(module_postgres_url)
+
+    async def reserved_on_us() -> int:
+        return next(n.reserved for n in await registry.live_nodes() if n.id == "us-1")
+
+    async def none_reserved() -> bool:
+        return await reserved_on_us() == 0
+
+    sockets: list[Signalling] = []
+    try:
+        await eventually(none_reserved, "earlier tests' reservations on us-1 lapsing")
+        answer = nodes["ap-1"].get("/LiveApp/rest/v2/route?streamId=ws-routed&type=publish",
+                                   headers=forwarded(MILTON))  # fmt: skip
+        assert answer.status_code == 200, answer.text
+        url = answer.json()["websocket_url"]
+        assert await reserved_on_us() == 1
+        sockets.append(await Signalling.connect(url))
+        await sockets[0].publish("ws-routed")
+        await eventually(none_reserved, "the publisher's arrival replacing its reservation",
+                         timeout_s=6.0)  # fmt: skip
+        sockets.append(await Signalling.connect(url))
+        await sockets[1].send("publish", streamId="ws-routed", token="", video=True, audio=True)
+        refused = await sockets[1].expect("error")
+        assert "used already" in str(refused), refused
+    finally:
+        for signalling in sockets:
+            await signalling.close()
+        await registry.close()
 
 
 async def test_a_burst_of_plays_at_every_node_never_overfills_one(

@@ -39,6 +39,11 @@ class Signalling:
     ) -> Signalling:
         """Connect; ``ping``: like the SDK, send ``ping`` every second (it does every 3 s)."""
         url = base_url.replace("http://", "ws://") + f"/{app}/websocket?target={target}"
+        return await cls.connect(url, ping)
+
+    @classmethod
+    async def connect(cls, url: str, ping: bool = True) -> Signalling:
+        """Connect to a ``ws://`` URL as given (a ``/route`` answer's ``websocket_url``)."""
         return cls(await websockets.connect(url, open_timeout=WAIT, max_size=None), ping)
 
     async def _ping(self) -> None:

@@ -299,7 +299,7 @@ class Pulls:
         if stream.state == "orphaned" and not self._pulls_below_a_live_holder(
             pull, cluster.secondary_origin(stream.id, settings.node_group), alive, settings
         ):
-            return self._hold_orphan(pull, settings)
+            return await self._hold_orphan(pull, settings)
         pull.orphaned_since, pull.orphan_receiving = None, False
         await self._keep_secondary_role(pull, settings)
         if self._idle(pull, settings):
@@ -352,12 +352,13 @@ class Pulls:
             return False
         return holder is not None and holder.node_id != settings.node_id and holder.node_id in alive
 
-    def _hold_orphan(self, pull: Pull, settings: Settings) -> bool:
+    async def _hold_orphan(self, pull: Pull, settings: Settings) -> bool:
         """Hold the players of a stream whose main origin is lost, for the grace period.
 
         The registry's word is not enough to end a stream: a main origin cut off
         from the registry alone still sends, and while its media arrives here the
-        grace period does not start.
+        grace period does not start and a secondary origin keeps renewing its term
+        (it still serves its region).
         """
         if not pull.ready.is_set():
             pull.failure = NotFound(f"stream {pull.stream_id} lost its main origin")
@@ -370,6 +371,7 @@ class Pulls:
                     pull.stream_id,
                 )
             pull.orphaned_since, pull.orphan_receiving = None, True
+            await self._keep_secondary_role(pull, settings)
             return True
         pull.orphan_receiving = False
         now = time.monotonic()

@@ -167,7 +167,13 @@ async def watched(hosts: Hosts) -> AsyncIterator[Watched]:
             players[name] = await us_host.run(us.play(whep(hosts.nodes[name], stream)))
             await us_host.run(players[name].frames(5))
         watched = Watched(hosts, stream, registry, players, reference)
-        assert await watched.edges() == watched.tree()
+
+        async def drawn() -> bool:
+            return await watched.edges() == watched.tree()
+
+        # A join may land on an upstream the next step moves from (us-2 on eu-1, seen once
+        # in CI, before it moved below the secondary origin): the cuts start from the tree.
+        await eventually(drawn, "the tree eu-1 -> us-1 -> us-2")
         yield watched
     finally:
         await us_host.run(us.close())

@@ -100,6 +100,13 @@ async def stream(
     if registry_server.pid is None:
         registry_server.resume()
     restart_missing(nodes)
+
+    async def all_serving() -> bool:
+        alive = {str(n.id) for n in await fault_registry.live_nodes() if n.state == "serving"}
+        return alive >= set(nodes)
+
+    # A node the previous fault froze may still be registering again after it woke.
+    await eventually(all_serving, "every node serving in the registry", SETUP_S)
     stream_id = f"f{next(_streams)}"
     published = await peers.publish(whip(nodes["eu-1"], stream_id))
     players = {}

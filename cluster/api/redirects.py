@@ -82,11 +82,11 @@ def ticketed(
 
 
 def _target_url(request: Request, target: NodeRecord, app: str, stream_id: str,
-                kind: SessionKind, decision: Decision, keep_query: bool) -> str:  # fmt: skip
-    """The target's endpoint with a ticket; ``keep_query`` carries the client's own query on."""
+                kind: SessionKind, ticket: str, keep_query: bool) -> str:  # fmt: skip
+    """The target's endpoint with ``ticket``; ``keep_query`` carries the client's query on."""
     kept = request.query_params.multi_items() if keep_query else []
     query = [(k, v) for k, v in kept if k != "ticket"]
-    query.append(("ticket", _ticket(_node(request), target, app, stream_id, kind, decision)))
+    query.append(("ticket", ticket))
     return f"{target.public_url}/{app}/{PATHS[kind]}/{stream_id}?{urlencode(query)}"
 
 
@@ -119,7 +119,8 @@ async def route_post(
     if decision.outcome == "here":
         return decision.reserved
     assert decision.node is not None
-    location = _target_url(request, decision.node, app, stream_id, kind, decision, True)
+    ticket = _ticket(node, decision.node, app, stream_id, kind, decision)
+    location = _target_url(request, decision.node, app, stream_id, kind, ticket, True)
     return Response(
         status_code=307,
         headers={"Location": location, "Cache-Control": "no-store"},
@@ -173,9 +174,10 @@ async def route(request: Request) -> JSONResponse:
     parts = urlsplit(public_url)
     websocket = ("wss" if parts.scheme == "https" else "ws") + f"://{parts.netloc}/{app}/websocket"
     if target is not None and decision.reserved:
-        endpoint = _target_url(request, target, app, stream_id, kind, decision, False)
+        # One ticket for both doors: whichever the client takes spends the one reservation.
         ticket = _ticket(node, target, app, stream_id, kind, decision)
-        websocket += "?" + urlencode({"ticket": ticket})  # its first publish or play spends it
+        endpoint = _target_url(request, target, app, stream_id, kind, ticket, False)
+        websocket += "?" + urlencode({"ticket": ticket})
     return JSONResponse(
         {
             "fqdn": parts.hostname,

@@ -190,6 +190,10 @@ def test_route_names_the_node_in_ant_medias_shape(nodes: dict[str, NodeProcess])
     assert body["http_url"] == f"{us.url}/LiveApp/"
     assert body["websocket_url"].startswith(f"ws://127.0.0.1:{us.port}/LiveApp/websocket?ticket=")
     assert body["whip_url"].startswith(f"{us.url}/LiveApp/whip/shape?ticket=")
+    tickets = {
+        parse_qs(urlsplit(body[url]).query)["ticket"][0] for url in ("whip_url", "websocket_url")
+    }
+    assert len(tickets) == 1  # one reservation, one ticket: whichever door is taken spends it
     assert httpx.head(body["http_url"]).status_code == 200
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import psutil
 
 from tests.support import REPO
+from tests.support.processes import stop_process
 
 READY_LINE = "players receiving"
 
@@ -117,14 +118,8 @@ class DemoProcess:
         process, self.process = self.process, None
         if process is None:
             return 0
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(5)
-                raise
+        if not stop_process(process, signal.SIGINT, timeout_s):
+            raise subprocess.TimeoutExpired(process.args, timeout_s)
         return process.returncode
 
     def leftovers(self) -> list[int]:

@@ -23,6 +23,8 @@ import dns.message
 import dns.query
 import dns.rcode
 
+from tests.support.processes import stop_process
+
 GDNSD = Path("/usr/sbin/gdnsd")
 
 
@@ -88,11 +90,6 @@ class Gdnsd:
     def stop(self, timeout_s: float = 10.0) -> None:
         """SIGTERM by PID and a bounded wait (SIGKILL after); removes the directory."""
         process, self.process = self.process, None
-        if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(5)
+        if process is not None:
+            stop_process(process, signal.SIGTERM, timeout_s)
         shutil.rmtree(self.dir, ignore_errors=True)

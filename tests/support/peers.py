@@ -28,6 +28,7 @@ from cluster.streams.whip_client import WhipClient
 from media.contrib.client import Player, Publisher, TrackReport
 from media.contrib.synthetic import SyntheticAudioTrack, SyntheticVideoTrack, VideoSettings
 from tests.support import REPO
+from tests.support.processes import stop_process
 from tests.support.waits import WAIT
 
 
@@ -154,14 +155,8 @@ class PublisherProcess:
     def stop(self, timeout_s: float = WAIT) -> None:
         """SIGINT by PID (it DELETEs its session as it leaves), a bounded wait, then SIGKILL."""
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
+        if process is not None:
+            stop_process(process, signal.SIGINT, timeout_s)
 
     def kill(self) -> None:
         """SIGKILL by PID: the publisher vanishes without a word."""

@@ -38,6 +38,7 @@ import asyncpg
 
 from tests.support.certificates import Issued
 from tests.support.netns import NETWORK, Host
+from tests.support.processes import stop_process
 
 _DATABASE_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
@@ -226,13 +227,8 @@ class PostgresServer:
     def halt(self, *, timeout_s: float = 15.0) -> None:
         """Shut the server down, keeping its data: clients' connections break, new ones fail."""
         process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            os.kill(process.pid, signal.SIGINT)  # fast shutdown: connections are closed
-            try:
-                process.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                os.kill(process.pid, signal.SIGKILL)
-                process.wait(timeout=timeout_s)
+        if process is not None:
+            stop_process(process, signal.SIGINT, timeout_s)  # fast shutdown: connections close
 
     def resume(self, *, timeout_s: float = 30.0) -> None:
         """Start a halted server again, on the same port with the same data; wait until ready."""

@@ -24,7 +24,6 @@ the embedded half without starting a server.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import os
 from collections.abc import AsyncIterator, Iterator
@@ -35,6 +34,7 @@ import pytest
 from cluster.registry import Registry
 from cluster.registry.migrate import migrate
 from tests.support.postgres import PostgresServer
+from tests.support.registry import connected
 
 pytest_plugins = ["tests.support.peers", "tests.support.browser"]
 
@@ -80,26 +80,16 @@ async def postgres_url(postgres_server: PostgresServer) -> str:
     return url
 
 
-@contextlib.asynccontextmanager
-async def _connected(url: str) -> AsyncIterator[Registry]:
-    """A registry client for a fixture, closed whatever the test did."""
-    connected = await Registry.connect(url)
-    try:
-        yield connected
-    finally:
-        await connected.close()
-
-
 @pytest.fixture
 async def registry(registry_url: str) -> AsyncIterator[Registry]:
-    async with _connected(registry_url) as connected:
-        yield connected
+    async with connected(registry_url) as registry:
+        yield registry
 
 
 @pytest.fixture
 async def postgres_registry(postgres_url: str) -> AsyncIterator[Registry]:
-    async with _connected(postgres_url) as connected:
-        yield connected
+    async with connected(postgres_url) as registry:
+        yield registry
 
 
 @pytest.fixture(scope="module")
@@ -112,5 +102,5 @@ def module_postgres_url(postgres_server: PostgresServer, request: pytest.Fixture
 
 @pytest.fixture
 async def module_registry(module_postgres_url: str) -> AsyncIterator[Registry]:
-    async with _connected(module_postgres_url) as connected:
-        yield connected
+    async with connected(module_postgres_url) as registry:
+        yield registry

@@ -28,6 +28,7 @@ from tests.support.faults import NODES, ROLES, FaultyStream, held_tree, restart_
 from tests.support.nodes import NodeProcess, start_all
 from tests.support.peers import Peers
 from tests.support.postgres import PostgresServer
+from tests.support.registry import connected
 from tests.support.waits import eventually
 
 NODE_CONFIG = {
@@ -82,11 +83,8 @@ def nodes(
 
 @pytest.fixture
 async def fault_registry(fault_registry_url: str) -> AsyncIterator[Registry]:
-    registry = await Registry.connect(fault_registry_url)
-    try:
+    async with connected(fault_registry_url) as registry:
         yield registry
-    finally:
-        await registry.close()
 
 
 @pytest.fixture

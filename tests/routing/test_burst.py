@@ -52,6 +52,7 @@ from tests.support.regions import (
     wait_for_stream,
     wait_for_view,
 )
+from tests.support.registry import connected
 from tests.support.waits import WAIT, eventually
 
 MAX_PLAYERS = 12
@@ -77,25 +78,21 @@ class Watch:
 async def _watch(
     url: str, nodes: dict[str, NodeProcess], seen: Watch, done: threading.Event
 ) -> None:
-    registry = await Registry.connect(url)
-    try:
-        async with httpx.AsyncClient(timeout=5.0) as http:
-            while not done.is_set():
-                for record in await registry.live_nodes():
-                    booked = record.load.players + record.reserved
-                    seen.booked[record.id] = max(seen.booked[record.id], booked)
-                for name, node in nodes.items():
-                    metrics = (await http.get(f"{node.url}/metrics")).text
-                    players = next(
-                        family.samples[0].value
-                        for family in text_string_to_metric_families(metrics)
-                        if family.name == "tierstream_players"
-                    )
-                    seen.serving[name] = max(seen.serving[name], int(players))
-                seen.polls += 1
-                await asyncio.sleep(0.05)
-    finally:
-        await registry.close()
+    async with connected(url) as registry, httpx.AsyncClient(timeout=5.0) as http:
+        while not done.is_set():
+            for record in await registry.live_nodes():
+                booked = record.load.players + record.reserved
+                seen.booked[record.id] = max(seen.booked[record.id], booked)
+            for name, node in nodes.items():
+                metrics = (await http.get(f"{node.url}/metrics")).text
+                players = next(
+                    family.samples[0].value
+                    for family in text_string_to_metric_families(metrics)
+                    if family.name == "tierstream_players"
+                )
+                seen.serving[name] = max(seen.serving[name], int(players))
+            seen.polls += 1
+            await asyncio.sleep(0.05)
 
 
 @contextlib.contextmanager
@@ -199,26 +196,23 @@ async def test_a_burst_of_real_plays_fills_nodes_to_their_limit_and_no_further(
         for name, group in NODES.items()
     }
     by_port = {node.port: name for name, node in nodes.items()}
-    registry = await Registry.connect(postgres_url)
-    try:
-        with contextlib.ExitStack() as stack:
-            stack.enter_context(running(list(nodes.values())))
-            for node in nodes.values():
-                await asyncio.to_thread(wait_for_view, node, len(nodes))
-            whip = f"{nodes['eu-1'].url}/LiveApp/whip/burst"
-            small = ("--size", "160x96", "--fps", "15", "--keyframe-interval", "1")
-            publisher = PublisherProcess(whip, tmp_path / "publisher.log", small)
-            await asyncio.to_thread(publisher.start, 60.0)  # a loaded machine imports slowly
-            stack.callback(publisher.stop)
-            for node in nodes.values():
-                await asyncio.to_thread(wait_for_stream, node, "burst")
-            await _warm(peers, nodes)
-            await _settle(registry, 0, "the warm-up players gone")
-            with watching(postgres_url, nodes) as seen:
-                playing = await _burst(peers, nodes)
-                await _settle(registry, len(CLIENTS), "reservations consumed by arrivals")
-    finally:
-        await registry.close()
+    async with contextlib.AsyncExitStack() as stack:
+        registry = await stack.enter_async_context(connected(postgres_url))
+        stack.enter_context(running(list(nodes.values())))
+        for node in nodes.values():
+            await asyncio.to_thread(wait_for_view, node, len(nodes))
+        whip = f"{nodes['eu-1'].url}/LiveApp/whip/burst"
+        small = ("--size", "160x96", "--fps", "15", "--keyframe-interval", "1")
+        publisher = PublisherProcess(whip, tmp_path / "publisher.log", small)
+        await asyncio.to_thread(publisher.start, 60.0)  # a loaded machine imports slowly
+        stack.callback(publisher.stop)
+        for node in nodes.values():
+            await asyncio.to_thread(wait_for_stream, node, "burst")
+        await _warm(peers, nodes)
+        await _settle(registry, 0, "the warm-up players gone")
+        with watching(postgres_url, nodes) as seen:
+            playing = await _burst(peers, nodes)
+            await _settle(registry, len(CLIENTS), "reservations consumed by arrivals")
     served = collections.Counter(
         by_port[urlsplit(p.client.location or "").port or 0] for p in playing
     )

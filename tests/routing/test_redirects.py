@@ -198,15 +198,14 @@ def test_route_names_the_node_in_ant_medias_shape(nodes: dict[str, NodeProcess])
 
 
 async def test_a_websocket_client_routed_to_a_node_spends_its_reservation_there(
-    nodes: dict[str, NodeProcess], module_postgres_url: str
+    nodes: dict[str, NodeProcess], module_registry: Registry
 ) -> None:
     """A WebSocket cannot follow a redirect: ``/route``'s ``websocket_url`` carries the
     ticket instead, and the publish on that socket replaces the reservation at once
     (not ``cluster.reservationMs`` later); a second socket with the same URL is refused."""
-    registry = await Registry.connect(module_postgres_url)
 
     async def reserved_on_us() -> int:
-        return next(n.reserved for n in await registry.live_nodes() if n.id == "us-1")
+        return next(n.reserved for n in await module_registry.live_nodes() if n.id == "us-1")
 
     async def none_reserved() -> bool:
         return await reserved_on_us() == 0
@@ -230,7 +229,6 @@ async def test_a_websocket_client_routed_to_a_node_spends_its_reservation_there(
     finally:
         for signalling in sockets:
             await signalling.close()
-        await registry.close()
 
 
 async def test_a_burst_of_plays_at_every_node_never_overfills_one(

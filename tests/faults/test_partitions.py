@@ -33,7 +33,7 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
@@ -181,6 +181,45 @@ async def watched(hosts: Hosts) -> AsyncIterator[Watched]:
         await registry.close()
 
 
+@dataclass
+class Kept:
+    """What each us player got while a link to the registry was cut, against the reference."""
+
+    longest: dict[str, float]
+    """Each us player's longest pause from the cut on."""
+    usual: float
+    """The reference player's longest pause: what the machine gives anyway."""
+
+
+async def kept_up_through_registry_cut(
+    watched: Watched,
+    host: str,
+    seen: Callable[[], Awaitable[bool]],
+    seen_what: str,
+    healed: Callable[[], Awaitable[bool]],
+    healed_what: str,
+) -> Kept:
+    """Cut ``host`` from the registry for ``CUT_S`` (waiting for ``seen`` inside it, for
+    ``healed`` after it); every us player must get the reference player's frames meanwhile."""
+    async with watched.pauses() as pauses:
+        counted = {name: playing.received for name, playing in watched.everyone().items()}
+        async with watched.cut(host, "registry") as cut:
+            await eventually(seen, seen_what)
+            await asyncio.sleep(max(0.0, cut.at + CUT_S - time.monotonic()))
+            during = {name: p.received - counted[name] for name, p in watched.everyone().items()}
+        await eventually(healed, healed_what)
+        await watched.resumed()
+    frames, usual = during["eu-1"], pauses["eu-1"].longest(cut.at)
+    longest = {name: pauses[name].longest(cut.at) for name in watched.players}
+    for name in watched.players:
+        logger.info(
+            "%s's player: %d frames in the cut (eu-1's: %d), longest pause %.2f s (eu-1's: %.2f s)",
+            *(name, during[name], frames, longest[name], usual),
+        )
+        assert during[name] >= 0.8 * frames - 2, f"{name}'s player lost frames in the cut"
+    return Kept(longest, usual)
+
+
 async def assert_one_us_term(watched: Watched) -> None:
     """No split brain over the whole run, and us-1's epoch 1 the only term of us here."""
     await assert_no_split_brain(watched.registry)
@@ -228,24 +267,17 @@ async def test_a_region_cut_off_from_the_registry_keeps_serving_and_claims_nothi
         alive, tree = await alive_in_us(), await watched.edges()
         return alive == {"us-1", "us-2"} and tree == watched.tree()
 
-    async with watched.pauses() as pauses:
-        counted = {name: playing.received for name, playing in watched.everyone().items()}
-        async with watched.cut("us", "registry") as cut:
-            await eventually(dead_in_us, "the us nodes dead in the registry")
-            await asyncio.sleep(max(0.0, cut.at + CUT_S - time.monotonic()))
-            during = {name: p.received - counted[name] for name, p in watched.everyone().items()}
-        await eventually(back, "the us nodes and their pulls back in the registry")
-        await watched.resumed()
-    seen, usual = during["eu-1"], pauses["eu-1"].longest(cut.at)
-    for name in watched.players:
-        longest = pauses[name].longest(cut.at)
-        logger.info(
-            "%s's player: %d frames in the cut (eu-1's: %d), longest pause %.2f s (eu-1's: %.2f s)",
-            *(name, during[name], seen, longest, usual),
-        )
-        assert during[name] >= 0.8 * seen - 2, f"{name}'s player lost frames in the cut"
-        assert longest < usual + 1.0, (
-            f"{name}'s player paused {longest:.1f} s (eu-1's {usual:.1f} s)"
+    kept = await kept_up_through_registry_cut(
+        watched,
+        "us",
+        dead_in_us,
+        "the us nodes dead in the registry",
+        back,
+        "the us nodes and their pulls back in the registry",
+    )
+    for name, longest in kept.longest.items():
+        assert longest < kept.usual + 1.0, (
+            f"{name}'s player paused {longest:.1f} s (eu-1's {kept.usual:.1f} s)"
         )
     await assert_one_us_term(watched)
 
@@ -256,30 +288,22 @@ async def test_a_main_origin_cut_off_from_the_registry_keeps_its_players_everywh
     """eu <-> registry cut for longer than ``cluster.originGraceMs``: the registry
     calls the stream orphaned, but its media still reaches us, so no node ends it."""
 
-    async def orphaned() -> bool:
-        stream = await watched.registry.stream(watched.stream)
-        return stream is not None and stream.state == "orphaned"
+    def state_is(state: str) -> Callable[[], Awaitable[bool]]:
+        async def probe() -> bool:
+            stream = await watched.registry.stream(watched.stream)
+            return stream is not None and stream.state == state
 
-    async def live_again() -> bool:
-        stream = await watched.registry.stream(watched.stream)
-        return stream is not None and stream.state == "live"
+        return probe
 
-    async with watched.pauses() as pauses:
-        counted = {name: playing.received for name, playing in watched.everyone().items()}
-        async with watched.cut("eu", "registry") as cut:
-            await eventually(orphaned, "the stream orphaned in the registry")
-            await asyncio.sleep(max(0.0, cut.at + CUT_S - time.monotonic()))
-            during = {name: p.received - counted[name] for name, p in watched.everyone().items()}
-        await eventually(live_again, "the stream live again once its main origin renews it")
-        await watched.resumed()
-    seen, usual = during["eu-1"], pauses["eu-1"].longest(cut.at)
+    await kept_up_through_registry_cut(
+        watched,
+        "eu",
+        state_is("orphaned"),
+        "the stream orphaned in the registry",
+        state_is("live"),
+        "the stream live again once its main origin renews it",
+    )
     for name, playing in watched.players.items():
         assert playing.player.pc.connectionState == "connected", f"{name}'s player was ended"
-        longest = pauses[name].longest(cut.at)
-        logger.info(
-            "%s's player: %d frames in the cut (eu-1's: %d), longest pause %.2f s (eu-1's: %.2f s)",
-            *(name, during[name], seen, longest, usual),
-        )
-        assert during[name] >= 0.8 * seen - 2, f"{name}'s player lost frames in the cut"
     assert await watched.edges() == watched.tree()
     await assert_one_us_term(watched)

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -27,6 +27,7 @@ from media.config import MediaConfig
 from media.engine import MediaEngine
 from tests.support.factories import node_info
 from tests.support.nodes import CLUSTER_SECRET
+from tests.support.registry import connected
 from tests.support.waits import eventually
 
 S1, US = StreamId("s1"), NodeGroup("us")
@@ -42,73 +43,74 @@ def frozen_node() -> Iterator[str]:
         yield f"http://127.0.0.1:{listener.getsockname()[1]}"
 
 
-async def test_a_new_secondary_origin_keeps_its_claim_while_its_pull_outlasts_the_lease(
-    tmp_path: Path,
-) -> None:
-    assert NODE_CALL_TIMEOUT.read is not None and NODE_CALL_TIMEOUT.read > LEASE_S
+@contextlib.asynccontextmanager
+async def us2_pulls(tmp_path: Path, keys: str = "") -> AsyncIterator[tuple[Registry, Pulls]]:
+    """us-2's ``Pulls`` on an embedded registry, with its engine; ``keys``: more config lines."""
     config = tmp_path / "red5.properties"
     config.write_text(
-        "server.name=us-2\nnodeGroup=us\nserver.dataDir=var\n"
-        "cluster.heartbeatIntervalMs=250\ncluster.nodeDeadTimeoutMs=1000\n"
-        f"cluster.secret={CLUSTER_SECRET}\n",
-        encoding="utf-8",
+        f"server.name=us-2\nnodeGroup=us\nserver.dataDir=var\n{keys}", encoding="utf-8"
     )
     settings = load_settings(config, {})
     settings.data_dir.mkdir()
     await migrate(settings.registry_url)
-    registry = await Registry.connect(settings.registry_url)
     engine = MediaEngine(MediaConfig(candidate_addresses=("127.0.0.1",)), StreamEvents())
-    pulls = Pulls(registry, lambda: settings, engine)
-    with frozen_node() as origin_url:
-        origin = replace(node_info("eu-1", "eu"), internal_url=origin_url)
-        for info in (origin, node_info("us-2", "us")):
-            await registry.register(info)
-        await registry.claim_stream(S1, AppName("LiveApp"), origin.id, origin.node_group, (), 60)
-
-        async def beat() -> None:  # both nodes stay alive in the registry throughout
-            while True:
-                for info in (origin, node_info("us-2", "us")):
-                    await registry.heartbeat(info.id, info.node_group, NodeLoad())
-                await asyncio.sleep(0.2)
-
-        beating = asyncio.create_task(beat())
-        playing = asyncio.create_task(pulls.ensure("LiveApp", S1))
+    async with connected(settings.registry_url) as registry:
+        pulls = Pulls(registry, lambda: settings, engine)
         try:
-
-            async def claimed() -> bool:
-                return await registry.secondary_origin(S1, US) is not None
-
-            await eventually(claimed, "us-2 claiming the secondary origin")
-            claimed_at, lapses = time.monotonic(), []
-            # the first attempt waits out the read deadline (2 s), twice the lease
-            while time.monotonic() < claimed_at + NODE_CALL_TIMEOUT.read:
-                holder = await registry.secondary_origin(S1, US)
-                if holder is None or holder.node_id != "us-2":
-                    lapses.append(round(time.monotonic() - claimed_at, 2))
-                await asyncio.sleep(0.05)
-            assert not lapses, f"the claim lapsed at {lapses} s while its pull was negotiated"
+            yield registry, pulls
         finally:
-            playing.cancel()
-            beating.cancel()
-            await asyncio.gather(playing, beating, return_exceptions=True)
             await pulls.close()
             await engine.close()
-            await registry.close()
+
+
+async def test_a_new_secondary_origin_keeps_its_claim_while_its_pull_outlasts_the_lease(
+    tmp_path: Path,
+) -> None:
+    assert NODE_CALL_TIMEOUT.read is not None and NODE_CALL_TIMEOUT.read > LEASE_S
+    keys = "cluster.heartbeatIntervalMs=250\ncluster.nodeDeadTimeoutMs=1000\n"
+    keys += f"cluster.secret={CLUSTER_SECRET}\n"
+    async with us2_pulls(tmp_path, keys) as (registry, pulls):
+        with frozen_node() as origin_url:
+            origin = replace(node_info("eu-1", "eu"), internal_url=origin_url)
+            for info in (origin, node_info("us-2", "us")):
+                await registry.register(info)
+            await registry.claim_stream(
+                S1, AppName("LiveApp"), origin.id, origin.node_group, (), 60
+            )
+
+            async def beat() -> None:  # both nodes stay alive in the registry throughout
+                while True:
+                    for info in (origin, node_info("us-2", "us")):
+                        await registry.heartbeat(info.id, info.node_group, NodeLoad())
+                    await asyncio.sleep(0.2)
+
+            beating = asyncio.create_task(beat())
+            playing = asyncio.create_task(pulls.ensure("LiveApp", S1))
+            try:
+
+                async def claimed() -> bool:
+                    return await registry.secondary_origin(S1, US) is not None
+
+                await eventually(claimed, "us-2 claiming the secondary origin")
+                claimed_at, lapses = time.monotonic(), []
+                # the first attempt waits out the read deadline (2 s), twice the lease
+                while time.monotonic() < claimed_at + NODE_CALL_TIMEOUT.read:
+                    holder = await registry.secondary_origin(S1, US)
+                    if holder is None or holder.node_id != "us-2":
+                        lapses.append(round(time.monotonic() - claimed_at, 2))
+                    await asyncio.sleep(0.05)
+                assert not lapses, f"the claim lapsed at {lapses} s while its pull was negotiated"
+            finally:
+                playing.cancel()
+                beating.cancel()
+                await asyncio.gather(playing, beating, return_exceptions=True)
 
 
 async def test_a_node_that_stopped_answering_stays_planned_around_despite_its_last_beat(
     tmp_path: Path,
 ) -> None:
-    config = tmp_path / "red5.properties"
-    config.write_text("server.name=us-2\nnodeGroup=us\nserver.dataDir=var\n", encoding="utf-8")
-    settings = load_settings(config, {})
-    settings.data_dir.mkdir()
-    await migrate(settings.registry_url)
-    registry = await Registry.connect(settings.registry_url)
-    engine = MediaEngine(MediaConfig(candidate_addresses=("127.0.0.1",)), StreamEvents())
-    pulls = Pulls(registry, lambda: settings, engine)
     secondary = node_info("us-1", "us")
-    try:
+    async with us2_pulls(tmp_path) as (registry, pulls):
         await registry.register(secondary)
 
         async def reachable() -> set[str]:
@@ -123,7 +125,3 @@ async def test_a_node_that_stopped_answering_stays_planned_around_despite_its_la
         await asyncio.sleep(0.05)
         await registry.heartbeat(secondary.id, secondary.node_group, NodeLoad())  # it lives
         assert "us-1" in await reachable()
-    finally:
-        await pulls.close()
-        await engine.close()
-        await registry.close()

@@ -117,6 +117,19 @@ def plan_after_claim(
     return decision
 
 
+def replans_orphan(me: NodeId, snapshot: Snapshot) -> bool:
+    """Whether a node whose pull of an orphaned stream was lost, and that receives
+    nothing of it, plans again as usual instead of holding its players.
+
+    Only below another live node that holds its region's secondary origin: that
+    node may still receive from a main origin cut off from the registry alone.
+    ``plan`` then claims nothing (the holder is alive) and names it or a tree
+    parent; if it receives nothing either, the grace period runs out there too.
+    """
+    holder = snapshot.secondary_origin
+    return holder is not None and holder.node_id != me and holder.node_id in snapshot.alive
+
+
 def holds_on(current: NodeId | None, snapshot: Snapshot, group: NodeGroup) -> bool:
     """Whether a node that ``plan`` tells to claim keeps pulling from ``current`` instead.
 

@@ -44,6 +44,7 @@ from cluster.routing.placement import (
     keeps_upstream,
     plan,
     plan_after_claim,
+    replans_orphan,
 )
 from cluster.settings import Settings
 from cluster.streams.whip_client import WhipClient
@@ -296,15 +297,16 @@ class Pulls:
         if stream.state == "live" and stream.origin_node not in registered:
             await self._registry.orphan_stream(pull.stream_id, stream.origin_node)
             stream = replace(stream, state="orphaned")
-        if stream.state == "orphaned" and not self._pulls_below_a_live_holder(
-            pull, cluster.secondary_origin(stream.id, settings.node_group), alive, settings
-        ):
-            return await self._hold_orphan(pull, settings)
+        snapshot = replace(Snapshot.of(cluster, stream, settings.node_group), alive=alive)
+        if stream.state == "orphaned":
+            receiving = self._engine.receiving(pull.stream_id)
+            lost = pull.upstream is None and not receiving
+            if not (lost and replans_orphan(settings.node_id, snapshot)):
+                return await self._hold_orphan(pull, settings, receiving)
         pull.orphaned_since, pull.orphan_receiving = None, False
         await self._keep_secondary_role(pull, settings)
         if self._idle(pull, settings):
             return False
-        snapshot = replace(Snapshot.of(cluster, stream, settings.node_group), alive=alive)
         if pull.secondary is not None:  # renewed just now, after the snapshot was read
             snapshot = replace(snapshot, secondary_origin=pull.secondary)
         decision = await self._plan(pull, snapshot, settings)
@@ -334,36 +336,19 @@ class Pulls:
         )
         return True
 
-    def _pulls_below_a_live_holder(
-        self,
-        pull: Pull,
-        holder: SecondaryOrigin | None,
-        alive: Mapping[NodeId, NodeRecord],
-        settings: Settings,
-    ) -> bool:
-        """Whether an orphaned stream's lost pull may be planned again, as usual.
-
-        Only below another node that holds our region's secondary origin and is
-        alive: it may still receive from a main origin cut off from the registry
-        alone. Planning then claims nothing (the holder is alive) and pulls from
-        it or a tree parent; if it receives nothing either, the grace runs out.
-        """
-        if pull.upstream is not None or self._engine.receiving(pull.stream_id):
-            return False
-        return holder is not None and holder.node_id != settings.node_id and holder.node_id in alive
-
-    async def _hold_orphan(self, pull: Pull, settings: Settings) -> bool:
+    async def _hold_orphan(self, pull: Pull, settings: Settings, receiving: bool) -> bool:
         """Hold the players of a stream whose main origin is lost, for the grace period.
 
         The registry's word is not enough to end a stream: a main origin cut off
         from the registry alone still sends, and while its media arrives here the
         grace period does not start and a secondary origin keeps renewing its term
-        (it still serves its region).
+        (it still serves its region). ``receiving``: media of it arrived here in the
+        last two seconds.
         """
         if not pull.ready.is_set():
             pull.failure = NotFound(f"stream {pull.stream_id} lost its main origin")
             return False
-        if self._engine.receiving(pull.stream_id):
+        if receiving:
             if not pull.orphan_receiving:
                 logger.warning(
                     "main origin of %s is gone from the registry but its media still"

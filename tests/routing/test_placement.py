@@ -17,6 +17,7 @@ from cluster.routing.placement import (
     keeps_upstream,
     plan,
     plan_after_claim,
+    replans_orphan,
 )
 from cluster.types import (
     AppName,
@@ -213,3 +214,20 @@ def test_an_upstream_that_moved_region_or_drains_is_claimed_from() -> None:
     record = node_record("us-1", state="draining")
     draining = replace(draining, alive={**draining.alive, NodeId("us-1"): record})
     assert not holds_on(NodeId("us-1"), draining, NodeGroup("us"))
+
+
+@pytest.mark.parametrize(
+    ("me", "alive", "secondary", "replans"),
+    [
+        pytest.param("us-2", ALL, "us-1", True, id="below a live holder of its region"),
+        pytest.param("us-2", [n for n in ALL if n != "us-1"], "us-1", False,
+                     id="not below a holder that is gone"),
+        pytest.param("us-1", ALL, "us-1", False, id="not the holder itself"),
+        pytest.param("us-2", ALL, None, False, id="not without a holder"),
+    ],
+)  # fmt: skip
+def test_an_orphaned_stream_is_planned_again_only_below_a_live_holder(
+    me: str, alive: list[str], secondary: str | None, replans: bool
+) -> None:
+    snap = snapshot(alive, secondary=secondary)
+    assert replans_orphan(NodeId(me), snap) is replans

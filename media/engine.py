@@ -487,7 +487,7 @@ class MediaEngine:
                 stream.count("player"),
                 stream.count("downstream"),
             )
-            self._listener.upstream_lost(session.stream_id)
+            self._listener.upstream_lost(session.stream_id, session.closed_by_peer)
         else:
             why = f": {session.end_reason}" if session.end_reason else ""
             await self._end_stream(stream, f"{session.role} {session.id} gone{why}")

@@ -56,6 +56,8 @@ class Session:
         self._on_end = on_end
         self._ended = False
         self.end_reason = ""
+        self.closed_by_peer = False
+        """The peer closed the connection itself (DTLS close): it was there to say so."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._deadline = asyncio.get_running_loop().call_later(
             config.connect_timeout_s, self._connect_timed_out
@@ -131,6 +133,7 @@ class Session:
             self._connected()
         elif state in ("failed", "closed"):
             logger.debug("session %s of %s: connection %s", self.id, self.stream_id, state)
+            self.closed_by_peer = state == "closed" and not self._ended
             self._end(f"connection {state}")
 
     def _connect_timed_out(self) -> None:

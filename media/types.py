@@ -23,8 +23,11 @@ class StreamListener(Protocol):
     def stream_ended(self, stream_id: str) -> None:
         """The stream ended here: its publisher left, or ``end_stream``, or the engine closed."""
 
-    def upstream_lost(self, stream_id: str) -> None:
+    def upstream_lost(self, stream_id: str, closed_by_upstream: bool) -> None:
         """A stream's pull failed or went silent; its players are held until a new ``pull``.
+
+        ``closed_by_upstream``: the upstream closed the connection itself (it ended the
+        stream or gave its role up), so it still answers; else it failed or went silent.
 
         The stream stays on this node (``has_stream``) with its players and downstream
         players connected; the control plane pulls it again from another

@@ -30,9 +30,9 @@ class StreamEvents:
         for listener in self._listeners:
             listener.stream_ended(stream_id)
 
-    def upstream_lost(self, stream_id: str) -> None:
+    def upstream_lost(self, stream_id: str, closed_by_upstream: bool) -> None:
         for listener in self._listeners:
-            listener.upstream_lost(stream_id)
+            listener.upstream_lost(stream_id, closed_by_upstream)
 
     def session_ended(self, session_id: str) -> None:
         for listener in self._listeners:

@@ -345,8 +345,8 @@ class LocalStreams:
     def players_changed(self, stream_id: str, players: int) -> None:
         logger.debug("stream %s has %d players here", stream_id, players)
 
-    def upstream_lost(self, stream_id: str) -> None:
-        self._pulls.upstream_lost(stream_id)
+    def upstream_lost(self, stream_id: str, closed_by_upstream: bool) -> None:
+        self._pulls.upstream_lost(stream_id, closed_by_upstream)
 
     def _spawn(self, work: Coroutine[Any, Any, object], doing: str) -> None:
         async def run() -> None:

@@ -198,12 +198,17 @@ class Pulls:
         pull = self._pulls.get(stream_id)
         return pull.app if pull is not None else None
 
-    def upstream_lost(self, stream_id: str) -> None:
-        """The media plane lost a pull's upstream: re-plan now, around that node."""
+    def upstream_lost(self, stream_id: str, closed_by_upstream: bool) -> None:
+        """The media plane lost a pull's upstream: re-plan now, around that node unless it
+        closed the pull itself (it answers: it ended the stream, or gave its role up).
+
+        Planning around a node that closed a pull would let the next stream's first
+        pull take the secondary-origin role it has just claimed over, as if it were gone.
+        """
         pull = self._pulls.get(stream_id)
         if pull is not None:
             logger.info("lost the upstream %s of %s; re-planning", pull.upstream, stream_id)
-            if pull.upstream is not None:
+            if pull.upstream is not None and not closed_by_upstream:
                 self._unanswering(pull.upstream)
             pull.upstream = None
             pull.wake.set()

@@ -32,7 +32,7 @@ class Events:
     def stream_ended(self, stream_id: str) -> None:
         self._add("stream_ended", stream_id)
 
-    def upstream_lost(self, stream_id: str) -> None:
+    def upstream_lost(self, stream_id: str, closed_by_upstream: bool) -> None:
         self._add("upstream_lost", stream_id)
 
     def session_ended(self, session_id: str) -> None:

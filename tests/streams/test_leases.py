@@ -21,8 +21,8 @@ from cluster.registry import Registry
 from cluster.registry.migrate import migrate
 from cluster.settings import load_settings
 from cluster.streams.events import StreamEvents
-from cluster.streams.pulls import NODE_CALL_TIMEOUT, Pulls
-from cluster.types import AppName, NodeGroup, NodeLoad, StreamId
+from cluster.streams.pulls import NODE_CALL_TIMEOUT, Pull, Pulls
+from cluster.types import AppName, NodeGroup, NodeId, NodeLoad, StreamId
 from media.config import MediaConfig
 from media.engine import MediaEngine
 from tests.support.factories import node_info
@@ -30,7 +30,7 @@ from tests.support.nodes import CLUSTER_SECRET
 from tests.support.registry import connected
 from tests.support.waits import eventually
 
-S1, US = StreamId("s1"), NodeGroup("us")
+S1, S2, US = StreamId("s1"), StreamId("s2"), NodeGroup("us")
 LEASE_S = 1.0
 
 
@@ -125,3 +125,23 @@ async def test_a_node_that_stopped_answering_stays_planned_around_despite_its_la
         await asyncio.sleep(0.05)
         await registry.heartbeat(secondary.id, secondary.node_group, NodeLoad())  # it lives
         assert "us-1" in await reachable()
+
+
+async def test_an_upstream_that_closed_a_pull_itself_is_not_planned_around(
+    tmp_path: Path,
+) -> None:
+    """It ended the stream (or gave its role up) and said so: it answers. Planning around it
+    would let the next stream's first pull take over the role it has just claimed."""
+    async with us2_pulls(tmp_path) as (registry, pulls):
+        for name in ("us-1", "us-3"):
+            await registry.register(node_info(name, "us"))
+        pulls._pulls[S1] = Pull("LiveApp", S1, upstream=NodeId("us-1"))
+        pulls._pulls[S2] = Pull("LiveApp", S2, upstream=NodeId("us-3"))
+        alive = (await registry.snapshot()).alive
+        assert {"us-1", "us-3"} <= set(pulls._reachable(alive))
+        pulls.upstream_lost(S1, closed_by_upstream=True)
+        pulls.upstream_lost(S2, closed_by_upstream=False)
+        reachable = set(pulls._reachable((await registry.snapshot()).alive))
+        assert "us-1" in reachable, "a node that closed the pull itself is not gone"
+        assert "us-3" not in reachable, "a node whose pull failed or went silent is avoided"
+        pulls._pulls.clear()

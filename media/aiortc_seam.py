@@ -63,6 +63,7 @@ loudly, naming what moved, instead of silently decoding or dropping media.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import inspect
 import socket
@@ -509,15 +510,34 @@ def count_rtp(
     return unprotect
 
 
+def _nominated_sockets(pc: RTCPeerConnection) -> Iterable[socket.socket]:
+    """The UDP sockets of a connected peer's nominated pairs (not TURN relays)."""
+    for connection in ice_connections(pc):
+        pair = connection._nominated.get(1)
+        if pair is not None and type(pair.protocol) is StunProtocol:
+            yield pair.protocol.transport.get_extra_info("socket")
+
+
 def enlarge_receive_buffer(pc: RTCPeerConnection, size: int) -> None:
     """Let a connected peer's nominated UDP socket queue ``size`` bytes (capped by the
     kernel's ``net.core.rmem_max``): an ingest whose event loop is held up for a moment
     (DTLS handshakes of a join storm) then gets its packets late instead of losing them."""
-    for connection in ice_connections(pc):
-        pair = connection._nominated.get(1)
-        if pair is not None and type(pair.protocol) is StunProtocol:
-            sock = pair.protocol.transport.get_extra_info("socket")
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+    for sock in _nominated_sockets(pc):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+
+
+SO_MEMINFO = 55  # Linux <asm-generic/socket.h>: a socket's memory, sk_rmem_alloc first
+
+
+def queued_bytes(pc: RTCPeerConnection) -> int:
+    """Bytes the kernel holds unread in a connected peer's nominated UDP socket
+    (``SO_MEMINFO``'s receive allocation: datagrams with their buffers' overhead)."""
+    queued = 0
+    for sock in _nominated_sockets(pc):
+        with contextlib.suppress(OSError):  # closed under us: nothing waits there
+            (allocated,) = struct.unpack("I", sock.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, 4))
+            queued = max(queued, allocated)
+    return queued
 
 
 def take_socket(pc: RTCPeerConnection) -> tuple[int, Callable[[bytes, Any], None]]:

@@ -100,7 +100,9 @@ class MediaEngine:
         self._closing: set[asyncio.Task[None]] = set()
         self._meter = Meter()
         self._handshakes = HandshakeQueue(config.handshake_slots, config.handshake_wait_s)
-        self._load = LoopLoad(config.busy_limit, self._busy, self._handshakes.handshaking)
+        self._load = LoopLoad(
+            config.busy_limit, self._busy, self._handshakes.handshaking, self._backlog
+        )
         self._closed = False
 
     async def publish(self, stream_id: str, offer_sdp: str) -> SessionDescription:
@@ -354,6 +356,7 @@ class MediaEngine:
             ),
             loop_busy=round(self._load.share, 3),
             forwarding_busy=round(self._load.forwarding, 3),
+            ingest_backlog=self._load.backlog,
         )
 
     async def close(self) -> None:
@@ -385,10 +388,7 @@ class MediaEngine:
         self._check_open()
         self._load.start()  # from the first player on (the event loop runs here)
         if self._load.busy:
-            reason = (
-                f"forwarding keeps its media loop {self._load.forwarding:.0%} busy,"
-                f" the limit is {self._load.limit:.0%}"
-            )
+            reason = self._overload()
         else:
             try:
                 turn = await self._handshakes.admit(first=role == "downstream")
@@ -446,6 +446,11 @@ class MediaEngine:
         )
         self._listener.stream_started(session.stream_id, _names(tracks))
 
+    def _backlog(self) -> int:
+        """Bytes unread in the fullest ingest socket of this node's streams."""
+        upstreams = (stream.upstream for stream in self._streams.values())
+        return max((upstream.queued() for upstream in upstreams if upstream), default=0)
+
     def _busy(self, seconds: int) -> None:
         """Another second with the event loop at its limit: past ``SHED_AFTER`` of them,
         end the newest players (the sessions dict keeps the order they came in)."""
@@ -453,15 +458,25 @@ class MediaEngine:
             return
         players = [s for s in self._sessions.values() if s.role == "player"]
         shed = players[-max(1, math.ceil(len(players) * SHED_SHARE)) :] if players else []
-        for session in shed:
+        if shed:
             logger.warning(
-                "shedding player %s of %s: forwarding has kept the media loop %.0f%% busy for %d s",
-                session.id,
-                session.stream_id,
-                self._load.forwarding * 100,
+                "shedding the newest %d of %d players: %s, %d s in a row",
+                len(shed),
+                len(players),
+                self._overload(),
                 seconds,
             )
+        for session in shed:
             session.end("shed: the node is overloaded")
+
+    def _overload(self) -> str:
+        """Why the node is at its limit, in plain words."""
+        if self._load.behind:
+            return f"its media is late, {self._load.backlog >> 10} KiB of ingest wait unread"
+        return (
+            f"forwarding keeps its media loop {self._load.forwarding:.0%} busy,"
+            f" the limit is {self._load.limit:.0%}"
+        )
 
     def _ended(self, session: Session) -> None:
         """A peer left, its connection failed or went silent: finish it in the background."""

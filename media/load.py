@@ -20,6 +20,19 @@ the whole share counts again: joins that never end are load like any other. Then
 - past ``SHED_AFTER`` such seconds in a row, the newest players are ended, a few
   at a time (``SHED_SHARE`` of them, at least one, per second), until the loop
   has time again: those who came last lose, everyone else keeps a whole picture.
+
+The loop's CPU share cannot tell how far demand is over what the loop can do: a
+saturated loop reads 100 % either way, and a share of the last quiet second can
+stand in for seconds while joins (or clients retrying their refused joins) keep
+coming. The ingest sockets can: what the loop has not read yet waits there
+(``backlog``, the bytes the kernel holds in the fullest ingest socket). Media
+already late is overload whatever the cause, so a backlog of ``BEHIND_BYTES`` or
+more counts as a busy second, handshakes or not. Only while it grows or stands:
+a backlog shrinking by ``CATCHING_UP`` a second or faster is the loop catching up
+after players were shed, and shedding more then would take players the node can
+serve. Left to grow, a backlog makes every frame late for all and, past half a
+second, delays the answers to the publisher's ICE consent checks, which come
+through the same socket, until its connection and the stream with it expire.
 """
 
 from __future__ import annotations
@@ -32,6 +45,10 @@ SAMPLE_S = 1.0
 SHED_AFTER = 3  # busy seconds in a row before players are shed
 SHED_SHARE = 0.05  # of the players, per busy second, once shedding
 STALE_S = 10.0  # the longest the share of a second without handshakes stands in
+BEHIND_BYTES = 256 << 10
+"""Unread bytes in an ingest socket that mean media is late: the kernel counts about 2.3 KB
+per queued 1.2 KB datagram, so this is about 1 s of a 1 Mbit/s stream, 0.1 s of 10 Mbit/s."""
+CATCHING_UP = 0.2  # the share of its backlog a recovering loop reads away per second
 
 
 class LoopLoad:
@@ -39,8 +56,9 @@ class LoopLoad:
 
     ``on_busy(seconds)`` gets how many busy seconds have come in a row;
     ``handshaking(since)`` says whether players were handshaking since that
-    ``time.monotonic()`` instant. ``cpu`` and ``clock`` are the thread's CPU clock
-    and the wall clock (tests give their own).
+    ``time.monotonic()`` instant; ``backlog()`` says how many bytes wait unread in
+    the fullest ingest socket. ``cpu`` and ``clock`` are the thread's CPU clock and
+    the wall clock (tests give their own).
     """
 
     def __init__(
@@ -48,6 +66,7 @@ class LoopLoad:
         limit: float,
         on_busy: Callable[[int], None],
         handshaking: Callable[[float], bool],
+        backlog: Callable[[], int],
         cpu: Callable[[], float] = time.thread_time,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -56,8 +75,11 @@ class LoopLoad:
         """The loop's whole CPU share over the last second."""
         self.forwarding = 0.0
         """The share the guard goes by: the last second's without handshakes (see above)."""
+        self.backlog = 0
+        """Bytes unread in the fullest ingest socket at the last sample."""
         self._on_busy = on_busy
         self._handshaking = handshaking
+        self._backlog = backlog
         self._cpu_clock, self._clock = cpu, clock
         self._busy_for = 0
         self._timer: asyncio.TimerHandle | None = None
@@ -67,7 +89,12 @@ class LoopLoad:
 
     @property
     def busy(self) -> bool:
-        return self.forwarding >= self.limit
+        """Whether new players are refused: forwarding at its limit or media late."""
+        return self.forwarding >= self.limit or self.behind
+
+    @property
+    def behind(self) -> bool:
+        return self.backlog >= BEHIND_BYTES
 
     def start(self) -> None:
         """Start sampling on the running loop; harmless when already started."""
@@ -94,7 +121,9 @@ class LoopLoad:
         elif at - self._quiet_at > STALE_S:
             self.forwarding = self.share
         self._cpu, self._at = cpu, at
-        self._busy_for = self._busy_for + 1 if self.busy else 0
+        before, self.backlog = self.backlog, self._backlog()
+        catching_up = before >= BEHIND_BYTES and self.backlog <= before * (1 - CATCHING_UP)
+        self._busy_for = self._busy_for + 1 if self.busy and not catching_up else 0
         if self._busy_for:
             self._on_busy(self._busy_for)
 

@@ -214,6 +214,10 @@ class IngestSession(Session):
             aiortc_seam.watch_refusals(self.pc, self._refused)
             self.spawn(self._watch_upstream())
 
+    def queued(self) -> int:
+        """Bytes of this ingest that wait unread in its socket (what the loop is behind by)."""
+        return aiortc_seam.queued_bytes(self.pc)
+
     def _refused(self) -> None:
         """The upstream's address answered "port unreachable": its process is gone."""
         self._refused_at = time.monotonic()

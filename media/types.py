@@ -59,7 +59,8 @@ class MediaStats:
     ``loop_busy`` is the share of the last second the media event
     loop's thread spent on CPU; ``forwarding_busy`` the share admission and
     shedding go by: the last second's without joining players' handshakes
-    (``media.load``).
+    (``media.load``); ``ingest_backlog`` the bytes that waited unread in the fullest
+    ingest socket then (media arriving faster than the loop reads it).
     """
 
     publishers: int
@@ -71,6 +72,7 @@ class MediaStats:
     players_per_stream: tuple[tuple[str, int], ...]
     loop_busy: float = 0.0
     forwarding_busy: float = 0.0
+    ingest_backlog: int = 0
 
 
 @dataclass(frozen=True)

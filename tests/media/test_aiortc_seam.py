@@ -346,6 +346,21 @@ async def test_our_outbound_srtp_keys_are_what_the_peer_decrypts_with() -> None:
             assert out.profile == dtls._srtp_profiles[0].libsrtp_profile, "AES-GCM preferred"
 
 
+async def test_what_waits_unread_in_a_peers_socket_is_counted() -> None:
+    async with connected_peers() as (offerer, _answerer):
+        ours = next(iter(aiortc_seam.ice_connections(offerer)))._nominated[1]
+        address = ours.protocol.transport.get_extra_info("sockname")
+        before = aiortc_seam.queued_bytes(offerer)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as stranger:
+            for _ in range(50):  # no await: the event loop cannot read them meanwhile
+                stranger.sendto(bytes(1200), address)
+        queued = aiortc_seam.queued_bytes(offerer)
+        assert queued >= before + 50 * 1200
+        await eventually(
+            lambda: aiortc_seam.queued_bytes(offerer) < 1200, "the loop reading them away"
+        )
+
+
 def closed_udp_port() -> int:
     """A UDP port on 127.0.0.1 that nothing listens on (bound, then let go)."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:

@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from media.errors import Overloaded
-from media.load import STALE_S, LoopLoad
+from media.load import BEHIND_BYTES, STALE_S, LoopLoad
 from tests.media.conftest import EngineFactory, Events, Publish, Watch
 from tests.support.waits import WAIT
 
@@ -48,12 +48,16 @@ class Clocks:
         self.now += 1.0
 
 
-def sampled(handshaking: list[bool], busy_seconds: list[int]) -> tuple[LoopLoad, Clocks]:
+def sampled(
+    handshaking: list[bool], busy_seconds: list[int], backlog: list[int] | None = None
+) -> tuple[LoopLoad, Clocks]:
     clocks = Clocks()
+    queued = backlog if backlog is not None else [0]
     load = LoopLoad(
         0.9,
         busy_seconds.append,
         lambda since: handshaking[-1],
+        lambda: queued[-1],
         cpu=lambda: clocks.cpu,
         clock=lambda: clocks.now,
     )
@@ -98,3 +102,43 @@ def test_joins_that_never_let_up_count_as_load_after_a_while() -> None:
         seconds += 1
         assert seconds <= STALE_S + 1
     assert seconds > STALE_S - 1 and load.forwarding == pytest.approx(0.95)
+
+
+def test_media_waiting_unread_is_overload_even_while_players_handshake() -> None:
+    # The loop is saturated by joins (clients retrying refused joins never let up), so
+    # the share of the last quiet second stands in; the ingest socket tells the truth.
+    handshaking, busy, backlog = [False], list[int](), [0]
+    load, clocks = sampled(handshaking, busy, backlog)
+    clocks.second(0.6)
+    load.sample()
+    handshaking.append(True)
+    for queued in (BEHIND_BYTES // 2, BEHIND_BYTES, 2 * BEHIND_BYTES, 3 * BEHIND_BYTES):
+        backlog.append(queued)
+        clocks.second(1.0)
+        load.sample()
+    assert load.forwarding == pytest.approx(0.6), "the handshakes' seconds are still masked"
+    assert load.busy and load.behind and busy == [1, 2, 3]
+
+
+def test_a_backlog_shrinking_fast_is_catching_up_not_overload_to_shed_for() -> None:
+    # Players were shed; the loop still reads 100 % while it reads the backlog away,
+    # which must not shed more of them.
+    handshaking, busy, backlog = [False], list[int](), [4 * BEHIND_BYTES]
+    load, clocks = sampled(handshaking, busy, backlog)
+    clocks.second(1.0)
+    load.sample()
+    assert busy == [1]
+    for queued in (3 * BEHIND_BYTES, 2 * BEHIND_BYTES):
+        backlog.append(queued)
+        clocks.second(1.0)
+        load.sample()
+    assert busy == [1], "no busy seconds counted while the backlog drains"
+    assert load.busy, "but no new players meanwhile"
+    backlog.append(2 * BEHIND_BYTES - 1)  # stuck: the loop is not catching up
+    clocks.second(1.0)
+    load.sample()
+    assert busy == [1, 1]
+    backlog.append(0)
+    clocks.second(0.5)
+    load.sample()
+    assert not load.busy and busy == [1, 1]

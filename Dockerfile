@@ -1,9 +1,9 @@
 # syntax=docker/dockerfile:1
 # The tierstream node: `tierstream` is the entrypoint, `node --config ...` the default command.
 #   docker build -t registry.example.net/tierstream:0.1.0 .
-# The build stage compiles the native fan-out (media/_fanout.c, against Debian's libsrtp 2);
-# every other dependency installs from a wheel. The final stage has libsrtp 2's runtime library
-# and no compiler.
+# The build stage compiles the native fan-out (media/_fanout.c, against OpenSSL's libcrypto);
+# every other dependency installs from a wheel. The final stage has no compiler; the base image's
+# own OpenSSL runtime (libssl3, which Python itself needs) is all the fan-out links.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
@@ -14,7 +14,7 @@ ENV PIP_NO_CACHE_DIR=1 \
 # Debian's current security-patched versions, not pinned ones that leave the mirror.
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends gcc libc6-dev libsrtp2-dev \
+    && apt-get install -y --no-install-recommends gcc libc6-dev libssl-dev \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY pyproject.toml setup.py README.md ./
@@ -35,13 +35,8 @@ LABEL org.opencontainers.image.title="tierstream" \
 ENV PATH=/opt/tierstream/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
-# libsrtp 2 for the native fan-out; a fixed non-root uid/gid (the Helm chart runs as 10001 with
-# fsGroup 10001).
-# hadolint ignore=DL3008
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends libsrtp2-1 \
-    && rm -rf /var/lib/apt/lists/* \
-    && groupadd --system --gid 10001 tierstream \
+# A fixed non-root uid/gid (the Helm chart runs as 10001 with fsGroup 10001).
+RUN groupadd --system --gid 10001 tierstream \
     && useradd --system --uid 10001 --gid 10001 --home-dir /var/lib/tierstream \
        --shell /usr/sbin/nologin tierstream \
     && install -d -o 10001 -g 10001 -m 0750 /var/lib/tierstream

@@ -7,7 +7,7 @@ setup(
         Extension(
             "media._fanout",
             sources=["media/_fanout.c"],
-            libraries=["srtp2"],
+            libraries=["crypto"],
             extra_compile_args=[
                 "-O2",
                 "-Wall",

@@ -2,8 +2,8 @@
  * frame to every player of the track.
  *
  * Per player and packet: the RTP header rewritten (SSRC, payload type, sequence
- * number, timestamp, MID extension), SRTP-protected with libsrtp 2 (the player's
- * own outbound keys, derived from its DTLS handshake), and the frame's packets
+ * number, timestamp, MID extension), SRTP-protected on OpenSSL's ciphers (the
+ * player's own outbound keys, derived from its DTLS handshake), and the frame's packets
  * sent with one sendmmsg per player, all without the GIL. The players of a frame
  * are split across a small pool of worker threads (one per usable core, the
  * calling thread included). NACK history is kept per player as references to
@@ -35,11 +35,14 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <srtp2/srtp.h>
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
 
 #define HISTORY 256     /* packets per slot remembered for NACK (~2 s of video) */
 #define BATCH 64        /* packets built and sent per sendmmsg */
 #define BUFFER 1536     /* one packet: header, extension, payload, SRTP trailer */
+#define SRTP_MAX_TRAILER 16 /* AES-GCM's tag; HMAC-SHA1-80's is 10 bytes */
 #define MAX_EXTENSION 64
 #define CHUNK 16        /* slots a worker takes at a time */
 #define MAX_THREADS 64
@@ -103,7 +106,7 @@ static int Frame_init(FrameObject *self, PyObject *args, PyObject *kwds) {
             PyErr_SetString(PyExc_TypeError, "payloads must be bytes");
             return -1;
         }
-        if (PyBytes_GET_SIZE(item) > BUFFER - 12 - MAX_EXTENSION - SRTP_MAX_TRAILER_LEN) {
+        if (PyBytes_GET_SIZE(item) > BUFFER - 12 - MAX_EXTENSION - SRTP_MAX_TRAILER) {
             Py_DECREF(seq);
             PyErr_SetString(PyExc_ValueError, "an RTP payload is too large for one packet");
             return -1;
@@ -163,12 +166,171 @@ static PyTypeObject FrameType = {
     .tp_getset = Frame_getset,
 };
 
+/* ------------------------------------------------------------------ SRTP */
+
+/* Outbound SRTP (RFC 3711) and its AES-GCM mode (RFC 7714) for the profiles DTLS-SRTP
+ * negotiates with aiortc and browsers, on OpenSSL's AES-CTR, AES-GCM and HMAC-SHA1.
+ * Debian's libsrtp 2 is built on NSS, whose set-up for every packet made protecting
+ * take about twice OpenSSL's time (docs/media.md); only the framing is ours: session
+ * keys from the master key, the IV from SSRC, rollover counter and sequence
+ * number, and the tag. pylibsrtp (aiortc's own binding) decrypts it in the tests. */
+
+#define PROFILE_AES128_CM_SHA1_80 1
+#define PROFILE_AEAD_AES_128_GCM 7
+#define PROFILE_AEAD_AES_256_GCM 8
+
+typedef struct {
+    int gcm;
+    EVP_CIPHER_CTX *cipher; /* keyed once; each packet sets its own IV */
+    EVP_MAC_CTX *mac;       /* HMAC-SHA1 keyed with the session's auth key (AES-CM only) */
+    unsigned char salt[14]; /* the session salt: 14 bytes (AES-CM), 12 (AES-GCM) */
+} Srtp;
+
+/* The master key and salt lengths of a profile; 0 if it is not one we protect with. */
+static int srtp_lengths(int profile, int *key, int *salt) {
+    switch (profile) {
+    case PROFILE_AES128_CM_SHA1_80:
+        *key = 16, *salt = 14;
+        return 1;
+    case PROFILE_AEAD_AES_128_GCM:
+        *key = 16, *salt = 12;
+        return 1;
+    case PROFILE_AEAD_AES_256_GCM:
+        *key = 32, *salt = 12;
+        return 1;
+    }
+    return 0;
+}
+
+/* RFC 3711 4.3.3's key derivation (AES-CM PRF, key derivation rate 0): length bytes
+ * of session material for label. A 96-bit GCM master salt is padded with zeros to
+ * the PRF's 112 bits (RFC 7714 section 11, as libsrtp does). */
+static int srtp_derive(const unsigned char *master, int key_length, const unsigned char *salt,
+                       int salt_length, unsigned char label, unsigned char *out, int length) {
+    unsigned char iv[16] = {0}, zeros[32] = {0};
+    memcpy(iv, salt, (size_t)salt_length);
+    iv[7] ^= label;
+    EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
+    int written = 0;
+    int ok = ctx != NULL &&
+             EVP_EncryptInit_ex(ctx, key_length == 32 ? EVP_aes_256_ctr() : EVP_aes_128_ctr(),
+                                NULL, master, iv) &&
+             EVP_EncryptUpdate(ctx, out, &written, zeros, length) && written == length;
+    EVP_CIPHER_CTX_free(ctx);
+    return ok ? 0 : -1;
+}
+
+static void srtp_free(Srtp *srtp) {
+    EVP_CIPHER_CTX_free(srtp->cipher);
+    EVP_MAC_CTX_free(srtp->mac);
+    srtp->cipher = NULL;
+    srtp->mac = NULL;
+    OPENSSL_cleanse(srtp->salt, sizeof(srtp->salt));
+}
+
+/* Session keys for master (key then salt, as DTLS-SRTP exports them); 0 on success. */
+static int srtp_init_session(Srtp *srtp, int profile, const unsigned char *master) {
+    int key_length, salt_length;
+    srtp_lengths(profile, &key_length, &salt_length);
+    const unsigned char *master_salt = master + key_length;
+    unsigned char key[32], auth[20];
+    srtp->gcm = profile != PROFILE_AES128_CM_SHA1_80;
+    int failed = srtp_derive(master, key_length, master_salt, salt_length, 0x00, key,
+                             key_length) ||
+                 srtp_derive(master, key_length, master_salt, salt_length, 0x02, srtp->salt,
+                             salt_length);
+    const EVP_CIPHER *cipher =
+        srtp->gcm ? (key_length == 32 ? EVP_aes_256_gcm() : EVP_aes_128_gcm()) : EVP_aes_128_ctr();
+    srtp->cipher = EVP_CIPHER_CTX_new();
+    failed = failed || srtp->cipher == NULL ||
+             !EVP_EncryptInit_ex(srtp->cipher, cipher, NULL, key, NULL);
+    if (!failed && !srtp->gcm) {
+        EVP_MAC *hmac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+        srtp->mac = hmac ? EVP_MAC_CTX_new(hmac) : NULL;
+        EVP_MAC_free(hmac);
+        OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, "SHA1", 0),
+                               OSSL_PARAM_construct_end()};
+        failed = srtp->mac == NULL ||
+                 srtp_derive(master, key_length, master_salt, salt_length, 0x01, auth, 20) ||
+                 !EVP_MAC_init(srtp->mac, auth, sizeof(auth), params);
+    }
+    OPENSSL_cleanse(key, sizeof(key));
+    OPENSSL_cleanse(auth, sizeof(auth));
+    if (failed) {
+        srtp_free(srtp);
+    }
+    return failed ? -1 : 0;
+}
+
+/* The length of an RTP packet's header (fixed part, CSRCs, extension); -1 if it has none. */
+static int rtp_header_length(const unsigned char *p, int length) {
+    if (length < 12) {
+        return -1;
+    }
+    int n = 12 + 4 * (p[0] & 0x0F);
+    if (p[0] & 0x10) {
+        if (length < n + 4) {
+            return -1;
+        }
+        n += 4 + 4 * ((p[n + 2] << 8) | p[n + 3]);
+    }
+    return n <= length ? n : -1;
+}
+
+/* Protect one RTP packet in place, its trailer written after it (BUFFER leaves room),
+ * sent in the rollover counter roc; returns the protected length, 0 on failure. */
+static int srtp_protect_packet(Srtp *srtp, unsigned char *p, int length, uint32_t roc) {
+    int header = rtp_header_length(p, length);
+    if (header < 0 || srtp->cipher == NULL) {
+        return 0;
+    }
+    int n;
+    if (srtp->gcm) {
+        /* IV = salt XOR (00 00 | SSRC | ROC | SEQ), the header authenticated (RFC 7714 8.1) */
+        unsigned char iv[12] = {0, 0, p[8], p[9], p[10], p[11], (unsigned char)(roc >> 24),
+                                (unsigned char)(roc >> 16), (unsigned char)(roc >> 8),
+                                (unsigned char)roc, p[2], p[3]};
+        for (int i = 0; i < 12; i++) {
+            iv[i] ^= srtp->salt[i];
+        }
+        if (!EVP_EncryptInit_ex(srtp->cipher, NULL, NULL, NULL, iv) ||
+            !EVP_EncryptUpdate(srtp->cipher, NULL, &n, p, header) ||
+            !EVP_EncryptUpdate(srtp->cipher, p + header, &n, p + header, length - header) ||
+            !EVP_EncryptFinal_ex(srtp->cipher, p + length, &n) ||
+            !EVP_CIPHER_CTX_ctrl(srtp->cipher, EVP_CTRL_GCM_GET_TAG, 16, p + length)) {
+            return 0;
+        }
+        return length + 16;
+    }
+    /* IV = salt * 2^16 XOR SSRC * 2^64 XOR index * 2^16 (RFC 3711 4.1.1) */
+    unsigned char iv[16] = {0, 0, 0, 0, p[8], p[9], p[10], p[11], (unsigned char)(roc >> 24),
+                            (unsigned char)(roc >> 16), (unsigned char)(roc >> 8),
+                            (unsigned char)roc, p[2], p[3], 0, 0};
+    for (int i = 0; i < 14; i++) {
+        iv[i] ^= srtp->salt[i];
+    }
+    unsigned char rollover[4] = {(unsigned char)(roc >> 24), (unsigned char)(roc >> 16),
+                                 (unsigned char)(roc >> 8), (unsigned char)roc};
+    unsigned char digest[EVP_MAX_MD_SIZE];
+    size_t digest_length = 0;
+    if (!EVP_EncryptInit_ex(srtp->cipher, NULL, NULL, NULL, iv) ||
+        !EVP_EncryptUpdate(srtp->cipher, p + header, &n, p + header, length - header) ||
+        !EVP_MAC_init(srtp->mac, NULL, 0, NULL) || !EVP_MAC_update(srtp->mac, p, (size_t)length) ||
+        !EVP_MAC_update(srtp->mac, rollover, sizeof(rollover)) ||
+        !EVP_MAC_final(srtp->mac, digest, &digest_length, sizeof(digest)) || digest_length < 10) {
+        return 0;
+    }
+    memcpy(p + length, digest, 10); /* HMAC-SHA1 truncated to 80 bits */
+    return length + 10;
+}
+
 /* ------------------------------------------------------------------ senders */
 
 typedef struct {
     PyObject_HEAD
     pthread_mutex_t lock;
-    srtp_t srtp;
+    Srtp srtp;
+    int keyed; /* srtp holds session keys */
     int fd; /* our own descriptor of the player's socket; -1: hand packets back */
     int gso; /* UDP GSO: 1 while the kernel takes it for this socket */
     struct sockaddr_storage address;
@@ -201,7 +363,7 @@ static PyObject *Sender_new(PyTypeObject *type, PyObject *args, PyObject *kwds) 
     SenderObject *self = (SenderObject *)type->tp_alloc(type, 0);
     if (self != NULL) {
         pthread_mutex_init(&self->lock, NULL);
-        self->srtp = NULL;
+        self->keyed = 0;
         self->fd = -1;
         self->gso = 1;
     }
@@ -217,45 +379,33 @@ static int Sender_init(SenderObject *self, PyObject *args, PyObject *kwds) {
                                      &address)) {
         return -1;
     }
-    if (self->srtp != NULL) {
+    if (self->keyed) {
         PyBuffer_Release(&key);
         PyErr_SetString(PyExc_RuntimeError, "a Sender is initialised once");
         return -1;
     }
-    srtp_policy_t policy;
-    memset(&policy, 0, sizeof(policy));
-    if (srtp_crypto_policy_set_from_profile_for_rtp(&policy.rtp, (srtp_profile_t)profile) !=
-            srtp_err_status_ok ||
-        srtp_crypto_policy_set_from_profile_for_rtcp(&policy.rtcp, (srtp_profile_t)profile) !=
-            srtp_err_status_ok) {
+    int key_length, salt_length;
+    if (!srtp_lengths(profile, &key_length, &salt_length)) {
         PyBuffer_Release(&key);
-        PyErr_Format(PyExc_ValueError, "SRTP profile %d is not supported by this libsrtp", profile);
+        PyErr_Format(PyExc_ValueError,
+                     "SRTP profile %d is not supported (AES-CM-128 + HMAC-SHA1-80: 1, "
+                     "AES-128-GCM: 7, AES-256-GCM: 8)",
+                     profile);
         return -1;
     }
-    Py_ssize_t wanted = srtp_profile_get_master_key_length((srtp_profile_t)profile) +
-                        srtp_profile_get_master_salt_length((srtp_profile_t)profile);
-    if (key.len != wanted) {
+    if (key.len != key_length + salt_length) {
         PyBuffer_Release(&key);
-        PyErr_Format(PyExc_ValueError, "SRTP profile %d needs a %zd-byte key and salt, got %zd",
-                     profile, wanted, key.len);
+        PyErr_Format(PyExc_ValueError, "SRTP profile %d needs a %d-byte key and salt, got %zd",
+                     profile, key_length + salt_length, key.len);
         return -1;
     }
-    unsigned char material[64];
-    memcpy(material, key.buf, (size_t)key.len);
+    int failed = srtp_init_session(&self->srtp, profile, key.buf);
     PyBuffer_Release(&key);
-    policy.ssrc.type = ssrc_any_outbound;
-    policy.key = material;
-    policy.window_size = 1024;
-    policy.allow_repeat_tx = 1; /* retransmissions protect the same index again */
-    policy.next = NULL;
-    srtp_err_status_t status = srtp_create(&self->srtp, &policy);
-    memset(material, 0, sizeof(material));
-    if (status != srtp_err_status_ok) {
-        self->srtp = NULL;
-        PyErr_Format(PyExc_RuntimeError, "libsrtp could not create a session (status %d)",
-                     (int)status);
+    if (failed) {
+        PyErr_SetString(PyExc_RuntimeError, "OpenSSL could not set up the SRTP session keys");
         return -1;
     }
+    self->keyed = 1;
     if (fd >= 0) {
         const char *host;
         int port;
@@ -287,10 +437,8 @@ static PyObject *Sender_close(SenderObject *self, PyObject *unused) {
     Py_BEGIN_ALLOW_THREADS
     pthread_mutex_lock(&self->lock);
     sender_close_locked(self);
-    if (self->srtp != NULL) {
-        srtp_dealloc(self->srtp);
-        self->srtp = NULL;
-    }
+    srtp_free(&self->srtp);
+    self->keyed = 0;
     pthread_mutex_unlock(&self->lock);
     Py_END_ALLOW_THREADS
     Py_RETURN_NONE;
@@ -298,9 +446,7 @@ static PyObject *Sender_close(SenderObject *self, PyObject *unused) {
 
 static void Sender_dealloc(SenderObject *self) {
     sender_close_locked(self);
-    if (self->srtp != NULL) {
-        srtp_dealloc(self->srtp);
-    }
+    srtp_free(&self->srtp);
     pthread_mutex_destroy(&self->lock);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
@@ -338,6 +484,7 @@ typedef struct {
     FrameData *frame;
     int index;
     uint16_t seq;
+    uint32_t roc; /* the rollover counter it was sent in: a retransmission keeps it */
     uint8_t marked;
     uint32_t timestamp;
 } Kept;
@@ -353,6 +500,7 @@ typedef struct {
     int extension_length;
     uint32_t clock_rate;
     uint16_t seq;
+    uint32_t roc; /* SRTP rollover counter: times seq wrapped */
     uint32_t offset;
     long long epoch;
     uint32_t last_timestamp;
@@ -445,6 +593,7 @@ static void Slot_dealloc(SlotObject *self) {
 typedef struct {
     unsigned char buffers[BATCH][BUFFER];
     int lengths[BATCH];
+    uint32_t rocs[BATCH];
     struct mmsghdr messages[BATCH];
     struct iovec vectors[BATCH];
 } Scratch;
@@ -478,13 +627,12 @@ static int build(SlotObject *slot, unsigned char *buf, uint16_t seq, uint8_t mar
     return 12 + slot->extension_length + (int)size;
 }
 
-/* Protect count packets in place; a packet libsrtp refuses gets length 0. */
+/* Protect count packets in place; a packet that cannot be protected gets length 0. */
 static void protect(SenderObject *sender, Scratch *s, int count) {
     for (int i = 0; i < count; i++) {
-        if (sender->srtp == NULL ||
-            srtp_protect(sender->srtp, s->buffers[i], &s->lengths[i]) != srtp_err_status_ok) {
-            s->lengths[i] = 0;
-        }
+        s->lengths[i] = sender->keyed ? srtp_protect_packet(&sender->srtp, s->buffers[i],
+                                                            s->lengths[i], s->rocs[i])
+                                      : 0;
     }
 }
 
@@ -619,15 +767,18 @@ static int slot_frame(SlotObject *slot, FrameData *frame, Outcome *outcome, PyOb
             size_t size = frame->offsets[index + 1] - frame->offsets[index];
             uint8_t marked = slot->payload_type | (index == last ? 0x80 : 0);
             s->lengths[k] = build(slot, s->buffers[k], slot->seq, marked, timestamp, payload, size);
+            s->rocs[k] = slot->roc;
             Kept *kept = &slot->history[slot->seq % HISTORY];
             frame_data_retain(frame);
             frame_data_release(kept->frame);
             kept->frame = frame;
             kept->index = index;
             kept->seq = slot->seq;
+            kept->roc = slot->roc;
             kept->marked = marked;
             kept->timestamp = timestamp;
             slot->seq = (uint16_t)(slot->seq + 1);
+            slot->roc += slot->seq == 0;
             slot->packets++;
             slot->octets += size;
         }
@@ -738,6 +889,7 @@ static PyObject *Slot_retransmit(SlotObject *self, PyObject *arg) {
         s->lengths[count] = build(self, s->buffers[count], kept->seq, kept->marked,
                                   kept->timestamp, frame->bytes + frame->offsets[kept->index],
                                   size);
+        s->rocs[count] = kept->roc;
         count++;
     }
     protect(self->sender, s, count);
@@ -1169,10 +1321,6 @@ static struct PyModuleDef module = {
 };
 
 PyMODINIT_FUNC PyInit__fanout(void) {
-    if (srtp_init() != srtp_err_status_ok) {
-        PyErr_SetString(PyExc_ImportError, "libsrtp failed to initialise");
-        return NULL;
-    }
     PyTypeObject *types[] = {&FrameType, &SenderType, &SlotType, &FanoutType};
     const char *names[] = {"Frame", "Sender", "Slot", "Fanout"};
     for (int i = 0; i < 4; i++) {

@@ -1,8 +1,9 @@
-"""The native fan-out on its own (``media._fanout``): real sockets, real libsrtp.
+"""The native fan-out on its own (``media._fanout``): real sockets, real SRTP.
 
-What players receive is decrypted with pylibsrtp (aiortc's own SRTP binding),
-so the header rewrite, the SRTP protection and the key layout are checked
-against an independent implementation, for each profile aiortc negotiates.
+What players receive is decrypted with pylibsrtp (aiortc's own binding of libsrtp),
+so the header rewrite, our SRTP framing on OpenSSL's ciphers (key derivation, IV,
+rollover counter, tag) and the key layout are checked against an independent
+implementation, for each profile aiortc negotiates.
 """
 
 from __future__ import annotations
@@ -202,6 +203,26 @@ def test_a_nacked_packet_is_sent_again_byte_for_byte(outbound: socket.socket) ->
     player.close()
 
 
+@pytest.mark.parametrize("profile", [CM_SHA1_80, GCM_128], ids=["AES-CM+HMAC", "AES-GCM"])
+def test_a_retransmission_keeps_the_rollover_counter_it_was_first_sent_in(
+    outbound: socket.socket, profile: int
+) -> None:
+    player = Player(profile)
+    fanout = _fanout.Fanout()
+    slot = _fanout.Slot(sender_for(player, outbound), 1, 96, b"", 65534, 0, VP8_CLOCK)
+    fanout.add(slot, [])
+    fanout.send(frame(1, keyframe=True))  # 65534, 65535, then 0: the counter rolls over
+    first = player.packets()
+    fanout.send(frame(2))
+    assert [header(p)[2] for p in player.packets()] == [1, 2, 3]
+
+    assert slot.retransmit([65535]) == []
+    # A receiver that has not seen it takes rollover counter 0 for 65535: only a packet
+    # protected in that counter, not the current one, decrypts.
+    assert player.packets(replayed=True) == [first[1]]
+    player.close()
+
+
 def test_a_sender_without_socket_hands_protected_packets_back() -> None:
     player = Player(GCM_128)
     sender = _fanout.Sender(player.profile, player.key, -1, None)
@@ -299,6 +320,8 @@ def test_a_closed_sender_sends_nothing_more(outbound: socket.socket) -> None:
 def test_bad_arguments_are_refused_with_a_reason(outbound: socket.socket) -> None:
     with pytest.raises(ValueError, match="needs a 30-byte key"):
         _fanout.Sender(CM_SHA1_80, b"short", -1, None)
+    with pytest.raises(ValueError, match="profile 2 is not supported"):
+        _fanout.Sender(2, bytes(30), -1, None)
     with pytest.raises(ValueError, match="not an IP address"):
         _fanout.Sender(CM_SHA1_80, bytes(30), outbound.fileno(), ("example.org", 1))
     sender = _fanout.Sender(CM_SHA1_80, bytes(30), -1, None)

@@ -192,10 +192,12 @@ async def serve_relay(mode: str, port_out: Any) -> None:
         await writer.drain()
 
     clients: set[asyncio.StreamWriter] = set()
+    handlers: set[asyncio.Task[Any]] = set()
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Requests are served concurrently, as an HTTP server would serve its clients."""
         clients.add(writer)
+        handlers.add(asyncio.current_task())  # type: ignore[arg-type]
         tasks: set[asyncio.Task[None]] = set()
         while line := await reader.readline():
             request = json.loads(line)
@@ -215,6 +217,9 @@ async def serve_relay(mode: str, port_out: Any) -> None:
     server.close()
     for client in clients:  # the feed's, still open: its handler ends at once
         client.close()
+    # Let them end by themselves: one still waiting when asyncio.run cancels it makes
+    # asyncio's stream callback log a CancelledError traceback.
+    await asyncio.gather(*handlers, return_exceptions=True)
     await relay.close()
 
 

@@ -534,10 +534,11 @@ class MediaEngine:
         if stream is not None and stream.players.pop(session.id, None) is not None:
             count = stream.count(session.role)
             logger.info(
-                "%s %s left %s, %d %ss here",
+                "%s %s left %s (%s), %d %ss here",
                 session.role,
                 session.id,
                 session.stream_id,
+                session.end_reason or "closed on request",
                 count,
                 session.role,
             )

@@ -16,6 +16,7 @@ import time
 
 import pytest
 
+from tests.support.cluster import publish_when_free, whip
 from tests.support.faults import (
     ROLES,
     FaultyStream,
@@ -23,6 +24,7 @@ from tests.support.faults import (
     close_all,
     longest,
 )
+from tests.support.peers import Peers
 from tests.support.postgres import PostgresServer
 
 pytestmark = pytest.mark.slow
@@ -37,8 +39,7 @@ def report(fault: str, gap_s: float, settle_s: float) -> None:
 
 
 KILLED = [role for role in ROLES if role != "main origin"]
-"""Not yet the main origin (killed, started again, published on again): in two runs of three a
-player held by the secondary origin lost its session during the hold, cause not found yet."""
+"""The main origin's own case is below: its stream must be published again."""
 
 
 @pytest.mark.parametrize("role", KILLED)
@@ -51,6 +52,23 @@ async def test_a_killed_node_drops_no_other_nodes_player(role: str, stream: Faul
         stream.drop_players_of(victim.name)
         settle_s = await assert_settled(stream)
         report(f"{role} SIGKILL", longest(pauses, killed_at - 1), settle_s)
+    finally:
+        await close_all(pauses)
+
+
+async def test_a_killed_main_origin_published_again_after_its_restart_drops_no_other_player(
+    stream: FaultyStream, peers: Peers
+) -> None:
+    origin = stream.nodes[ROLES["main origin"]]
+    pauses = stream.watch()
+    try:
+        origin.kill()
+        killed_at = time.monotonic()
+        stream.drop_players_of(origin.name)
+        await asyncio.to_thread(origin.start, 120)
+        stream.published = await publish_when_free(peers, whip(origin, stream.stream_id), 30)
+        settle_s = await assert_settled(stream)
+        report("main origin SIGKILL, published again", longest(pauses, killed_at - 1), settle_s)
     finally:
         await close_all(pauses)
 
@@ -70,8 +88,7 @@ async def test_a_frozen_node_drops_no_player_and_rejoins(role: str, stream: Faul
         await close_all(pauses)
 
 
-@pytest.mark.parametrize("outage_s", [10], ids=["10 s"])
-# Not yet 60 s: in its one run a player lost its session just after the registry came back.
+@pytest.mark.parametrize("outage_s", [10, 60], ids=["10 s", "60 s"])
 async def test_a_registry_outage_drops_no_player_and_heals(
     outage_s: int, stream: FaultyStream, registry_server: PostgresServer
 ) -> None:

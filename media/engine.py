@@ -384,10 +384,16 @@ class MediaEngine:
 
     async def _turn(self, stream_id: str, role: PlayRole) -> Turn:
         """A new player's turn to handshake; ``Overloaded`` if forwarding leaves no time
-        for it, or its turn does not come within ``handshake_wait_s``."""
+        for it, or its turn does not come within ``handshake_wait_s``.
+
+        A downstream node is let in even then (first in the queue): its one session
+        carries a whole subtree of players, often failing over to us, and refusing it
+        would drop them all, where taking it costs one player's share, which shedding
+        takes back from this node's newest players if the loop stays busy.
+        """
         self._check_open()
         self._load.start()  # from the first player on (the event loop runs here)
-        if self._load.busy:
+        if self._load.busy and role != "downstream":
             reason = self._overload()
         else:
             try:

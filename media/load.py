@@ -15,8 +15,8 @@ watching cost, so the guard keeps the share of the last second without
 handshakes. If joins never let up for ``STALE_S`` (one at least every second),
 the whole share counts again: joins that never end are load like any other. Then:
 
-- new players and downstream nodes are refused (``Overloaded``: 503) while that
-  share is at or above ``MediaConfig.busy_limit``;
+- new players are refused (``Overloaded``: 503) while that share is at or above
+  ``MediaConfig.busy_limit`` (downstream nodes are not: see ``MediaEngine._turn``);
 - past ``SHED_AFTER`` such seconds in a row, the newest players are ended, a few
   at a time (``SHED_SHARE`` of them, at least one, per second), until the loop
   has time again: those who came last lose, everyone else keeps a whole picture.

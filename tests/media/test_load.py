@@ -30,10 +30,12 @@ async def test_a_busy_node_refuses_new_players_then_sheds_the_newest_first(
 
     with pytest.raises(Overloaded, match="overloaded"):
         await watch(engine)
+    downstream = await watch(engine, downstream=True)  # a subtree's pull is never refused
     await events.wait_for("session_ended", newer.session_id)
     assert ("session_ended", older.session_id) not in events.history, "the newest goes first"
     await events.wait_for("session_ended", older.session_id)
     assert engine.stats().players == 0 and engine.has_stream("s1"), "players go, the stream stays"
+    assert ("session_ended", downstream.session_id) not in events.history, "players only are shed"
 
 
 class Clocks:

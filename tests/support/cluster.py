@@ -64,17 +64,21 @@ class Pauses:
         self._playing = playing
         self._over_s = over_s
         self.pauses: list[tuple[float, float]] = []
+        self._count, self._since = playing.received, time.monotonic()
         self._task = asyncio.create_task(self._watch())
 
     async def _watch(self) -> None:
-        count, since = self._playing.received, time.monotonic()
         while True:
             await asyncio.sleep(0.005)
-            now = time.monotonic()
-            if self._playing.received != count:
-                if now - since > self._over_s:
-                    self.pauses.append((since, now - since))
-                count, since = self._playing.received, now
+            self._poll()
+
+    def _poll(self) -> None:
+        """A pause ends with the first new frame; its length is then known."""
+        now = time.monotonic()
+        if self._playing.received != self._count:
+            if now - self._since > self._over_s:
+                self.pauses.append((self._since, now - self._since))
+            self._count, self._since = self._playing.received, now
 
     def longest(self, after: float = 0.0) -> float:
         """The longest pause that started at or after ``after`` (monotonic), in seconds."""
@@ -83,3 +87,6 @@ class Pauses:
     async def close(self) -> None:
         self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)
+        # A frame that came since the last poll (a test that waited for it, then closes
+        # at once) still ends its pause.
+        self._poll()

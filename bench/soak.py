@@ -65,6 +65,7 @@ FIRST_FRAME_S = 15.0
 SAMPLE_S = 5.0
 SETTLE_S = 20.0
 STALL_S = 5.0
+REPUBLISH_S = 30.0
 KEYS = {"cluster.idlePullTimeoutMs": "2000", "server.log_level": "WARN"}
 """Idle pulls stop fast, so the settled registry shows what was left, not what lingers."""
 
@@ -175,8 +176,7 @@ async def _kill_nodes(soak: Soak, every_s: float, until: float) -> None:
 async def _republish(soak: Soak, workdir: Path, every_s: float, until: float) -> None:
     whip = f"{soak.nodes['eu-1'].url}/LiveApp/whip/{STREAM}"
     while True:
-        publisher = PublisherProcess(whip, workdir / f"publisher-{soak.publishes}.log", PICTURE)
-        await asyncio.to_thread(publisher.start, 60.0)
+        publisher = await _publish_again(soak, whip, workdir)
         soak.publishes += 1
         soak.live.set()
         try:
@@ -187,6 +187,23 @@ async def _republish(soak: Soak, workdir: Path, every_s: float, until: float) ->
         if time.monotonic() >= until:
             return
         print(f"  {time.monotonic() - soak.started:5.0f} s: publisher restarts", file=sys.stderr)
+
+
+async def _publish_again(soak: Soak, whip: str, workdir: Path) -> PublisherProcess:
+    """Start the next publisher; like a real one, it tries again while the node still
+    refuses it (409: the previous publisher's session not yet gone), for ``REPUBLISH_S``."""
+    deadline, attempt = time.monotonic() + REPUBLISH_S, 0
+    while True:
+        log = workdir / f"publisher-{soak.publishes}-{attempt}.log"
+        try:
+            return await asyncio.to_thread(PublisherProcess(whip, log, PICTURE).start, 60.0)
+        except RuntimeError as refused:
+            if "409" not in str(refused) or time.monotonic() > deadline:
+                raise
+        attempt += 1
+        at = time.monotonic() - soak.started
+        print(f"  {at:5.0f} s: publishing refused (409), again in 1 s", file=sys.stderr)
+        await asyncio.sleep(1.0)
 
 
 @contextlib.asynccontextmanager
@@ -211,10 +228,19 @@ async def _churn(soak: Soak, workdir: Path, seconds: float, kill_every_s: float)
             try:
                 await soak.live.wait()
                 await asyncio.sleep(3.0)  # every node's view has the stream
-                players = [_player(soak, peers, rng, until) for _ in range(PLAYERS)]
+                players = asyncio.gather(
+                    *(_player(soak, peers, rng, until) for _ in range(PLAYERS))
+                )
                 async with _tasks(_kill_nodes(soak, kill_every_s, until)):
-                    await asyncio.gather(*players)
-                await publishing
+                    # A publisher that cannot publish again ends the run, saying why,
+                    # rather than leave the players waiting for a stream that never comes.
+                    running: list[asyncio.Future[Any]] = [players, publishing]
+                    await asyncio.wait(running, return_when=asyncio.FIRST_EXCEPTION)
+                    if publishing.done() and publishing.exception() is not None:
+                        players.cancel()
+                        await asyncio.gather(players, return_exceptions=True)
+                    await publishing
+                    await players
             finally:
                 publishing.cancel()
                 await asyncio.gather(publishing, return_exceptions=True)

@@ -4,9 +4,9 @@
  * Per player and packet: the RTP header rewritten (SSRC, payload type, sequence
  * number, timestamp, MID extension), SRTP-protected on OpenSSL's ciphers (the
  * player's own outbound keys, derived from its DTLS handshake), and the frame's packets
- * sent with one sendmmsg per player, all without the GIL. The players of a frame
- * are split across a small pool of worker threads (one per usable core, the
- * calling thread included). NACK history is kept per player as references to
+ * sent with one sendmmsg per player, all without the GIL. A frame is handed to a
+ * small pool of worker threads (one per usable core) and the caller goes on; the
+ * workers split its players between them. NACK history is kept per player as references to
  * the frame's shared payloads (reference counted atomically, no copies).
  *
  * Types:
@@ -978,29 +978,53 @@ static PyTypeObject SlotType = {
 
 /* ------------------------------------------------------------------ workers */
 
-typedef struct {
-    SlotObject **slots;
-    long total;
+/* Frames are handed to the pool and the caller goes on: the event loop's thread
+ * never waits for a fan-out, so ingest, RTCP and signalling keep their core while
+ * the workers send. A job is one frame for one fan-out; the workers take CHUNK
+ * slots of it at a time. A fan-out's jobs run in the order they were queued, the
+ * next once every slot of the last is done, so each slot gets its frames in order
+ * and a job's slot array is never changed under it (a Fanout changes it only with
+ * none of its frames queued: fanout_drain); other fan-outs' jobs (other tracks and
+ * streams) run meanwhile on the other workers. The pool is the process's and does not survive fork()
+ * (nothing here forks; the bench's processes are spawned). */
+
+typedef struct FanoutObject FanoutObject;
+
+typedef struct Job {
+    FanoutObject *fanout;
     FrameData *frame;
+    long total;
     atomic_long next;
-    atomic_ullong bytes;
-    atomic_int overflowed;
+    unsigned long order; /* its place among its fan-out's jobs */
+    int running;         /* workers inside it; under pool.lock */
+    struct Job *after;
 } Job;
+
+#define QUEUE_LIMIT 32 /* frames queued at most; send() waits beyond (the loop falls behind) */
 
 static struct {
     pthread_mutex_t lock;
-    pthread_cond_t wake;
-    pthread_cond_t done;
-    int threads; /* including the calling thread */
-    int started;
-    unsigned long generation;
-    int busy;
-    Job *job;
-    pthread_mutex_t serial; /* one job at a time */
-} pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER,
-          1, 0, 0, 0, NULL, PTHREAD_MUTEX_INITIALIZER};
+    pthread_cond_t changed; /* a job was queued or finished */
+    Job *head, *tail;
+    int queued;
+    int threads;
+    atomic_int started;
+    clockid_t clocks[MAX_THREADS]; /* the workers' CPU clocks */
+} pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, NULL, 0, 0, 0, {0}};
 
-static void run_job(Job *job) {
+struct FanoutObject {
+    PyObject_HEAD
+    SlotObject **slots; /* changed only under pool.lock with nothing queued */
+    Py_ssize_t count;
+    Py_ssize_t capacity;
+    int queued;         /* its frames in the pool's queue; under pool.lock */
+    unsigned long sent; /* its jobs finished (the next to run has order == sent); ditto */
+    int draining;       /* callers waiting for the queue to drain: send() waits for them */
+    atomic_ullong bytes; /* sent since the last report */
+    atomic_int overflowed;
+};
+
+static void run_chunks(Job *job) {
     Outcome outcome = {0, 0};
     for (;;) {
         long begin = atomic_fetch_add(&job->next, CHUNK);
@@ -1009,27 +1033,57 @@ static void run_job(Job *job) {
         }
         long end = begin + CHUNK < job->total ? begin + CHUNK : job->total;
         for (long i = begin; i < end; i++) {
-            slot_offer(job->slots[i], job->frame, &outcome);
+            slot_offer(job->fanout->slots[i], job->frame, &outcome);
         }
     }
-    atomic_fetch_add(&job->bytes, outcome.bytes);
-    atomic_fetch_add(&job->overflowed, outcome.overflowed);
+    atomic_fetch_add(&job->fanout->bytes, outcome.bytes);
+    atomic_fetch_add(&job->fanout->overflowed, outcome.overflowed);
+}
+
+/* A job is done (pool.lock held): out of the queue, its frame released; its
+ * fan-out's next job may run. */
+static void finish(Job *job) {
+    Job **link = &pool.head, *before = NULL;
+    while (*link != job) {
+        before = *link;
+        link = &before->after;
+    }
+    *link = job->after;
+    if (pool.tail == job) {
+        pool.tail = before;
+    }
+    pool.queued--;
+    job->fanout->queued--;
+    job->fanout->sent++;
+    frame_data_release(job->frame);
+    free(job);
+    pthread_cond_broadcast(&pool.changed);
+}
+
+/* The oldest job with slots left to take whose fan-out has nothing earlier running. */
+static Job *next_job(void) {
+    for (Job *job = pool.head; job != NULL; job = job->after) {
+        if (job->order == job->fanout->sent && atomic_load(&job->next) < job->total) {
+            return job;
+        }
+    }
+    return NULL;
 }
 
 static void *worker(void *unused) {
-    unsigned long seen = 0;
     pthread_mutex_lock(&pool.lock);
     for (;;) {
-        while (pool.generation == seen) {
-            pthread_cond_wait(&pool.wake, &pool.lock);
+        Job *job = next_job();
+        if (job == NULL) {
+            pthread_cond_wait(&pool.changed, &pool.lock);
+            continue;
         }
-        seen = pool.generation;
-        Job *job = pool.job;
+        job->running++;
         pthread_mutex_unlock(&pool.lock);
-        run_job(job);
+        run_chunks(job);
         pthread_mutex_lock(&pool.lock);
-        if (--pool.busy == 0) {
-            pthread_cond_signal(&pool.done);
+        if (--job->running == 0) {
+            finish(job); /* every chunk was taken (or it would not have left), none is running */
         }
     }
     return NULL;
@@ -1044,76 +1098,64 @@ static int usable_cores(void) {
     return count < 1 ? 1 : count;
 }
 
-/* Start the pool once: threads - 1 workers beside the caller. */
+/* Start the pool once, with threads workers (0: one per usable core). */
 static int start_pool(int threads) {
-    if (pool.started) {
+    if (atomic_load(&pool.started)) {
         return 0;
     }
-    if (threads < 1) {
-        threads = 1;
-    }
-    if (threads > MAX_THREADS) {
-        threads = MAX_THREADS;
-    }
-    for (int i = 1; i < threads; i++) {
-        pthread_t thread;
-        pthread_attr_t attr;
-        pthread_attr_init(&attr);
-        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-        int error = pthread_create(&thread, &attr, worker, NULL);
-        pthread_attr_destroy(&attr);
-        if (error != 0) {
-            errno = error;
-            return -1;
+    pthread_mutex_lock(&pool.lock);
+    int error = 0;
+    if (pool.threads == 0) {
+        threads = threads < 1 ? usable_cores() : threads;
+        threads = threads > MAX_THREADS ? MAX_THREADS : threads;
+        for (int i = 0; i < threads && error == 0; i++) {
+            pthread_t thread;
+            pthread_attr_t attr;
+            pthread_attr_init(&attr);
+            pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+            error = pthread_create(&thread, &attr, worker, NULL);
+            pthread_attr_destroy(&attr);
+            if (error == 0 && pthread_getcpuclockid(thread, &pool.clocks[pool.threads]) == 0) {
+                pool.threads++;
+            }
         }
-        pool.threads++;
     }
-    pool.started = 1;
-    return 0;
+    atomic_store(&pool.started, pool.threads > 0);
+    pthread_mutex_unlock(&pool.lock);
+    errno = error;
+    return pool.threads > 0 ? 0 : -1;
 }
 
-/* Offer frame to every slot, across the pool when there are enough of them. */
-static Outcome offer_all(SlotObject **slots, long total, FrameData *frame) {
-    Job job = {slots, total, frame, 0, 0, 0};
-    if (pool.threads > 1 && total > CHUNK) {
-        pthread_mutex_lock(&pool.serial);
-        pthread_mutex_lock(&pool.lock);
-        pool.job = &job;
-        pool.busy = pool.threads - 1;
-        pool.generation++;
-        pthread_cond_broadcast(&pool.wake);
-        pthread_mutex_unlock(&pool.lock);
-        run_job(&job);
-        pthread_mutex_lock(&pool.lock);
-        while (pool.busy > 0) {
-            pthread_cond_wait(&pool.done, &pool.lock);
+/* The CPU seconds the workers have used, for the overload guard. */
+static double pool_cpu_time(void) {
+    pthread_mutex_lock(&pool.lock);
+    int threads = pool.threads; /* clocks[] below it are set for good */
+    pthread_mutex_unlock(&pool.lock);
+    double total = 0.0;
+    for (int i = 0; i < threads; i++) {
+        struct timespec used;
+        if (clock_gettime(pool.clocks[i], &used) == 0) {
+            total += (double)used.tv_sec + (double)used.tv_nsec * 1e-9;
         }
-        pool.job = NULL;
-        pthread_mutex_unlock(&pool.lock);
-        pthread_mutex_unlock(&pool.serial);
-    } else {
-        run_job(&job);
     }
-    Outcome outcome = {atomic_load(&job.bytes), atomic_load(&job.overflowed)};
-    return outcome;
+    return total;
+}
+
+/* Wait (pool.lock held) until none of the fan-out's frames are queued; frames sent
+ * meanwhile (from another thread) wait for the drain, so it ends. */
+static void fanout_drain(FanoutObject *fanout) {
+    fanout->draining++;
+    while (fanout->queued > 0) {
+        pthread_cond_wait(&pool.changed, &pool.lock);
+    }
+    fanout->draining--;
+    pthread_cond_broadcast(&pool.changed);
 }
 
 /* ------------------------------------------------------------------ fan-outs */
 
-typedef struct {
-    PyObject_HEAD
-    pthread_mutex_t lock; /* the slot array */
-    SlotObject **slots;
-    Py_ssize_t count;
-    Py_ssize_t capacity;
-} FanoutObject;
-
 static PyObject *Fanout_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
-    FanoutObject *self = (FanoutObject *)type->tp_alloc(type, 0);
-    if (self != NULL) {
-        pthread_mutex_init(&self->lock, NULL);
-    }
-    return (PyObject *)self;
+    return type->tp_alloc(type, 0);
 }
 
 static int Fanout_init(FanoutObject *self, PyObject *args, PyObject *kwds) {
@@ -1125,17 +1167,22 @@ static int Fanout_init(FanoutObject *self, PyObject *args, PyObject *kwds) {
 }
 
 static void Fanout_dealloc(FanoutObject *self) {
+    pthread_mutex_lock(&pool.lock);
+    fanout_drain(self);
+    pthread_mutex_unlock(&pool.lock);
     for (Py_ssize_t i = 0; i < self->count; i++) {
         self->slots[i]->attached = 0;
         Py_DECREF(self->slots[i]);
     }
     free(self->slots);
-    pthread_mutex_destroy(&self->lock);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-static PyObject *outcome_tuple(Outcome outcome) {
-    return Py_BuildValue("(Ki)", outcome.bytes, outcome.overflowed);
+/* What was sent since the last report: (bytes, slots whose socket was full). */
+static PyObject *report(FanoutObject *self) {
+    unsigned long long bytes = atomic_exchange(&self->bytes, 0);
+    int overflowed = atomic_exchange(&self->overflowed, 0);
+    return Py_BuildValue("(Ki)", bytes, overflowed);
 }
 
 static PyObject *Fanout_send(FanoutObject *self, PyObject *arg) {
@@ -1143,14 +1190,47 @@ static PyObject *Fanout_send(FanoutObject *self, PyObject *arg) {
         PyErr_SetString(PyExc_TypeError, "send() takes a Frame");
         return NULL;
     }
-    FrameData *frame = ((FrameObject *)arg)->data;
-    Outcome outcome;
+    if (self->count == 0) {
+        return report(self); /* nobody to send to, nothing to keep in order */
+    }
+    if (start_pool(0) != 0) {
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    Job *job = calloc(1, sizeof(Job));
+    if (job == NULL) {
+        return PyErr_NoMemory();
+    }
+    job->fanout = self;
+    job->frame = ((FrameObject *)arg)->data;
+    frame_data_retain(job->frame);
     Py_BEGIN_ALLOW_THREADS
-    pthread_mutex_lock(&self->lock);
-    outcome = offer_all(self->slots, (long)self->count, frame);
-    pthread_mutex_unlock(&self->lock);
+    pthread_mutex_lock(&pool.lock);
+    while (pool.queued >= QUEUE_LIMIT || self->draining > 0) {
+        pthread_cond_wait(&pool.changed, &pool.lock);
+    }
+    job->total = (long)self->count;
+    job->order = self->sent + (unsigned long)self->queued;
+    if (pool.tail != NULL) {
+        pool.tail->after = job;
+    } else {
+        pool.head = job;
+    }
+    pool.tail = job;
+    pool.queued++;
+    self->queued++;
+    pthread_cond_broadcast(&pool.changed);
+    pthread_mutex_unlock(&pool.lock);
     Py_END_ALLOW_THREADS
-    return outcome_tuple(outcome);
+    return report(self);
+}
+
+static PyObject *Fanout_flush(FanoutObject *self, PyObject *unused) {
+    Py_BEGIN_ALLOW_THREADS
+    pthread_mutex_lock(&pool.lock);
+    fanout_drain(self);
+    pthread_mutex_unlock(&pool.lock);
+    Py_END_ALLOW_THREADS
+    return report(self);
 }
 
 static PyObject *Fanout_add(FanoutObject *self, PyObject *args) {
@@ -1181,36 +1261,44 @@ static PyObject *Fanout_add(FanoutObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "the slot is attached already");
         return NULL;
     }
-    if (self->count == self->capacity) {
-        Py_ssize_t capacity = self->capacity ? self->capacity * 2 : 16;
-        pthread_mutex_lock(&self->lock);
-        SlotObject **grown = realloc(self->slots, sizeof(SlotObject *) * (size_t)capacity);
-        if (grown != NULL) {
-            self->slots = grown;
-            self->capacity = capacity;
-        }
-        pthread_mutex_unlock(&self->lock);
-        if (grown == NULL) {
-            Py_DECREF(frames);
-            return PyErr_NoMemory();
-        }
-    }
     Py_INCREF(slot);
     Outcome outcome = {0, 0};
+    int grown = 1;
     Py_BEGIN_ALLOW_THREADS
-    pthread_mutex_lock(&self->lock);
     pthread_mutex_lock(&slot->lock);
     slot->attached = 1;
     slot->waiting = 1;
     pthread_mutex_unlock(&slot->lock);
-    for (Py_ssize_t i = 0; i < n; i++) {
+    for (Py_ssize_t i = 0; i < n; i++) { /* the workers do not see it yet */
         slot_offer(slot, ((FrameObject *)PySequence_Fast_GET_ITEM(frames, i))->data, &outcome);
     }
-    self->slots[self->count++] = slot;
-    pthread_mutex_unlock(&self->lock);
+    pthread_mutex_lock(&pool.lock);
+    fanout_drain(self); /* its queued frames are in the GOP it was just sent */
+    if (self->count == self->capacity) {
+        Py_ssize_t capacity = self->capacity ? self->capacity * 2 : 16;
+        SlotObject **slots = realloc(self->slots, sizeof(SlotObject *) * (size_t)capacity);
+        grown = slots != NULL;
+        if (grown) {
+            self->slots = slots;
+            self->capacity = capacity;
+        }
+    }
+    if (grown) {
+        self->slots[self->count++] = slot;
+    }
+    pthread_mutex_unlock(&pool.lock);
+    if (!grown) {
+        pthread_mutex_lock(&slot->lock);
+        slot->attached = 0;
+        pthread_mutex_unlock(&slot->lock);
+    }
     Py_END_ALLOW_THREADS
     Py_DECREF(frames);
-    return outcome_tuple(outcome);
+    if (!grown) {
+        Py_DECREF(slot);
+        return PyErr_NoMemory();
+    }
+    return Py_BuildValue("(Ki)", outcome.bytes, outcome.overflowed);
 }
 
 static PyObject *Fanout_remove(FanoutObject *self, PyObject *arg) {
@@ -1220,7 +1308,8 @@ static PyObject *Fanout_remove(FanoutObject *self, PyObject *arg) {
     }
     SlotObject *slot = (SlotObject *)arg, *found = NULL;
     Py_BEGIN_ALLOW_THREADS
-    pthread_mutex_lock(&self->lock);
+    pthread_mutex_lock(&pool.lock);
+    fanout_drain(self);
     for (Py_ssize_t i = 0; i < self->count; i++) {
         if (self->slots[i] == slot) {
             found = slot;
@@ -1228,12 +1317,12 @@ static PyObject *Fanout_remove(FanoutObject *self, PyObject *arg) {
             break;
         }
     }
+    pthread_mutex_unlock(&pool.lock);
     if (found != NULL) {
         pthread_mutex_lock(&slot->lock);
         slot->attached = 0;
         pthread_mutex_unlock(&slot->lock);
     }
-    pthread_mutex_unlock(&self->lock);
     Py_END_ALLOW_THREADS
     if (found != NULL) {
         Py_DECREF(found);
@@ -1243,13 +1332,14 @@ static PyObject *Fanout_remove(FanoutObject *self, PyObject *arg) {
 
 static PyObject *Fanout_wait_for_keyframe(FanoutObject *self, PyObject *unused) {
     Py_BEGIN_ALLOW_THREADS
-    pthread_mutex_lock(&self->lock);
+    pthread_mutex_lock(&pool.lock);
+    fanout_drain(self); /* frames queued before stay sent, as they came */
     for (Py_ssize_t i = 0; i < self->count; i++) {
         pthread_mutex_lock(&self->slots[i]->lock);
         self->slots[i]->waiting = 1;
         pthread_mutex_unlock(&self->slots[i]->lock);
     }
-    pthread_mutex_unlock(&self->lock);
+    pthread_mutex_unlock(&pool.lock);
     Py_END_ALLOW_THREADS
     Py_RETURN_NONE;
 }
@@ -1258,7 +1348,10 @@ static Py_ssize_t Fanout_len(FanoutObject *self) { return self->count; }
 
 static PyMethodDef Fanout_methods[] = {
     {"send", (PyCFunction)Fanout_send, METH_O,
-     "Send a frame to every attached slot: (bytes sent, slots whose socket was full)."},
+     "Queue a frame for every attached slot (the workers send it; this returns at once) and "
+     "report what was sent since the last report: (bytes, slots whose socket was full)."},
+    {"flush", (PyCFunction)Fanout_flush, METH_NOARGS,
+     "Wait until this fan-out's queued frames are sent; report as send() does."},
     {"add", (PyCFunction)Fanout_add, METH_VARARGS,
      "Attach a slot, first sending it these frames (a cached GOP); it starts at a keyframe."},
     {"remove", (PyCFunction)Fanout_remove, METH_O,
@@ -1289,9 +1382,6 @@ static PyObject *module_start_workers(PyObject *module, PyObject *args) {
     if (!PyArg_ParseTuple(args, "|i", &threads)) {
         return NULL;
     }
-    if (threads <= 0) {
-        threads = usable_cores();
-    }
     if (start_pool(threads) != 0) {
         return PyErr_SetFromErrno(PyExc_OSError);
     }
@@ -1299,7 +1389,11 @@ static PyObject *module_start_workers(PyObject *module, PyObject *args) {
 }
 
 static PyObject *module_workers(PyObject *module, PyObject *unused) {
-    return PyLong_FromLong(pool.threads);
+    return PyLong_FromLong(atomic_load(&pool.started) ? pool.threads : 0);
+}
+
+static PyObject *module_cpu_time(PyObject *module, PyObject *unused) {
+    return PyFloat_FromDouble(pool_cpu_time());
 }
 
 static PyObject *module_usable_cores(PyObject *module, PyObject *unused) {
@@ -1308,8 +1402,10 @@ static PyObject *module_usable_cores(PyObject *module, PyObject *unused) {
 
 static PyMethodDef module_methods[] = {
     {"start_workers", module_start_workers, METH_VARARGS,
-     "Start the fan-out threads once (0: one per core this process may use); their count."},
-    {"workers", module_workers, METH_NOARGS, "Fan-out threads, the calling one included."},
+     "Start the fan-out threads once (0: one per core this process may use); their count. "
+     "The first send() starts them if nothing did."},
+    {"workers", module_workers, METH_NOARGS, "Fan-out threads running (0: not started)."},
+    {"cpu_time", module_cpu_time, METH_NOARGS, "CPU seconds the fan-out threads have used."},
     {"usable_cores", module_usable_cores, METH_NOARGS, "Cores in this process's affinity."},
     {NULL},
 };

@@ -28,11 +28,12 @@ class MediaConfig:
     answers the next one "port unreachable", and the pull is lost after only two
     keepalive intervals of silence.
     ``fanout_threads`` is how many threads send each frame to the players (the
-    event loop's own included); 0 means one per core the process may run on.
-    The threads are the process's, started by its first engine. While the event
-    loop's thread was busy ``busy_limit`` of the last second or more, new players
-    and downstream nodes are refused, and after a few such seconds the newest
-    players are shed (``media.load``). At most ``handshake_slots`` players
+    event loop hands each frame to them and goes on); 0 means one per core the
+    process may run on. The threads are the process's, started by its first
+    engine. While forwarding kept the event loop's thread, the fan-out threads or
+    the cores they share ``busy_limit`` busy over the last second or more, new
+    players are refused, and after a few such seconds the newest players are shed
+    (``media.load``). At most ``handshake_slots`` players
     handshake at a time (from their offer to their connection); the others wait
     their turn for up to ``handshake_wait_s`` before they are refused
     (``media.admission``).

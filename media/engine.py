@@ -355,6 +355,7 @@ class MediaEngine:
                 (stream_id, stream.count("player")) for stream_id, stream in self._streams.items()
             ),
             loop_busy=round(self._load.share, 3),
+            fanout_busy=round(self._load.fanout, 3),
             forwarding_busy=round(self._load.forwarding, 3),
             ingest_backlog=self._load.backlog,
         )
@@ -480,7 +481,8 @@ class MediaEngine:
         if self._load.behind:
             return f"its media is late, {self._load.backlog >> 10} KiB of ingest wait unread"
         return (
-            f"forwarding keeps its media loop {self._load.forwarding:.0%} busy,"
+            f"forwarding keeps it {self._load.forwarding:.0%} busy (its media loop"
+            f" {self._load.share:.0%}, its fan-out threads {self._load.fanout:.0%}),"
             f" the limit is {self._load.limit:.0%}"
         )
 

@@ -1,12 +1,18 @@
 """How busy forwarding keeps the media plane's event loop: what admission and shedding go by.
 
-Everything a node does for its streams that is not the native fan-out's worker
-threads happens on one event loop: ingest, RTCP, ICE consent, DTLS handshakes of
-joining players, signalling, and the fan-out's own share. When that thread has
-no time left, frames wait in the ingest socket and reach every player late and
-together. So the engine samples the loop thread's CPU time once a second
-(``time.thread_time``: CPU actually used, so other processes crowding the
-machine lower the figure rather than raise it).
+Everything a node does for its streams that is not the native fan-out happens
+on one event loop: ingest, RTCP, ICE consent, DTLS handshakes of joining
+players, signalling. When that thread has no time left, frames wait in the
+ingest socket and reach every player late and together. The fan-out itself runs
+on its worker threads (``media._fanout``), one per usable core, which the loop
+hands each frame to; when they have no time left, frames wait in their queue
+and the loop, once it is full, waits for them. So the engine samples, once a
+second, the CPU time of the loop's thread (``time.thread_time``) and of the
+workers (``_fanout.cpu_time``): CPU actually used, so other processes crowding
+the machine lower the figures rather than raise them. The share that counts is
+the fullest of three: the loop's thread (one core at most), the workers' (per
+worker), and both together over the cores the process may use (the loop and
+the workers share them).
 
 What the guard goes by is the share *forwarding* takes: a second during which
 players were handshaking (``media.admission``) shows a burst that the handshake
@@ -41,6 +47,8 @@ import asyncio
 import time
 from collections.abc import Callable
 
+from media import _fanout
+
 SAMPLE_S = 1.0
 SHED_AFTER = 3  # busy seconds in a row before players are shed
 SHED_SHARE = 0.05  # of the players, per busy second, once shedding
@@ -57,8 +65,10 @@ class LoopLoad:
     ``on_busy(seconds)`` gets how many busy seconds have come in a row;
     ``handshaking(since)`` says whether players were handshaking since that
     ``time.monotonic()`` instant; ``backlog()`` says how many bytes wait unread in
-    the fullest ingest socket. ``cpu`` and ``clock`` are the thread's CPU clock and
-    the wall clock (tests give their own).
+    the fullest ingest socket. ``cpu``, ``fanout_cpu`` and ``clock`` are the loop
+    thread's CPU clock, the fan-out workers' and the wall clock; ``workers`` and
+    ``cores`` how many workers there are and how many cores they share with the
+    loop (tests give their own).
     """
 
     def __init__(
@@ -68,11 +78,16 @@ class LoopLoad:
         handshaking: Callable[[float], bool],
         backlog: Callable[[], int],
         cpu: Callable[[], float] = time.thread_time,
+        fanout_cpu: Callable[[], float] = _fanout.cpu_time,
+        workers: int = 0,
+        cores: int = 0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.limit = limit
         self.share = 0.0
-        """The loop's whole CPU share over the last second."""
+        """The loop thread's whole CPU share over the last second."""
+        self.fanout = 0.0
+        """The fan-out workers' CPU share over the last second, per worker."""
         self.forwarding = 0.0
         """The share the guard goes by: the last second's without handshakes (see above)."""
         self.backlog = 0
@@ -80,10 +95,13 @@ class LoopLoad:
         self._on_busy = on_busy
         self._handshaking = handshaking
         self._backlog = backlog
-        self._cpu_clock, self._clock = cpu, clock
+        self._cpu_clock, self._fanout_clock, self._clock = cpu, fanout_cpu, clock
+        self._workers = max(workers or _fanout.workers(), 1)
+        self._cores = max(cores or _fanout.usable_cores(), 1)
         self._busy_for = 0
         self._timer: asyncio.TimerHandle | None = None
         self._cpu = 0.0
+        self._fanout_cpu = 0.0
         self._at = 0.0
         self._quiet_at = 0.0  # when the last second without handshakes ended
 
@@ -104,7 +122,11 @@ class LoopLoad:
 
     def reset(self) -> None:
         """Begin a sample now."""
-        self._cpu, self._at = self._cpu_clock(), self._clock()
+        self._cpu, self._fanout_cpu, self._at = (
+            self._cpu_clock(),
+            self._fanout_clock(),
+            self._clock(),
+        )
         self._quiet_at = self._at
 
     def stop(self) -> None:
@@ -114,13 +136,17 @@ class LoopLoad:
 
     def sample(self) -> None:
         """End a sample (and begin the next): update the shares, count a busy second."""
-        cpu, at = self._cpu_clock(), self._clock()
-        self.share = (cpu - self._cpu) / max(at - self._at, 1e-6)
+        cpu, fanout_cpu, at = self._cpu_clock(), self._fanout_clock(), self._clock()
+        elapsed = max(at - self._at, 1e-6)
+        self.share = (cpu - self._cpu) / elapsed
+        fanout = (fanout_cpu - self._fanout_cpu) / elapsed
+        self.fanout = fanout / self._workers
+        whole = max(self.share, self.fanout, (self.share + fanout) / self._cores)
         if not self._handshaking(self._at):
-            self.forwarding, self._quiet_at = self.share, at
+            self.forwarding, self._quiet_at = whole, at
         elif at - self._quiet_at > STALE_S:
-            self.forwarding = self.share
-        self._cpu, self._at = cpu, at
+            self.forwarding = whole
+        self._cpu, self._fanout_cpu, self._at = cpu, fanout_cpu, at
         before, self.backlog = self.backlog, self._backlog()
         catching_up = before >= BEHIND_BYTES and self.backlog <= before * (1 - CATCHING_UP)
         self._busy_for = self._busy_for + 1 if self.busy and not catching_up else 0

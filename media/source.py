@@ -2,9 +2,10 @@
 
 A ``Source`` holds one ``TrackSource`` per track (video, audio). Each track keeps
 the frames since its last keyframe (the GOP) so that a joining player starts at
-a keyframe, and sends every frame to every player in one native call
-(``media._fanout.Fanout.send``: header rewrite, SRTP and ``sendmmsg`` per
-player, across the fan-out threads, without the GIL). A player whose socket is
+a keyframe, and hands every frame to its players in one native call
+(``media._fanout.Fanout.send``, which queues it for the fan-out threads: header
+rewrite, SRTP and ``sendmmsg`` per player, without the GIL, while the event
+loop goes on). A player whose socket is
 full when its packets come skips to the next keyframe (and one is asked for);
 nobody else notices, because sending to UDP never waits. A player reached
 through a TURN relay, whose send path awaits, reads an ``Outlet`` instead: a
@@ -63,9 +64,10 @@ class TrackSource:
     def push(self, data: bytes, timestamp: int, epoch: int) -> None:
         """Take one encoded frame from the upstream and hand it to every player.
 
-        Players on plain UDP get it in one native call, before this returns;
-        an outlet's failure is logged and contained, it must not cost the
-        others this frame.
+        Players on plain UDP get it from the fan-out threads, queued in one
+        native call (what they sent meanwhile comes back for the meter, and a
+        full socket asks for a keyframe); an outlet's failure is logged and
+        contained, it must not cost the others this frame.
         """
         mime = self.codec.mime_type
         keyframe = is_keyframe(mime, data)

@@ -57,10 +57,12 @@ class MediaStats:
     the sessions of downstream nodes pulling from us (``play(..., downstream=True)``),
     which cost the same to serve but are not audience.
     ``loop_busy`` is the share of the last second the media event
-    loop's thread spent on CPU; ``forwarding_busy`` the share admission and
-    shedding go by: the last second's without joining players' handshakes
-    (``media.load``); ``ingest_backlog`` the bytes that waited unread in the fullest
-    ingest socket then (media arriving faster than the loop reads it).
+    loop's thread spent on CPU; ``fanout_busy`` the fan-out threads' share (per
+    thread); ``forwarding_busy`` the share admission and shedding go by: the
+    fullest of those and of both over the cores, of the last second without joining
+    players' handshakes (``media.load``); ``ingest_backlog`` the bytes that waited
+    unread in the fullest ingest socket then (media arriving faster than the loop
+    reads it).
     """
 
     publishers: int
@@ -71,6 +73,7 @@ class MediaStats:
     bitrate_out_kbps: float
     players_per_stream: tuple[tuple[str, int], ...]
     loop_busy: float = 0.0
+    fanout_busy: float = 0.0
     forwarding_busy: float = 0.0
     ingest_backlog: int = 0
 

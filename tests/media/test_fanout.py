@@ -116,8 +116,9 @@ def test_players_get_their_own_headers_protected_by_their_own_keys(
     for slot in slots:
         fanout.add(slot, [])
 
-    fanout.send(frame(1))  # before the first keyframe: nothing goes out
-    sent, overflowed = fanout.send(frame(2, keyframe=True))
+    reports = [fanout.send(frame(1))]  # before the first keyframe: nothing goes out
+    reports += [fanout.send(frame(2, keyframe=True)), fanout.flush()]
+    sent, overflowed = map(sum, zip(*reports, strict=True))
 
     assert overflowed == 0 and sent > 3 * 3 * 300
     for i, player in enumerate(players):
@@ -141,6 +142,7 @@ def test_a_slot_without_extension_and_its_sender_report_counters(outbound: socke
     fanout.add(slot, [])
     before = time.time()
     fanout.send(_fanout.Frame([b"opus"], 960, True, 1))
+    fanout.flush()
 
     (packet,) = player.packets()
     assert header(packet) == (0x80, 0x80 | 111, 10, 480, 42) and packet[12:] == b"opus"
@@ -170,6 +172,7 @@ def test_sequence_and_timestamps_continue_across_a_new_upstream(outbound: socket
     fanout.add(slot, [])
     fanout.send(frame(1, keyframe=True, epoch=1))
     fanout.send(frame(2, epoch=1))
+    fanout.flush()
     old = player.packets()
 
     time.sleep(0.2)
@@ -177,6 +180,7 @@ def test_sequence_and_timestamps_continue_across_a_new_upstream(outbound: socket
     fanout.send(frame(900, epoch=2))  # the new upstream's first frame is no keyframe
     fanout.send(frame(50, keyframe=True, epoch=2))  # and its clock is elsewhere
     fanout.send(frame(51, epoch=2))
+    fanout.flush()
     new = player.packets()
 
     assert [header(p)[2] for p in old + new] == list(range(500, 512))
@@ -194,6 +198,7 @@ def test_a_nacked_packet_is_sent_again_byte_for_byte(outbound: socket.socket) ->
     slot = _fanout.Slot(sender_for(player, outbound), 1, 96, b"", 100, 0, VP8_CLOCK)
     fanout.add(slot, [])
     fanout.send(frame(1, keyframe=True))
+    fanout.flush()
     first = player.packets()
 
     assert slot.retransmit([101, 102, 99, 5000]) == []  # the slot sends them itself
@@ -212,8 +217,10 @@ def test_a_retransmission_keeps_the_rollover_counter_it_was_first_sent_in(
     slot = _fanout.Slot(sender_for(player, outbound), 1, 96, b"", 65534, 0, VP8_CLOCK)
     fanout.add(slot, [])
     fanout.send(frame(1, keyframe=True))  # 65534, 65535, then 0: the counter rolls over
+    fanout.flush()
     first = player.packets()
     fanout.send(frame(2))
+    fanout.flush()
     assert [header(p)[2] for p in player.packets()] == [1, 2, 3]
 
     assert slot.retransmit([65535]) == []
@@ -252,6 +259,7 @@ def test_a_player_whose_socket_is_full_skips_to_the_next_keyframe_alone(
     fanout.add(healthy, [])
 
     results = [fanout.send(frame(n, keyframe=n == 0, packets=4)) for n in range(40)]
+    results.append(fanout.flush())
 
     assert sum(overflowed for _, overflowed in results) == 1, "full once, then waiting"
     assert stalled.waiting_for_keyframe and stalled.overflows == 1
@@ -263,6 +271,7 @@ def test_a_player_whose_socket_is_full_skips_to_the_next_keyframe_alone(
         except BlockingIOError:
             break
     fanout.send(frame(40, keyframe=True))
+    fanout.flush()
     assert not stalled.waiting_for_keyframe
     full.close()
     reading.close()
@@ -312,7 +321,8 @@ def test_a_closed_sender_sends_nothing_more(outbound: socket.socket) -> None:
     fanout = _fanout.Fanout()
     fanout.add(_fanout.Slot(sender, 1, 96, b"", 0, 0, VP8_CLOCK), [])
     sender.close()
-    sent, overflowed = fanout.send(frame(0, keyframe=True))
+    reports = [fanout.send(frame(0, keyframe=True)), fanout.flush()]
+    sent, overflowed = map(sum, zip(*reports, strict=True))
     assert (sent, overflowed, player.packets()) == (0, 0, [])
     player.close()
 
@@ -333,7 +343,32 @@ def test_bad_arguments_are_refused_with_a_reason(outbound: socket.socket) -> Non
 
 def test_the_fanout_threads_follow_the_process_affinity() -> None:
     assert _fanout.usable_cores() == len(os.sched_getaffinity(0))
+    _fanout.start_workers()
     assert _fanout.workers() >= 1
+
+
+def test_the_caller_hands_frames_over_and_the_workers_send_them(outbound: socket.socket) -> None:
+    """The event loop's thread must not spend its time on the fan-out: its CPU for
+    queueing frames is a small fraction of what the workers spend sending them."""
+    players = [Player() for _ in range(64)]
+    fanout = _fanout.Fanout()
+    for i, player in enumerate(players):
+        fanout.add(_fanout.Slot(sender_for(player, outbound), i, 96, b"", 0, 0, VP8_CLOCK), [])
+    frames = [frame(n, keyframe=n == 0, packets=10) for n in range(30)]
+    workers_before, caller_before = _fanout.cpu_time(), time.thread_time()
+
+    for f in frames:
+        fanout.send(f)
+    caller = time.thread_time() - caller_before
+    fanout.flush()
+
+    workers = _fanout.cpu_time() - workers_before
+    assert sum(len(p.packets()) for p in players) == 64 * 30 * 10
+    assert caller < workers / 5, (
+        f"the caller used {caller * 1e3:.1f} ms, the workers {workers * 1e3:.1f}"
+    )
+    for player in players:
+        player.close()
 
 
 def test_equal_sized_packets_of_a_frame_arrive_as_separate_datagrams(
@@ -348,8 +383,33 @@ def test_equal_sized_packets_of_a_frame_arrive_as_separate_datagrams(
     payloads = [bytes([k]) * 1300 for k in range(8)] + [b"end"]
 
     fanout.send(_fanout.Frame(payloads, 0, True, 1))
+    fanout.flush()
 
     packets = player.packets()
     assert [p[12:] for p in packets] == payloads
     assert [header(p)[1] & 0x80 for p in packets] == [0] * 8 + [0x80]
     player.close()
+
+
+def test_each_track_gets_its_frames_in_order_while_tracks_are_sent_side_by_side(
+    outbound: socket.socket,
+) -> None:
+    """The workers send different fan-outs' frames at once, one fan-out's one after
+    another: every player of every track sees one unbroken, ordered sequence."""
+    tracks = [(_fanout.Fanout(), [Player() for _ in range(4)]) for _ in range(8)]
+    for t, (fanout, players) in enumerate(tracks):
+        for i, player in enumerate(players):
+            slot = _fanout.Slot(sender_for(player, outbound), t * 16 + i, 96, b"", 0, 0, VP8_CLOCK)
+            fanout.add(slot, [])
+    for n in range(25):
+        for fanout, _ in tracks:
+            fanout.send(frame(n, keyframe=n == 0, packets=5))
+    for fanout, _ in tracks:
+        fanout.flush()
+
+    for _, players in tracks:
+        for player in players:
+            packets = player.packets()
+            assert [header(p)[2] for p in packets] == list(range(25 * 5))
+            assert [p[12] for p in packets] == [n for n in range(25) for _ in range(5)]
+            player.close()

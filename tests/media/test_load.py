@@ -39,19 +39,25 @@ async def test_a_busy_node_refuses_new_players_then_sheds_the_newest_first(
 
 
 class Clocks:
-    """The loop thread's CPU clock and the wall clock, moved by hand."""
+    """The loop thread's CPU clock, the fan-out workers' and the wall clock, moved by hand."""
 
     def __init__(self) -> None:
         self.cpu = 0.0
+        self.fanout = 0.0
         self.now = 100.0
 
-    def second(self, busy: float) -> None:
+    def second(self, busy: float, fanout: float = 0.0) -> None:
         self.cpu += busy
+        self.fanout += fanout
         self.now += 1.0
 
 
 def sampled(
-    handshaking: list[bool], busy_seconds: list[int], backlog: list[int] | None = None
+    handshaking: list[bool],
+    busy_seconds: list[int],
+    backlog: list[int] | None = None,
+    workers: int = 2,
+    cores: int = 2,
 ) -> tuple[LoopLoad, Clocks]:
     clocks = Clocks()
     queued = backlog if backlog is not None else [0]
@@ -61,6 +67,9 @@ def sampled(
         lambda since: handshaking[-1],
         lambda: queued[-1],
         cpu=lambda: clocks.cpu,
+        fanout_cpu=lambda: clocks.fanout,
+        workers=workers,
+        cores=cores,
         clock=lambda: clocks.now,
     )
     load.reset()
@@ -92,6 +101,26 @@ def test_real_overload_is_still_seen_and_counted_second_by_second() -> None:
     clocks.second(0.5)
     load.sample()
     assert not load.busy and busy == [1, 2, 3, 4], "a second with time left ends the run"
+
+
+def test_full_fanout_threads_are_overload_while_the_loop_has_time() -> None:
+    handshaking, busy = [False], list[int]()
+    load, clocks = sampled(handshaking, busy, workers=2, cores=2)
+    clocks.second(0.3, fanout=1.2)  # 60 % of each worker, 75 % of the two cores
+    load.sample()
+    assert load.fanout == pytest.approx(0.6) and not load.busy
+    clocks.second(0.2, fanout=1.9)
+    load.sample()
+    assert load.fanout == pytest.approx(0.95) and load.busy and busy == [1]
+
+
+def test_the_loop_and_the_workers_on_one_core_fill_it_together() -> None:
+    handshaking, busy = [False], list[int]()
+    load, clocks = sampled(handshaking, busy, workers=1, cores=1)
+    clocks.second(0.45, fanout=0.5)  # neither near the limit alone, the core is full
+    load.sample()
+    assert load.share < 0.9 and load.fanout < 0.9
+    assert load.forwarding == pytest.approx(0.95) and load.busy and busy == [1]
 
 
 def test_joins_that_never_let_up_count_as_load_after_a_while() -> None:

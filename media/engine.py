@@ -55,6 +55,7 @@ from media.errors import (
 from media.load import SHED_AFTER, SHED_SHARE, LoopLoad
 from media.meter import Meter
 from media.picture import picture_size
+from media.refusals import Refusals
 from media.sessions import IngestSession, PlayRole, PlaySession, Role, Session
 from media.source import Source
 from media.types import Exchange, MediaStats, SessionDescription, StreamInfo, StreamListener
@@ -103,6 +104,7 @@ class MediaEngine:
         self._load = LoopLoad(
             config.busy_limit, self._busy, self._handshakes.handshaking, self._backlog
         )
+        self._refusals = Refusals(logger)
         self._closed = False
 
     async def publish(self, stream_id: str, offer_sdp: str) -> SessionDescription:
@@ -404,7 +406,7 @@ class MediaEngine:
             else:
                 self._check_open()
                 return turn
-        logger.warning("refused a %s for %s: %s", role, stream_id, reason)
+        self._refusals.refused(role, stream_id, reason)
         raise Overloaded(reason)
 
     def _player(

@@ -19,9 +19,10 @@ The number of players steps up until the slowest falls below 28 fps, or the
 fastest goes above 31 (a 30 fps source cannot be received faster: a saturated
 relay flushing a backlog, or the players' side reading late), or the feed or the
 players' process is short of CPU, or the time budget ends. At the end a join
-storm (200 players in 2 s while 500 watch; 50 while 200 with --quick; fewer
-watchers if the relay held fewer at 28+ fps, the newest players leaving first)
-measures the watchers' lowest frame rate and the joiners' join -> first keyframe.
+storm (200 players in 2 s while 500 watch; 50 while 200 with --quick; any other
+size with ``--storm JOINERS/WATCHERS``; fewer watchers if the relay held fewer at
+28+ fps, the newest players leaving first) measures the watchers' lowest frame
+rate and the joiners' join -> first keyframe.
 CPU per packet is the relay process's own user + system time (``getrusage``;
 for Janus, its process's times) over the packets the players received, so the
 kernel's share of sending on loopback (which includes delivery to the players'
@@ -979,12 +980,26 @@ def table(results: list[Result]) -> str:
     return "\n".join(rows)
 
 
+def storm_size(text: str) -> tuple[int, int]:
+    """``JOINERS/WATCHERS``, e.g. ``100/500``."""
+    joiners, _, watchers = text.partition("/")
+    if not (joiners.isdigit() and watchers.isdigit() and int(joiners) > 0):
+        raise argparse.ArgumentTypeError(f"{text!r}: give joiners/watchers, e.g. 100/500")
+    return int(joiners), int(watchers)
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a short run")
     parser.add_argument("--profile", metavar="FILE", help="cProfile the tierstream relay")
     parser.add_argument(
         "--only", choices=["tierstream", "janus", "mediarelay"], help="run one relay"
+    )
+    parser.add_argument(
+        "--storm",
+        metavar="JOINERS/WATCHERS",
+        type=storm_size,
+        help="the join storm's size (default 200/500, 50/200 with --quick)",
     )
     parser.add_argument(
         "--two-cores",
@@ -1020,7 +1035,8 @@ async def main() -> None:
             continue
         print(f"{mode} on cores {sorted(relay_cores)}:", flush=True)
         profile = args.profile if mode == "tierstream" else None
-        storm = ((50, 200) if args.quick else (200, 500)) if mode != "mediarelay" else (0, 0)
+        storm = args.storm or ((50, 200) if args.quick else (200, 500))
+        storm = storm if mode != "mediarelay" else (0, 0)
         results.append(
             await run_relay(mode, relay_cores, plans[mode], window, budget, profile, storm)
         )

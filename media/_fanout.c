@@ -1209,17 +1209,24 @@ static PyObject *Fanout_send(FanoutObject *self, PyObject *arg) {
         pthread_cond_wait(&pool.changed, &pool.lock);
     }
     job->total = (long)self->count;
-    job->order = self->sent + (unsigned long)self->queued;
-    if (pool.tail != NULL) {
-        pool.tail->after = job;
-    } else {
-        pool.head = job;
+    int queued = job->total > 0; /* another thread may have removed every slot meanwhile */
+    if (queued) {
+        job->order = self->sent + (unsigned long)self->queued;
+        if (pool.tail != NULL) {
+            pool.tail->after = job;
+        } else {
+            pool.head = job;
+        }
+        pool.tail = job;
+        pool.queued++;
+        self->queued++;
+        pthread_cond_broadcast(&pool.changed);
     }
-    pool.tail = job;
-    pool.queued++;
-    self->queued++;
-    pthread_cond_broadcast(&pool.changed);
     pthread_mutex_unlock(&pool.lock);
+    if (!queued) {
+        frame_data_release(job->frame);
+        free(job);
+    }
     Py_END_ALLOW_THREADS
     return report(self);
 }

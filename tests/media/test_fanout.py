@@ -9,6 +9,7 @@ implementation, for each profile aiortc negotiates.
 from __future__ import annotations
 
 import os
+import random
 import socket
 import struct
 import threading
@@ -413,3 +414,66 @@ def test_each_track_gets_its_frames_in_order_while_tracks_are_sent_side_by_side(
             assert [header(p)[2] for p in packets] == list(range(25 * 5))
             assert [p[12] for p in packets] == [n for n in range(25) for _ in range(5)]
             player.close()
+
+
+def test_sends_joins_leaves_and_nacks_from_several_threads_never_hang(
+    outbound: socket.socket,
+) -> None:
+    """Production calls come from the event loop alone, but nothing in the extension may
+    depend on it: a send that waited while another thread removed every slot once left a
+    job nobody could run, and every later join hung on it."""
+    sink = Player()
+    fanouts = [_fanout.Fanout() for _ in range(4)]
+    attached: dict[int, list[_fanout.Slot]] = {id(f): [] for f in fanouts}
+    guard = threading.Lock()
+    frames = [frame(n, keyframe=n % 30 == 0, packets=3) for n in range(60)]
+    deadline = time.monotonic() + 3.0
+    rng = random.Random(7)
+
+    def send() -> None:
+        n = 0
+        while time.monotonic() < deadline:
+            for fanout in fanouts:
+                fanout.send(frames[n % 60])
+            n += 1
+
+    def churn() -> None:
+        i = 0
+        while time.monotonic() < deadline:
+            fanout = rng.choice(fanouts)
+            with guard:
+                slots = attached[id(fanout)]
+                if slots and rng.random() < 0.5:
+                    assert fanout.remove(slots.pop(rng.randrange(len(slots))))
+                else:
+                    slots.append(
+                        _fanout.Slot(sender_for(sink, outbound), i, 96, b"", 0, 0, VP8_CLOCK)
+                    )
+                    fanout.add(slots[-1], frames[: rng.randrange(4)])
+                    i += 1
+
+    def meddle() -> None:
+        while time.monotonic() < deadline:
+            fanout = rng.choice(fanouts)
+            fanout.flush()
+            fanout.wait_for_keyframe()
+            with guard:
+                slots = list(attached[id(fanout)])
+            if slots:
+                rng.choice(slots).retransmit([rng.randrange(300) for _ in range(4)])
+
+    threads = [threading.Thread(target=t, daemon=True) for t in (send, churn, meddle, meddle)]
+    for thread in threads:
+        thread.start()
+    while time.monotonic() < deadline:
+        try:
+            sink.socket.recv(2048)
+        except BlockingIOError:
+            time.sleep(0.001)
+    for thread in threads:
+        thread.join(10)
+    assert not any(thread.is_alive() for thread in threads), "a call hung"
+    for fanout in fanouts:
+        fanout.flush()
+        assert len(fanout) == len(attached[id(fanout)])
+    sink.close()

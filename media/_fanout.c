@@ -1178,11 +1178,15 @@ static void Fanout_dealloc(FanoutObject *self) {
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
+/* (bytes sent, slots whose socket was full), as send(), flush() and add() return it. */
+static PyObject *outcome_tuple(Outcome outcome) {
+    return Py_BuildValue("(Ki)", outcome.bytes, outcome.overflowed);
+}
+
 /* What was sent since the last report: (bytes, slots whose socket was full). */
 static PyObject *report(FanoutObject *self) {
-    unsigned long long bytes = atomic_exchange(&self->bytes, 0);
-    int overflowed = atomic_exchange(&self->overflowed, 0);
-    return Py_BuildValue("(Ki)", bytes, overflowed);
+    Outcome outcome = {atomic_exchange(&self->bytes, 0), atomic_exchange(&self->overflowed, 0)};
+    return outcome_tuple(outcome);
 }
 
 static PyObject *Fanout_send(FanoutObject *self, PyObject *arg) {
@@ -1190,45 +1194,39 @@ static PyObject *Fanout_send(FanoutObject *self, PyObject *arg) {
         PyErr_SetString(PyExc_TypeError, "send() takes a Frame");
         return NULL;
     }
-    if (self->count == 0) {
-        return report(self); /* nobody to send to, nothing to keep in order */
-    }
     if (start_pool(0) != 0) {
         return PyErr_SetFromErrno(PyExc_OSError);
     }
-    Job *job = calloc(1, sizeof(Job));
-    if (job == NULL) {
-        return PyErr_NoMemory();
-    }
-    job->fanout = self;
-    job->frame = ((FrameObject *)arg)->data;
-    frame_data_retain(job->frame);
+    FrameData *frame = ((FrameObject *)arg)->data;
+    int failed = 0;
     Py_BEGIN_ALLOW_THREADS
     pthread_mutex_lock(&pool.lock);
     while (pool.queued >= QUEUE_LIMIT || self->draining > 0) {
         pthread_cond_wait(&pool.changed, &pool.lock);
     }
-    job->total = (long)self->count;
-    int queued = job->total > 0; /* another thread may have removed every slot meanwhile */
-    if (queued) {
-        job->order = self->sent + (unsigned long)self->queued;
-        if (pool.tail != NULL) {
-            pool.tail->after = job;
-        } else {
-            pool.head = job;
+    if (self->count > 0) { /* with nobody to send to there is nothing to keep in order */
+        Job *job = calloc(1, sizeof(Job));
+        failed = job == NULL;
+        if (job != NULL) {
+            job->fanout = self;
+            job->frame = frame;
+            frame_data_retain(frame);
+            job->total = (long)self->count;
+            job->order = self->sent + (unsigned long)self->queued;
+            if (pool.tail != NULL) {
+                pool.tail->after = job;
+            } else {
+                pool.head = job;
+            }
+            pool.tail = job;
+            pool.queued++;
+            self->queued++;
+            pthread_cond_broadcast(&pool.changed);
         }
-        pool.tail = job;
-        pool.queued++;
-        self->queued++;
-        pthread_cond_broadcast(&pool.changed);
     }
     pthread_mutex_unlock(&pool.lock);
-    if (!queued) {
-        frame_data_release(job->frame);
-        free(job);
-    }
     Py_END_ALLOW_THREADS
-    return report(self);
+    return failed ? PyErr_NoMemory() : report(self);
 }
 
 static PyObject *Fanout_flush(FanoutObject *self, PyObject *unused) {
@@ -1305,7 +1303,7 @@ static PyObject *Fanout_add(FanoutObject *self, PyObject *args) {
         Py_DECREF(slot);
         return PyErr_NoMemory();
     }
-    return Py_BuildValue("(Ki)", outcome.bytes, outcome.overflowed);
+    return outcome_tuple(outcome);
 }
 
 static PyObject *Fanout_remove(FanoutObject *self, PyObject *arg) {

@@ -49,10 +49,10 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.processes import START_TIMEOUT_S, private_cluster
-from cluster.registry import Registry
-from tests.support.cluster import Pauses
+from tests.support.cluster import Pauses, while_refused
 from tests.support.nodes import NodeProcess
 from tests.support.peers import Peers, Playing, PublisherProcess
+from tests.support.registry import connected
 
 STREAM = "soak"
 FPS = 15
@@ -192,18 +192,19 @@ async def _republish(soak: Soak, workdir: Path, every_s: float, until: float) ->
 async def _publish_again(soak: Soak, whip: str, workdir: Path) -> PublisherProcess:
     """Start the next publisher; like a real one, it tries again while the node still
     refuses it (409: the previous publisher's session not yet gone), for ``REPUBLISH_S``."""
-    deadline, attempt = time.monotonic() + REPUBLISH_S, 0
-    while True:
-        log = workdir / f"publisher-{soak.publishes}-{attempt}.log"
-        try:
-            return await asyncio.to_thread(PublisherProcess(whip, log, PICTURE).start, 60.0)
-        except RuntimeError as refused:
-            if "409" not in str(refused) or time.monotonic() > deadline:
-                raise
-        attempt += 1
-        at = time.monotonic() - soak.started
-        print(f"  {at:5.0f} s: publishing refused (409), again in 1 s", file=sys.stderr)
-        await asyncio.sleep(1.0)
+    attempts = itertools.count()
+
+    async def attempt() -> PublisherProcess:
+        n = next(attempts)
+        if n:
+            at = time.monotonic() - soak.started
+            print(f"  {at:5.0f} s: publishing refused (409), again", file=sys.stderr)
+        log = workdir / f"publisher-{soak.publishes}-{n}.log"
+        return await asyncio.to_thread(PublisherProcess(whip, log, PICTURE).start, 60.0)
+
+    return await while_refused(
+        attempt, lambda exc: isinstance(exc, RuntimeError) and "409" in str(exc), REPUBLISH_S, 1.0
+    )
 
 
 @contextlib.asynccontextmanager
@@ -250,12 +251,9 @@ async def _churn(soak: Soak, workdir: Path, seconds: float, kill_every_s: float)
 
 async def _left_behind(url: str) -> dict[str, int]:
     """What the registry still holds once every client is gone and the nodes settled."""
-    registry = await Registry.connect(url)
-    try:
+    async with connected(url) as registry:
         await asyncio.sleep(SETTLE_S)
         snapshot = await registry.snapshot()
-    finally:
-        await registry.close()
     return {
         "pull rows": len(snapshot.pulls),
         "secondary-origin claims": len(snapshot.secondary_origins),

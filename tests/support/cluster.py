@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import httpx
 
@@ -19,6 +19,7 @@ from cluster.types import RelayTree, StreamId
 from tests.support.nodes import NodeProcess
 from tests.support.peers import Peers, Playing, Published
 
+T = TypeVar("T")
 S1 = StreamId("s1")
 ClusterFactory = Callable[..., dict[str, NodeProcess]]
 
@@ -31,16 +32,32 @@ def whep(node: NodeProcess, stream: str = S1) -> str:
     return f"{node.url}/LiveApp/whep/{stream}"
 
 
-async def publish_when_free(peers: Peers, url: str, within_s: float) -> Published:
-    """Publish, retrying while the stream's old main origin still holds its lease (409)."""
+async def while_refused(
+    attempt: Callable[[], Awaitable[T]],
+    refused: Callable[[Exception], bool],
+    within_s: float,
+    pause_s: float,
+) -> T:
+    """``attempt()`` again, ``pause_s`` apart, while it fails in a way ``refused`` names,
+    for up to ``within_s``; any other failure, or a refusal after that, is raised."""
     deadline = time.monotonic() + within_s
     while True:
         try:
-            return await peers.publish(url)
-        except SignallingFailed as refused:
-            if refused.status != 409 or time.monotonic() > deadline:
+            return await attempt()
+        except Exception as exc:
+            if not refused(exc) or time.monotonic() > deadline:
                 raise
-            await asyncio.sleep(0.2)
+        await asyncio.sleep(pause_s)
+
+
+async def publish_when_free(peers: Peers, url: str, within_s: float) -> Published:
+    """Publish, retrying while the stream's old main origin still holds its lease (409)."""
+    return await while_refused(
+        lambda: peers.publish(url),
+        lambda exc: isinstance(exc, SignallingFailed) and exc.status == 409,
+        within_s,
+        0.2,
+    )
 
 
 def edges(tree: RelayTree | None) -> set[tuple[str, str]]:
